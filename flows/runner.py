@@ -1,0 +1,27 @@
+"""Build the Prefect task runner named in a config (threads locally, Dask to scale out)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from configs.base import TaskRunnerConfig
+from tasks.errors import WinnowError
+
+
+def make_task_runner(cfg: TaskRunnerConfig) -> Any:
+    """ThreadPoolTaskRunner by default; DaskTaskRunner on ``address`` (or a LocalCluster without one)."""
+    if cfg.kind == "dask":
+        try:
+            from prefect_dask import DaskTaskRunner
+        except ModuleNotFoundError:
+            raise WinnowError("task_runner.kind 'dask' needs the dask extra: pip install 'winnow[dask]'") from None
+        if cfg.address:
+            return DaskTaskRunner(address=cfg.address)
+        return DaskTaskRunner(cluster_kwargs={
+            "n_workers": cfg.n_workers, "threads_per_worker": cfg.threads_per_worker, "dashboard_address": None,
+        })
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    if cfg.kind == "sequential":
+        return ThreadPoolTaskRunner(max_workers=1)
+    return ThreadPoolTaskRunner(max_workers=cfg.max_workers)

@@ -1,0 +1,3 @@
+"""Placeholder: mixture tables (being written by their owner)."""
+
+DDL: list[str] = []

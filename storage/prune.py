@@ -1,0 +1,3 @@
+"""Placeholder: prune tables (being written by their owner)."""
+
+DDL: list[str] = []

@@ -1,0 +1,3 @@
+"""Placeholder: scaling tables (being written by their owner)."""
+
+DDL: list[str] = []

@@ -1,0 +1,70 @@
+"""The versioned schema: one list of migrations, applied in order, version stored in the file.
+
+Each stage module declares its tables in ``DDL``; version 1 is all of them. A later change appends a
+migration (a list of statements) to :data:`MIGRATIONS` — never edit a released one. A file whose
+version is higher than :data:`SCHEMA_VERSION` was written by a newer winnow and is refused.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+from storage import core, embeddings, mixture, prune, scaling
+from storage.db import one
+from tasks.errors import SchemaTooNewError
+
+MIGRATIONS: dict[int, list[str]] = {
+    1: core.DDL + embeddings.DDL + prune.DDL + mixture.DDL + scaling.DDL,
+}
+SCHEMA_VERSION = max(MIGRATIONS)
+
+_META = "CREATE TABLE IF NOT EXISTS winnow_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)"
+
+
+def file_version(con: duckdb.DuckDBPyConnection) -> int:
+    """Schema version recorded in an open file (0 for a new, empty file)."""
+    has_meta = one(con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'winnow_meta'"
+    ))[0]
+    if not has_meta:
+        return 0
+    row = one(con.execute("SELECT value FROM winnow_meta WHERE key = 'schema_version'"))
+    return int(row[0]) if row else 0
+
+
+def _too_new(found: int, path: Path) -> SchemaTooNewError:
+    return SchemaTooNewError(
+        f"{path} has schema version {found}, newer than this winnow's {SCHEMA_VERSION}: "
+        "upgrade winnow to read it (the file was left untouched)"
+    )
+
+
+def migrate(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Bring a writable file up to :data:`SCHEMA_VERSION` in one transaction."""
+    found = file_version(con)
+    if found > SCHEMA_VERSION:
+        raise _too_new(found, path)
+    if found == SCHEMA_VERSION:
+        return
+    con.begin()
+    try:
+        con.execute(_META)
+        for version in range(found + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[version]:
+                con.execute(statement)
+        con.execute(
+            "INSERT OR REPLACE INTO winnow_meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
+        )
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+
+
+def check_readable(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Refuse to read a file written by a newer schema."""
+    found = file_version(con)
+    if found > SCHEMA_VERSION:
+        raise _too_new(found, path)

@@ -1,0 +1,174 @@
+"""Sources and examples: register staged sources (versioned, idempotent) and load them back."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow.parquet as pq
+
+from storage.db import Store, one
+from tasks.data import SourceData, example_ids_for
+from tasks.errors import WinnowError
+from tasks.ingest import StagedSource
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    source_id: int
+    name: str
+    version: int
+    kind: str
+    content_hash: str
+    n_rows: int
+    n_train: int
+    n_test: int
+    parquet_path: str
+    created: bool  # False when an identical source was already registered
+
+
+def _record(row: tuple, created: bool) -> SourceRecord:
+    return SourceRecord(*row, created=created)
+
+
+_COLS = "source_id, name, version, kind, content_hash, n_rows, n_train, n_test, parquet_path"
+
+
+def register_source(con: duckdb.DuckDBPyConnection, store: Store, staged: StagedSource) -> SourceRecord:
+    """Register one staged source inside the caller's transaction.
+
+    Same name and same content as a registered version: nothing is written and the staged file is
+    dropped. Same name, new content: a new version (never an overwrite).
+    """
+    row = one(con.execute(
+        f"SELECT {_COLS} FROM sources WHERE name = ? AND content_hash = ?", [staged.name, staged.content_hash]
+    ))
+    if row is not None:
+        staged.path.unlink(missing_ok=True)
+        return _record(row, created=False)
+    source_id = one(con.execute("SELECT coalesce(max(source_id), 0) + 1 FROM sources"))[0]
+    version = one(con.execute("SELECT coalesce(max(version), 0) + 1 FROM sources WHERE name = ?", [staged.name]))[0]
+    rel = store.adopt_file(staged.path, "sources", f"{staged.name}-v{version}-{staged.content_hash[:12]}.parquet")
+    try:
+        con.execute(
+            "INSERT INTO sources VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                source_id, staged.name, version, staged.kind, staged.uri, staged.content_hash, staged.n_rows,
+                staged.n_train, staged.n_test, staged.n_features, staged.label_column, staged.label_names,
+                list(staged.image_shape) if staged.image_shape else None, json.dumps(staged.schema),
+                json.dumps(staged.options), rel, datetime.now(timezone.utc).replace(tzinfo=None),
+            ],
+        )
+        con.execute(
+            """
+            INSERT INTO examples
+            SELECT (CAST(? AS BIGINT) << 32) | row_index, ?, row_index,
+                   CASE WHEN label IS NULL THEN NULL ELSE list_position(?::VARCHAR[], label) - 1 END,
+                   split, row_hash
+            FROM read_parquet(?)
+            """,
+            [source_id, source_id, staged.label_names, str(store.resolve(rel))],
+        )
+    except BaseException:
+        store.resolve(rel).unlink(missing_ok=True)
+        raise
+    return SourceRecord(source_id, staged.name, version, staged.kind, staged.content_hash, staged.n_rows,
+                        staged.n_train, staged.n_test, rel, created=True)
+
+
+def register_sources(store: Store, staged: list[StagedSource], run_id: str | None = None) -> list[SourceRecord]:
+    """Register every staged source in ONE transaction (all or nothing); link them to ``run_id``."""
+    try:
+        with store.write() as con:
+            records = [register_source(con, store, s) for s in staged]
+            if run_id is not None:
+                for r in records:
+                    con.execute("INSERT OR IGNORE INTO run_sources VALUES (?, ?)", [run_id, r.source_id])
+            return records
+    except BaseException:
+        for s in staged:
+            s.path.unlink(missing_ok=True)
+        raise
+
+
+def list_sources(store: Store) -> list[dict]:
+    """Every registered source version, newest first per name."""
+    with store.read() as con:
+        cur = con.execute(
+            "SELECT source_id, name, version, kind, n_rows, n_train, n_test, n_features, label_names, "
+            "image_shape, content_hash, uri, ingested_at FROM sources ORDER BY name, version DESC"
+        )
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+
+def source_row(con: duckdb.DuckDBPyConnection, name: str, version: int | None = None) -> dict:
+    q = "SELECT * FROM sources WHERE name = ?" + (" AND version = ?" if version is not None else "") + " ORDER BY version DESC LIMIT 1"
+    cur = con.execute(q, [name] if version is None else [name, version])
+    row = one(cur)
+    if row is None:
+        have = [r[0] for r in con.execute("SELECT DISTINCT name FROM sources ORDER BY 1").fetchall()]
+        v = f" version {version}" if version is not None else ""
+        raise WinnowError(f"no source named {name!r}{v} in the database (have: {', '.join(have) or 'none'}); ingest it first")
+    return dict(zip([d[0] for d in cur.description], row))
+
+
+def load_source(store: Store, name: str, version: int | None = None) -> SourceData:
+    """Load a source version (latest by default) with its features/texts, labels and split."""
+    with store.read() as con:
+        row = source_row(con, name, version)
+    return _load_row(store, row)
+
+
+def load_source_by_id(store: Store, source_id: int) -> SourceData:
+    with store.read() as con:
+        cur = con.execute("SELECT * FROM sources WHERE source_id = ?", [source_id])
+        r = one(cur)
+        if r is None:
+            raise WinnowError(f"no source with id {source_id}")
+        row = dict(zip([d[0] for d in cur.description], r))
+    return _load_row(store, row)
+
+
+def _load_row(store: Store, row: dict) -> SourceData:
+    path = store.resolve(row["parquet_path"])
+    if not path.exists():
+        raise WinnowError(f"source {row['name']!r} v{row['version']}: data file missing: {path}")
+    table = pq.read_table(path)
+    row_index = table.column("row_index").to_numpy()
+    label_names = list(row["label_names"]) if row["label_names"] is not None else None
+    y = None
+    if label_names is not None:
+        raw = np.asarray(table.column("label").to_numpy(zero_copy_only=False)).astype(str)
+        order = np.argsort(np.asarray(label_names))
+        sorted_names = np.asarray(label_names)[order]
+        y = order[np.searchsorted(sorted_names, raw)].astype(np.int64)
+    X = texts = None
+    if "features" in table.column_names:
+        col = table.column("features").combine_chunks()
+        X = col.flatten().to_numpy().reshape(len(col), col.type.list_size).astype(np.float32, copy=False)
+    else:
+        texts = table.column("text").to_pylist()
+    return SourceData(
+        source_id=int(row["source_id"]),
+        name=row["name"],
+        version=int(row["version"]),
+        kind=row["kind"],
+        content_hash=row["content_hash"],
+        example_ids=example_ids_for(int(row["source_id"]), row_index),
+        row_index=row_index.astype(np.int64),
+        X=X,
+        texts=texts,
+        y=y,
+        label_names=label_names,
+        split=np.asarray(table.column("split").to_numpy(zero_copy_only=False)).astype(str),
+        image_shape=tuple(row["image_shape"]) if row["image_shape"] is not None else None,
+    )
+
+
+def resolve_sources(store: Store, names: list[str]) -> dict[str, SourceData]:
+    return {n: load_source(store, n) for n in names}

