@@ -8,8 +8,14 @@ import duckdb
 import numpy as np
 
 
-def db_fingerprint(path: Path) -> dict | None:
-    """Row count and an order-independent hash of every table, or None when the file does not exist."""
+VOLATILE = ("started_at", "finished_at", "ingested_at", "created_at", "prefect_flow_run_id", "seconds", "summary", "code_version")
+
+
+def db_fingerprint(path: Path, ignore: tuple[str, ...] = ()) -> dict | None:
+    """Row count and an order-independent hash of every table, or None when the file does not exist.
+
+    ``ignore`` names columns left out of the hash (timestamps when comparing two separate runs).
+    """
     path = Path(path)
     if not path.exists():
         return None
@@ -19,8 +25,30 @@ def db_fingerprint(path: Path) -> dict | None:
             "SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE' ORDER BY 1").fetchall()]
         out = {}
         for t in tables:
-            out[t] = con.execute(f'SELECT count(*), coalesce(bit_xor(hash(x)), 0) FROM "{t}" x').fetchall()[0]
+            cols = [r[0] for r in con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position", [t]).fetchall()]
+            keep = [f'"{c}"' for c in cols if c not in ignore] or ["1"]
+            out[t] = con.execute(
+                f'SELECT count(*), coalesce(bit_xor(hash(row({", ".join(keep)}))), 0) FROM "{t}"').fetchall()[0]
         return out
+    finally:
+        con.close()
+
+
+def referenced_files_exist(path: Path) -> bool:
+    """Every Parquet/weights path recorded in any *_path column exists on disk."""
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        cols = con.execute(
+            "SELECT table_name, column_name FROM information_schema.columns "
+            "WHERE column_name LIKE '%_path' AND table_name IN (SELECT table_name FROM information_schema.tables WHERE table_type='BASE TABLE')"
+        ).fetchall()
+        for t, c in cols:
+            for (p,) in con.execute(f'SELECT DISTINCT "{c}" FROM "{t}" WHERE "{c}" IS NOT NULL').fetchall():
+                q = Path(p)
+                if not (q if q.is_absolute() else path.parent / q).exists():
+                    return False
+        return True
     finally:
         con.close()
 
@@ -37,3 +65,24 @@ def blobs(n: int = 300, d: int = 8, k: int = 3, seed: int = 0) -> tuple[np.ndarr
     centers = rng.normal(0, 5, size=(k, d))
     y = rng.integers(0, k, size=n)
     return (centers[y] + rng.normal(0, 1, size=(n, d))).astype(np.float32), y
+
+
+def db_contents(path: Path, ignore: set[str] | frozenset[str] = frozenset()) -> dict[str, list[tuple]]:
+    """Every base table's rows (sorted), without TIMESTAMP columns and the columns named in ``ignore``.
+
+    For comparing two runs that should have produced the same results at different times.
+    """
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        cols: dict[str, list[str]] = {}
+        for table, col, typ in con.execute(
+            "SELECT c.table_name, c.column_name, c.data_type FROM information_schema.columns c "
+            "JOIN information_schema.tables t USING (table_name) WHERE t.table_type = 'BASE TABLE' "
+            "ORDER BY c.table_name, c.ordinal_position"
+        ).fetchall():
+            if not typ.upper().startswith("TIMESTAMP") and col not in ignore:
+                cols.setdefault(table, []).append(col)
+        return {t: con.execute(f'SELECT {", ".join(f"{chr(34)}{c}{chr(34)}" for c in cs)} FROM "{t}" ORDER BY ALL').fetchall()
+                for t, cs in cols.items()}
+    finally:
+        con.close()
