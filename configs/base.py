@@ -170,7 +170,10 @@ def load_config(path: str | Path) -> RunConfig:
     try:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as err:
-        raise WinnowError(f"{p}: not valid YAML: {err}") from None
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise WinnowError(f"{p}: not valid YAML{where}: {problem}") from None
     except (OSError, UnicodeDecodeError) as err:
         raise WinnowError(f"{p}: cannot read config: {err}") from None
     return parse_config(data, origin=str(p), base_dir=p.resolve().parent)

@@ -18,26 +18,28 @@ from prefect import flow
 from prefect.context import get_run_context
 
 from configs.base import RunConfig
-from flows.ingest import stage_all
-from flows.runner import make_task_runner
+from flows.ingest import stage_sources_flow
+from flows.report import publish_summary
+from flows.runner import task_runner_scope
 from storage.db import Store
 from storage.runs import delete_run, finish_run, make_run_id, run_exists, start_run
 from storage.sources import register_sources
 from tasks.errors import WinnowError
 
-STAGES = ("prune", "mixture", "extrapolate")
+# stage name -> the config section that switches it on, in pipeline order
+STAGES = {"embed": "encoder", "prune": "prune", "mixture": "mixture", "extrapolate": "extrapolate"}
 
 
 def enabled_stages(config: RunConfig, only: list[str] | None = None) -> list[str]:
     """Stages the config switches on, restricted to ``only`` when given (in pipeline order)."""
-    on = [s for s in STAGES if getattr(config, s) is not None]
+    on = [s for s, section in STAGES.items() if getattr(config, section) is not None]
     if only is None:
         return on
     for s in only:
         if s not in STAGES:
             raise WinnowError(f"unknown stage {s!r} (stages: {', '.join(STAGES)})")
-        if getattr(config, s) is None:
-            raise WinnowError(f"the config has no '{s}' section, so the {s} stage cannot run")
+        if getattr(config, STAGES[s]) is None:
+            raise WinnowError(f"the config has no '{STAGES[s]}' section, so the {s} stage cannot run")
     return [s for s in STAGES if s in only]
 
 
@@ -46,6 +48,10 @@ def run_label(stages: list[str], only: list[str] | None) -> str:
 
 
 def _stage_flow(name: str):
+    if name == "embed":
+        from flows.embed import embed_flow
+
+        return embed_flow
     if name == "prune":
         from flows.prune import prune_flow
 
@@ -69,12 +75,17 @@ def _flow_run_id() -> str | None:
 @flow(name="pipeline", log_prints=True)
 def pipeline_flow(config: RunConfig, db: str, only: list[str] | None = None, progress: bool = True) -> dict[str, Any]:
     """Run ingestion and the stages of ``config`` (or only those in ``only``) into the DuckDB file ``db``."""
+    with task_runner_scope(config.task_runner) as runner:  # one runner (one Dask cluster) for every subflow
+        return _run_pipeline(config, db, only, progress, runner)
+
+
+def _run_pipeline(config: RunConfig, db: str, only: list[str] | None, progress: bool, runner: Any) -> dict[str, Any]:
     stages = enabled_stages(config, only)
     label = run_label(stages, only)
     run_id = make_run_id(label, config.canonical_json())
     store = Store(db)
     t0 = time.perf_counter()
-    staged = stage_all(config, store, progress)
+    staged = stage_sources_flow.with_options(task_runner=runner)(config=config, db=db, progress=progress)
     existed = store.exists and run_exists(store, run_id)
     start_run(store, run_id, label, config.name, config.canonical_json(), _flow_run_id())
     summary: dict[str, Any] = {"run_id": run_id, "db": str(store.path), "stages": {}}
@@ -84,7 +95,6 @@ def pipeline_flow(config: RunConfig, db: str, only: list[str] | None = None, pro
             {"name": r.name, "version": r.version, "rows": r.n_rows, "train": r.n_train, "test": r.n_test,
              "new": r.created} for r in records
         ]
-        runner = make_task_runner(config.task_runner)
         for stage in stages:
             ts = time.perf_counter()
             result = _stage_flow(stage).with_options(task_runner=runner)(config=config, db=db, run_id=run_id, progress=progress)
@@ -93,6 +103,7 @@ def pipeline_flow(config: RunConfig, db: str, only: list[str] | None = None, pro
             summary["stages"][stage] = result
         summary["seconds"] = round(time.perf_counter() - t0, 2)
         finish_run(store, run_id, "completed", summary)
+        publish_summary(summary)
         return summary
     except WinnowError:
         if existed:
