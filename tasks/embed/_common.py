@@ -1,0 +1,63 @@
+"""Shared helpers of the encoders: output validation, L2 normalisation, progress bars."""
+
+from __future__ import annotations
+
+import numpy as np
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from tasks.errors import WinnowError
+
+
+def check_embeddings(E: np.ndarray, what: str, n: int | None = None) -> np.ndarray:
+    """Return ``E`` as a C-contiguous (n, d) float32 array; raise WinnowError on NaN/inf or bad shape.
+
+    Parameters
+    ----------
+    E : (n, d) array of embedding vectors.
+    what : name used in the error message (e.g. ``"ssl_cnn embeddings of source 'mnist'"``).
+    n : expected number of rows, if known.
+    """
+    E = np.asarray(E)
+    if E.ndim != 2:
+        raise WinnowError(f"{what} must be a 2-D (n, dim) array; got shape {E.shape}")
+    if n is not None and E.shape[0] != n:
+        raise WinnowError(f"{what} has {E.shape[0]} rows; expected {n}")
+    if E.shape[1] == 0:
+        raise WinnowError(f"{what} has 0 columns")
+    if not np.issubdtype(E.dtype, np.number) or np.issubdtype(E.dtype, np.complexfloating):
+        raise WinnowError(f"{what} must be real numbers; got dtype {E.dtype}")
+    E = np.ascontiguousarray(E, dtype=np.float32)
+    finite = np.isfinite(E)
+    if not finite.all():
+        rows = np.flatnonzero(~finite.all(axis=1))
+        raise WinnowError(
+            f"{what} contain NaN or inf in {rows.size} row(s) (first row {int(rows[0])}); "
+            "fix the input features or the encoder settings (e.g. a lower lr)"
+        )
+    return E
+
+
+def l2_normalize(E: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Rows scaled to unit L2 norm (all-zero rows stay zero). (n, d) float32 -> (n, d) float32."""
+    norms = np.linalg.norm(E, axis=1, keepdims=True)
+    return (E / np.maximum(norms, eps)).astype(np.float32, copy=False)
+
+
+def progress_bar(enabled: bool) -> Progress:
+    """A rich progress bar (disabled = no output) with count, elapsed and remaining time."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        disable=not enabled,
+        transient=True,
+    )
