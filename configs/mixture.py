@@ -1,7 +1,146 @@
-"""Placeholder: the mixture section (being written by its owner)."""
+"""The ``mixture:`` section: pools derived from ingested sources, the target, OT, pilots, predictor,
+extrapolation and selection settings (method: /work/shared/design/mixture.md)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
 
 from configs._model import StrictModel
 
 
+class PoolConfig(StrictModel):
+    """One mixture source: ``n`` rows of an ingested source's split, optionally class-skewed.
+
+    ``class_proportions`` maps label names to shares; labels not listed share the remainder
+    equally (Projektor: four classes at 0.2425 each, the other six at 0.005). Pools drawn from the
+    same source and split never share rows.
+    """
+
+    name: str
+    source: str
+    split: Literal["train", "test", "all"] = "train"
+    n: int | None = Field(default=None, gt=0, description="rows in the pool (None: every row of the split)")
+    class_proportions: dict[str, float] | None = None
+    seed: int = 0
+    cost: float = Field(default=1.0, ge=0, description="cost per example, for the selection budget")
+
+    @field_validator("class_proportions")
+    @classmethod
+    def _props(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        if v is None:
+            return v
+        if any(x < 0 for x in v.values()) or sum(v.values()) > 1 + 1e-9:
+            raise ValueError(f"class_proportions {v} must be >= 0 and sum to at most 1")
+        return v
+
+
+class TargetConfig(StrictModel):
+    """The target: ``n_ot`` rows revealed for OT and ``n_eval`` disjoint rows to evaluate pilots on."""
+
+    source: str
+    split: Literal["train", "test", "all"] = "test"
+    n_ot: int = Field(default=1000, gt=0)
+    n_eval: int = Field(default=2000, gt=0)
+    seed: int = 0
+
+
+class FeatureConfig(StrictModel):
+    """Common image side (bilinear resize) and the shared PCA dimension (0 = keep features)."""
+
+    image_size: int | None = Field(default=16, gt=0)
+    dim: int = Field(default=64, ge=0)
+    seed: int = 0
+
+
+class OTConfig(StrictModel):
+    """Label-aware OT settings. ``reveal``: examples per pool that enter the OT union."""
+
+    solver: Literal["exact", "sinkhorn", "sinkhorn_debiased"] = "sinkhorn"
+    mode: Literal["weighted", "resample"] = "weighted"
+    reg: float = Field(default=0.05, gt=0)
+    tol: float = Field(default=1e-4, gt=0, description="Sinkhorn stop: L1 error of the source marginal")
+    lambda_x: float = Field(default=1.0, ge=0)
+    lambda_y: float = Field(default=1.0, ge=0)
+    label_method: Literal["gaussian", "exact"] = "gaussian"
+    reveal: int = Field(default=1000, gt=0)
+    resample_n: int = Field(default=1000, gt=0, description="examples per mixture in resample mode")
+    compare: list[Literal["exact", "resample"]] = Field(
+        default_factory=list, description="extra sweeps for comparison: exact emd on the union, Projektor's resample mode")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _lambdas(self) -> "OTConfig":
+        if self.lambda_x + self.lambda_y == 0:
+            raise ValueError("lambda_x and lambda_y cannot both be 0")
+        return self
+
+
+class ProbeSettings(StrictModel):
+    weight_decay: float = Field(default=1e-3, ge=0)
+    max_iter: int = Field(default=100, gt=0)
+    rows_per_task: int = Field(default=20_000, gt=0, description="training rows per Prefect task (chunk of pilots)")
+
+
+class PredictorConfig(StrictModel):
+    forms: list[Literal["ot", "ot_linear", "ot_quadratic", "projektor"]] = ["ot", "ot_linear", "ot_quadratic", "projektor"]
+    baselines: list[Literal["quadratic_p", "nearest_grid"]] = ["quadratic_p", "nearest_grid"]
+    ridge: float = Field(default=0.0, ge=0)
+    random_splits: int = Field(default=5, ge=0)
+    random_test_fraction: float = Field(default=0.3, gt=0, lt=1)
+    seed: int = 0
+
+
+class ExtrapolationConfig(StrictModel):
+    """Extrapolate to ``target_n`` (default 10 × the largest pilot size); ``validate`` trains real
+    models at target_n on up to ``n_validate`` grid mixtures that fit the pools (``train_at_target``)."""
+
+    method: Literal["power_law", "log_n_map"] = "power_law"
+    target_n: int | None = Field(default=None, gt=0)
+    train_at_target: bool = True
+    n_validate: int = Field(default=11, gt=0)
+    reps: int = Field(default=3, gt=0)
+
+
+class SelectConfig(StrictModel):
+    """Projected gradient ascent settings; ``budget`` is the allowed mean cost per example."""
+
+    steps: int = Field(default=20, gt=0)
+    step_size: float = Field(default=0.15, gt=0)
+    decay: float = Field(default=0.8, gt=0, le=1)
+    budget: float | None = Field(default=None, ge=0)
+    use_availability: bool = True
+    confirm: bool = True
+
+
 class MixtureConfig(StrictModel):
-    pass
+    """Optimal-transport mixture estimation over ``pools`` for ``target``."""
+
+    pools: list[PoolConfig] = Field(min_length=2)
+    target: TargetConfig
+    features: FeatureConfig = Field(default_factory=FeatureConfig)
+    ot: OTConfig = Field(default_factory=OTConfig)
+    grid_step: float = Field(default=0.1, gt=0, le=0.5)
+    pilot_sizes: list[int] = Field(default=[200, 400, 800], min_length=2)
+    reps: int = Field(default=3, gt=0)
+    seed: int = 0
+    probe: ProbeSettings = Field(default_factory=ProbeSettings)
+    predictor: PredictorConfig = Field(default_factory=PredictorConfig)
+    extrapolation: ExtrapolationConfig = Field(default_factory=ExtrapolationConfig)
+    select: SelectConfig = Field(default_factory=SelectConfig)
+    plots: bool = True
+
+    @field_validator("pilot_sizes")
+    @classmethod
+    def _sizes(cls, v: list[int]) -> list[int]:
+        if any(x < 1 for x in v) or len(set(v)) != len(v):
+            raise ValueError(f"pilot_sizes {v} must be distinct positive integers")
+        return sorted(v)
+
+    @model_validator(mode="after")
+    def _names(self) -> "MixtureConfig":
+        names = [p.name for p in self.pools]
+        if len(set(names)) != len(names):
+            raise ValueError(f"pool names {names} must be unique")
+        return self

@@ -1,3 +1,244 @@
-"""Placeholder: mixture tables (being written by their owner)."""
+"""Mixture-stage tables: pools, OT values and sweeps, pilot results, predictor fits and validation,
+extrapolations and the chosen mixture.
 
-DDL: list[str] = []
+Every save is idempotent: :func:`save_mixture` deletes the run's rows from every mixture table and
+inserts the new ones in ONE transaction (a rerun of the same config replaces them). Rows go in as
+registered Arrow tables. Mixtures are stored as ``p DOUBLE[]`` (one weight per pool, in the order
+of ``mixture_pools.pool_index``).
+
+Views
+-----
+- ``mixture_surface``: median pilot accuracy per (run, N, mixture) next to its weighted OT value.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from storage.db import Store
+from tasks.mixture.outcome import MixtureOutcome
+
+MIXTURE_TABLES = (
+    "mixture_pools", "ot_distances", "ot_sweeps", "pilot_results", "predictor_fits",
+    "predictor_validation", "mixture_extrapolations", "mixture_selections",
+)
+
+DDL: list[str] = [
+    """
+    CREATE TABLE IF NOT EXISTS mixture_pools (
+        run_id VARCHAR NOT NULL,
+        pool_index INTEGER NOT NULL,
+        pool VARCHAR NOT NULL,
+        source VARCHAR NOT NULL,
+        n_rows BIGINT NOT NULL,
+        class_counts JSON NOT NULL,          -- {label name: rows}
+        PRIMARY KEY (run_id, pool_index)
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS ot_distances (
+        run_id VARCHAR NOT NULL,
+        sweep VARCHAR NOT NULL,              -- weighted | weighted-exact | resample ...
+        mixture_id INTEGER NOT NULL,
+        p DOUBLE[] NOT NULL,
+        solver VARCHAR NOT NULL,
+        reg DOUBLE NOT NULL,                 -- entropic epsilon (0 = exact)
+        n INTEGER,                           -- examples per mixture (resample mode); NULL = weighted union
+        value DOUBLE NOT NULL,
+        grad DOUBLE[],                       -- dOT/dp_i (weighted mode), NULL in resample mode
+        seconds DOUBLE NOT NULL,
+        n_iter INTEGER NOT NULL,
+        PRIMARY KEY (run_id, sweep, mixture_id)
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS ot_sweeps (
+        run_id VARCHAR NOT NULL,
+        sweep VARCHAR NOT NULL,
+        solver VARCHAR NOT NULL,
+        mode VARCHAR NOT NULL,               -- kernel-float32 | kernel-float64 | log-... | emd | resample-nN
+        reg DOUBLE NOT NULL,
+        n_mixtures INTEGER NOT NULL,
+        setup_seconds DOUBLE NOT NULL,
+        total_seconds DOUBLE NOT NULL,
+        PRIMARY KEY (run_id, sweep)
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS pilot_results (
+        run_id VARCHAR NOT NULL,
+        kind VARCHAR NOT NULL,               -- pilot | target (real trainings at the target N)
+        mixture_id INTEGER NOT NULL,         -- grid index; -1 = the selected mixture
+        p DOUBLE[] NOT NULL,
+        n INTEGER NOT NULL,
+        rep INTEGER NOT NULL,
+        seed UBIGINT NOT NULL,
+        metric VARCHAR NOT NULL,
+        value DOUBLE NOT NULL,
+        seconds DOUBLE NOT NULL,
+        PRIMARY KEY (run_id, kind, mixture_id, n, rep)
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS predictor_fits (
+        run_id VARCHAR NOT NULL,
+        n INTEGER NOT NULL,
+        form VARCHAR NOT NULL,
+        coefficients JSON NOT NULL,          -- {name: value}
+        ridge DOUBLE NOT NULL,
+        train_rmse DOUBLE NOT NULL,
+        chosen BOOLEAN NOT NULL,             -- the form that validated best (the default predictor)
+        PRIMARY KEY (run_id, n, form)
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS predictor_validation (
+        run_id VARCHAR NOT NULL,
+        n INTEGER NOT NULL,
+        form VARCHAR NOT NULL,
+        split VARCHAR NOT NULL,              -- projektor (p2 >= 0.5 held out) | random
+        mae DOUBLE NOT NULL,
+        rmse DOUBLE NOT NULL,
+        r2 DOUBLE,
+        n_train INTEGER NOT NULL,
+        n_test INTEGER NOT NULL,
+        PRIMARY KEY (run_id, n, form, split)
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS mixture_extrapolations (
+        run_id VARCHAR NOT NULL,
+        mixture_id INTEGER NOT NULL,
+        p DOUBLE[] NOT NULL,
+        n_target INTEGER NOT NULL,
+        method VARCHAR NOT NULL,             -- power_law | log_n_map | naive_largest_pilot
+        basis VARCHAR NOT NULL,              -- pilots (measured medians) | predictor (stage-1 predictions)
+        predicted DOUBLE NOT NULL,
+        measured DOUBLE,                     -- median accuracy of real trainings at n_target (NULL if none)
+        PRIMARY KEY (run_id, mixture_id, method, basis)
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS mixture_selections (
+        run_id VARCHAR PRIMARY KEY,
+        p DOUBLE[] NOT NULL,
+        n_target INTEGER NOT NULL,
+        form VARCHAR NOT NULL,
+        extrapolation VARCHAR NOT NULL,
+        predicted DOUBLE NOT NULL,
+        predicted_lo DOUBLE,
+        predicted_hi DOUBLE,
+        measured DOUBLE,                     -- real trainings of the chosen p at n_target
+        best_grid_p DOUBLE[],
+        best_grid_measured DOUBLE,
+        regret DOUBLE,                       -- best_grid_measured - measured
+        best_pilot_grid_p DOUBLE[],          -- best grid point by measured pilots at the largest N
+        pilot_pick_regret DOUBLE,
+        path JSON NOT NULL                   -- iterates of the winning start
+    )
+    """,
+    """
+    CREATE OR REPLACE VIEW mixture_surface AS
+    SELECT r.run_id, r.n, r.mixture_id, r.p, median(r.value) AS accuracy, stddev_samp(r.value) AS accuracy_std,
+           count(*) AS reps, any_value(o.value) AS ot
+    FROM pilot_results r
+    LEFT JOIN ot_distances o ON o.run_id = r.run_id AND o.mixture_id = r.mixture_id AND o.sweep = 'weighted'
+    WHERE r.kind = 'pilot'
+    GROUP BY r.run_id, r.n, r.mixture_id, r.p
+    """,
+]
+
+
+def _f(x: float) -> float | None:
+    return None if x is None or not np.isfinite(x) else float(x)
+
+
+def _plist(p: Any) -> list[float]:
+    return [float(v) for v in np.asarray(p, dtype=np.float64).ravel()]
+
+
+def _tables(o: MixtureOutcome, run_id: str) -> dict[str, pa.Table]:
+    t: dict[str, list[dict]] = {name: [] for name in MIXTURE_TABLES}
+    for i, pool in enumerate(o.pools):
+        t["mixture_pools"].append(dict(run_id=run_id, pool_index=i, pool=pool.name, source=pool.source,
+                                       n_rows=pool.n_rows, class_counts=json.dumps(pool.class_counts)))
+    for rec in o.sweeps:
+        s = rec.sweep
+        t["ot_sweeps"].append(dict(run_id=run_id, sweep=rec.label, solver=s.solver, mode=s.mode, reg=float(s.reg),
+                                   n_mixtures=len(s.values), setup_seconds=float(s.setup_seconds), total_seconds=s.total_seconds))
+        for g in range(len(s.values)):
+            grad = None if np.isnan(s.grads[g]).any() else _plist(s.grads[g])
+            t["ot_distances"].append(dict(run_id=run_id, sweep=rec.label, mixture_id=g, p=_plist(s.grid[g]), solver=s.solver,
+                                          reg=float(s.reg), n=rec.n, value=float(s.values[g]), grad=grad,
+                                          seconds=float(s.seconds[g]), n_iter=int(s.n_iter[g])))
+    for kind, rows in (("pilot", o.pilots), ("target", o.target_runs)):
+        for r in rows:
+            t["pilot_results"].append(dict(run_id=run_id, kind=kind, mixture_id=r.mixture_id, p=_plist(r.p), n=r.n, rep=r.rep,
+                                           seed=int(r.seed), metric="accuracy", value=float(r.accuracy), seconds=float(r.seconds)))
+    for f in o.fits:
+        t["predictor_fits"].append(dict(run_id=run_id, n=f.n, form=f.form, coefficients=json.dumps(f.as_dict()),
+                                        ridge=float(f.ridge), train_rmse=float(f.train_rmse), chosen=f.form == o.chosen_form))
+    for v in o.validation:
+        t["predictor_validation"].append(dict(run_id=run_id, n=v.n, form=v.form, split=v.split, mae=v.mae, rmse=v.rmse,
+                                              r2=_f(v.r2), n_train=v.n_train, n_test=v.n_test))
+    for e in o.extrapolations:
+        t["mixture_extrapolations"].append(dict(run_id=run_id, mixture_id=e.mixture_id, p=_plist(e.p), n_target=e.n_target,
+                                                method=e.method, basis=e.source, predicted=float(e.predicted), measured=_f(e.measured)))
+    if o.selection is not None:
+        s = o.selection
+        r = s.result
+        t["mixture_selections"].append(dict(
+            run_id=run_id, p=_plist(r.p), n_target=r.n_target, form=s.form, extrapolation=s.extrapolation,
+            predicted=float(r.predicted), predicted_lo=_f(r.lo), predicted_hi=_f(r.hi), measured=_f(s.measured),
+            best_grid_p=None if s.best_grid_p is None else _plist(s.best_grid_p), best_grid_measured=_f(s.best_grid_measured),
+            regret=_f(s.regret), best_pilot_grid_p=None if s.best_pilot_grid_p is None else _plist(s.best_pilot_grid_p),
+            pilot_pick_regret=_f(s.pilot_pick_regret), path=json.dumps(np.round(r.path, 6).tolist()),
+        ))
+    return {name: pa.Table.from_pylist(rows) for name, rows in t.items() if rows}
+
+
+def save_mixture(store: Store, run_id: str, outcome: MixtureOutcome) -> dict[str, int]:
+    """Replace the run's rows in every mixture table with ``outcome`` (one transaction); returns rows per table."""
+    tables = _tables(outcome, run_id)
+    with store.write() as con:
+        for name in MIXTURE_TABLES:
+            con.execute(f'DELETE FROM "{name}" WHERE run_id = ?', [run_id])
+        for name, tbl in tables.items():
+            view = f"_mixture_{name}"
+            con.register(view, tbl)
+            cols = ", ".join(f'"{c}"' for c in tbl.column_names)
+            con.execute(f'INSERT INTO "{name}" ({cols}) SELECT {cols} FROM "{view}"')
+            con.unregister(view)
+    return {name: tbl.num_rows for name, tbl in tables.items()}
+
+
+def _rows(store: Store, sql: str, params: list[Any]) -> list[dict]:
+    with store.read() as con:
+        cur = con.execute(sql, params)
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+
+def load_pilot_results(store: Store, run_id: str, kind: str = "pilot") -> list[dict]:
+    return _rows(store, "SELECT * FROM pilot_results WHERE run_id = ? AND kind = ? ORDER BY n, mixture_id, rep", [run_id, kind])
+
+
+def load_ot_distances(store: Store, run_id: str, sweep: str = "weighted") -> list[dict]:
+    return _rows(store, "SELECT * FROM ot_distances WHERE run_id = ? AND sweep = ? ORDER BY mixture_id", [run_id, sweep])
+
+
+def load_predictor_fits(store: Store, run_id: str) -> list[dict]:
+    return _rows(store, "SELECT * FROM predictor_fits WHERE run_id = ? ORDER BY n, form", [run_id])
+
+
+def load_validation(store: Store, run_id: str) -> list[dict]:
+    return _rows(store, "SELECT * FROM predictor_validation WHERE run_id = ? ORDER BY split, n, mae", [run_id])
+
+
+def load_selection(store: Store, run_id: str) -> dict | None:
+    rows = _rows(store, "SELECT * FROM mixture_selections WHERE run_id = ?", [run_id])
+    return rows[0] if rows else None

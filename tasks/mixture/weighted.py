@@ -1,0 +1,350 @@
+"""Mixture OT as a weighted measure over the union of revealed samples (winnow's design, spec §"Mixture
+as a weighted measure").
+
+Sources X_1..X_K (n_i revealed examples each) form the union U; example x ∈ X_i carries the weight
+a_x(p) = p_i / n_i. The cost matrix C (|U| × m, label-aware, see :mod:`tasks.mixture.ot`) is built
+**once**; each mixture p is just a new weight vector:
+
+.. math:: \\mathrm{OT}(p) = \\min_{\\pi \\in \\Pi(a(p), \\mathbf{1}/m)} \\langle C, \\pi \\rangle
+          \\qquad \\frac{\\partial \\mathrm{OT}}{\\partial p_i} = \\frac{1}{n_i}\\sum_{x \\in X_i} f_x
+
+where f is the dual potential on U (defined up to an additive constant, which cancels on the
+simplex's tangent space). Label distances are between (source, class) nodes and the target's
+classes, so they do not depend on p either.
+
+Solvers
+-------
+* ``exact``: ``ot.emd`` with its dual potentials (zero-weight rows get their c-transform from POT),
+  warm-started from the previous mixture's potentials.
+* ``sinkhorn``: the entropic objective OT_ε(a, b) = min ⟨C, π⟩ + ε KL(π ‖ a⊗b) (Feydy et al. 2019),
+  solved in float32 with the kernel exp(−C/ε) computed once per sweep and the potentials
+  warm-started from the neighbouring mixture; its gradient is exactly the potential f (the soft
+  c-transform of g, defined also where a_x = 0). Falls back to float64, then to the log domain, when
+  the cost range over ε would underflow.
+* ``sinkhorn_debiased``: S_ε(p) = OT_ε(a, b) − ½ OT_ε(a, a) − ½ OT_ε(b, b), gradient f_ab − f_aa.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import ot
+import torch
+
+from tasks.errors import WinnowError
+from tasks.mixture.labeldist import LabelMethod
+from tasks.mixture._threads import torch_threads
+from tasks.mixture.progress import maybe_progress
+from tasks.mixture.ot import SOLVERS, CostScale, check_labelled, raw_costs
+from tasks.mixture.simplex import check_mixture, snake_order
+
+FLOAT32_SPREAD = 60.0  # exp(±(60 + log n)) stays inside float32 range
+FLOAT64_SPREAD = 650.0
+
+
+@dataclass(frozen=True)
+class UnionProblem:
+    """Everything that does not depend on p.
+
+    C : (n_u, m) float64 label-aware cost union → target; source_of : (n_u,) source index of each row;
+    sizes : (K,) revealed examples per source; C_uu : (n_u, n_u) union → union cost (debiased only);
+    C_vv : (m, m) target → target cost (debiased only); scale : the cost units.
+    """
+
+    C: np.ndarray
+    source_of: np.ndarray
+    sizes: np.ndarray
+    scale: CostScale
+    C_uu: np.ndarray | None = None
+    C_vv: np.ndarray | None = None
+
+    @property
+    def k(self) -> int:
+        return int(self.sizes.size)
+
+    def weights(self, p: np.ndarray) -> np.ndarray:
+        """a(p) : (n_u,) with a_x = p_i / n_i for x ∈ X_i."""
+        return (np.asarray(p, dtype=np.float64) / self.sizes)[self.source_of]
+
+    def source_means(self, f: np.ndarray) -> np.ndarray:
+        """(K,) mean of a per-row vector f over each source's rows: the gradient of OT w.r.t. p."""
+        return np.bincount(self.source_of, weights=np.asarray(f, dtype=np.float64), minlength=self.k) / self.sizes
+
+
+def build_union_problem(
+    sources: Sequence[tuple[np.ndarray, np.ndarray]],
+    target: tuple[np.ndarray, np.ndarray],
+    *,
+    lambda_x: float = 1.0,
+    lambda_y: float = 1.0,
+    label_method: LabelMethod = "gaussian",
+    normalize: bool = True,
+    debiased: bool = False,
+    seed: int = 0,
+) -> UnionProblem:
+    """Build the cost matrix of the union of revealed source samples against the target, once.
+
+    Parameters
+    ----------
+    sources : K pairs (X_i (n_i, d), y_i (n_i,)) with labels in the target's label codes.
+    target : (X_t (m, d), y_t (m,)).
+    debiased : also build the union→union and target→target costs needed by S_ε.
+    """
+    if len(sources) < 1:
+        raise WinnowError("need at least one source")
+    Xt, yt = check_labelled(*target, name="target")
+    checked = [check_labelled(X, y, f"source {i}") for i, (X, y) in enumerate(sources)]
+    for i, (X, _) in enumerate(checked):
+        if X.shape[1] != Xt.shape[1]:
+            raise WinnowError(f"source {i} has feature dimension d={X.shape[1]} but the target has d={Xt.shape[1]}")
+    if lambda_x < 0 or lambda_y < 0 or lambda_x + lambda_y == 0:
+        raise WinnowError(f"lambda_x={lambda_x}, lambda_y={lambda_y} must be >= 0 and not both 0")
+    wl = lambda_y > 0
+    blocks = [raw_costs(X, y, Xt, yt, with_labels=wl, label_method=label_method, seed=seed) for X, y in checked]
+    Cx = np.concatenate([b[0] for b in blocks])
+    Cy = np.concatenate([b[1] for b in blocks])
+    if normalize:
+        scale = CostScale(feature=float(Cx.mean()) or 1.0, label=float(Cy.mean()) or 1.0)
+    else:
+        scale = CostScale()
+    C = lambda_x * Cx / scale.feature + lambda_y * Cy / scale.label
+    sizes = np.array([X.shape[0] for X, _ in checked], dtype=np.int64)
+    source_of = np.repeat(np.arange(len(checked)), sizes)
+    C_uu = C_vv = None
+    if debiased:
+        rows = []
+        for Xa, ya in checked:
+            parts = [raw_costs(Xa, ya, Xb, yb, with_labels=wl, label_method=label_method, seed=seed) for Xb, yb in checked]
+            rows.append(np.concatenate([lambda_x * px / scale.feature + lambda_y * py / scale.label for px, py in parts], axis=1))
+        C_uu = np.concatenate(rows)
+        px, py = raw_costs(Xt, yt, Xt, yt, with_labels=wl, label_method=label_method, seed=seed)
+        C_vv = lambda_x * px / scale.feature + lambda_y * py / scale.label
+    return UnionProblem(C=C, source_of=source_of, sizes=sizes, scale=scale, C_uu=C_uu, C_vv=C_vv)
+
+
+@dataclass(frozen=True)
+class MixtureOT:
+    """OT(p) for one mixture. grad : (K,) ∂OT/∂p_i (raw; project onto Σ dp = 0 before use)."""
+
+    p: np.ndarray
+    value: float
+    grad: np.ndarray
+    n_iter: int
+    seconds: float
+    converged: bool
+
+
+class _Sinkhorn:
+    """Entropic OT between weights a (rows of C) and b (columns), kernel computed once.
+
+    Potentials follow the a⊗b convention: π = a_i b_j exp((f_i + g_j − C_ij)/ε).
+    """
+
+    def __init__(self, C: np.ndarray, reg: float, dtype: str = "float32", symmetric: bool = False):
+        self.reg = float(reg)
+        self.c0 = float(C.min())
+        spread = (float(C.max()) - self.c0) / self.reg
+        self.symmetric = symmetric
+        if dtype == "float32" and spread <= FLOAT32_SPREAD:
+            self.mode, tdt = "kernel", torch.float32
+        elif spread <= FLOAT64_SPREAD:
+            self.mode, tdt = "kernel", torch.float64
+        else:
+            self.mode, tdt = "log", torch.float32 if dtype == "float32" else torch.float64
+        self.dtype = tdt
+        Ct = torch.from_numpy(np.ascontiguousarray(C - self.c0)).to(tdt)
+        if self.mode == "kernel":
+            self.K = torch.exp(-Ct / self.reg)
+            self.Kt = self.K.T.contiguous() if not symmetric else self.K
+        else:
+            self.Cn = -Ct / self.reg
+
+    def _rowsolve(self, w: torch.Tensor, logw: torch.Tensor, h: torch.Tensor, transpose: bool) -> torch.Tensor:
+        """Soft c-transform: returns φ/ε with φ_i = −ε log Σ_j w_j exp((h_j − C_ij)/ε) (h given as h/ε)."""
+        if self.mode == "kernel":
+            K = self.Kt if transpose else self.K
+            return -torch.log(K @ (w * torch.exp(h)))
+        M = self.Cn.T if transpose else self.Cn
+        return -torch.logsumexp(M + (logw + h)[None, :], dim=1)
+
+    def solve(self, a: np.ndarray, b: np.ndarray, init: tuple[np.ndarray, np.ndarray] | None, tol: float, max_iter: int):
+        """Returns (value, f, g, n_iter, converged); f, g in cost units (shift c0 added back)."""
+        at = torch.from_numpy(a).to(self.dtype)
+        bt = torch.from_numpy(b).to(self.dtype)
+        la, lb = torch.log(at), torch.log(bt)
+        eps = self.reg
+        if init is None:
+            f = torch.zeros(len(a), dtype=self.dtype)
+            g = torch.zeros(len(b), dtype=self.dtype)
+        else:
+            f = torch.from_numpy((init[0] - self.c0) / eps).to(self.dtype)
+            g = torch.from_numpy(init[1] / eps).to(self.dtype)
+            if self.symmetric:
+                f = torch.from_numpy((init[0] - self.c0 / 2) / eps).to(self.dtype)
+        converged, it = False, 0
+        for it in range(1, max_iter + 1):
+            if self.symmetric:
+                f = 0.5 * (f + self._rowsolve(at, la, f, False))
+            else:
+                f = self._rowsolve(bt, lb, g, False)
+                g = self._rowsolve(at, la, f, True)
+            if it % 5 == 0 or it == max_iter:
+                if self.symmetric:
+                    err = torch.sum(torch.abs(at * torch.exp(f - self._rowsolve(at, la, f, False)) - at))
+                else:
+                    err = torch.sum(torch.abs(at * torch.exp(f - self._rowsolve(bt, lb, g, False)) - at))
+                if not torch.isfinite(err):
+                    raise WinnowError(f"Sinkhorn diverged (reg={eps}); raise reg or use solver='exact'")
+                if float(err) < tol:
+                    converged = True
+                    break
+        fn = f.double().numpy() * eps
+        if self.symmetric:
+            value = 2.0 * float(a @ fn) + self.c0
+            return value, fn + self.c0 / 2, fn + self.c0 / 2, it, converged
+        gn = g.double().numpy() * eps
+        value = float(a @ fn + b @ gn) + self.c0
+        return value, fn + self.c0, gn, it, converged
+
+
+class WeightedOT:
+    """OT(p) and its gradient for many mixtures over one :class:`UnionProblem`, with warm starts.
+
+    Parameters
+    ----------
+    solver : "exact" | "sinkhorn" | "sinkhorn_debiased".
+    reg : ε in units of the normalised cost.
+    tol : L1 error of the source marginal at which Sinkhorn stops.
+    dtype : "float32" (fast) or "float64" for the entropic solvers.
+    warm_start : start each solve from the previous mixture's potentials.
+    threads : torch intra-op threads per solve (1 avoids oversubscription; None leaves torch's setting).
+    """
+
+    def __init__(
+        self,
+        problem: UnionProblem,
+        *,
+        solver: str = "sinkhorn",
+        reg: float = 0.05,
+        tol: float = 1e-4,
+        max_iter: int = 5_000,
+        dtype: str = "float32",
+        warm_start: bool = True,
+        threads: int | None = 1,
+    ):
+        if solver not in SOLVERS:
+            raise WinnowError(f"solver={solver!r} must be one of {SOLVERS}")
+        if solver != "exact" and not reg > 0:
+            raise WinnowError(f"reg={reg} must be > 0 for solver {solver!r}")
+        if solver == "sinkhorn_debiased" and problem.C_uu is None:
+            raise WinnowError("solver 'sinkhorn_debiased' needs a UnionProblem built with debiased=True")
+        self.problem, self.solver, self.reg, self.tol, self.max_iter = problem, solver, reg, tol, max_iter
+        self.warm_start, self.threads = warm_start, threads
+        m = problem.C.shape[1]
+        self.b = np.full(m, 1.0 / m)
+        self._state: tuple | None = None
+        self._state_aa: tuple | None = None
+        if solver != "exact":
+            self._ab = _Sinkhorn(problem.C, reg, dtype)
+        if solver == "sinkhorn_debiased":
+            self._aa = _Sinkhorn(problem.C_uu, reg, dtype, symmetric=True)
+            vv = _Sinkhorn(problem.C_vv, reg, dtype, symmetric=True)
+            self._ot_bb = vv.solve(self.b, self.b, None, tol, max_iter)[0]
+
+    @property
+    def mode(self) -> str:
+        """How the entropic kernel is held: 'kernel'/'log' and dtype; 'emd' for the exact solver."""
+        if self.solver == "exact":
+            return "emd"
+        return f"{self._ab.mode}-{str(self._ab.dtype).replace('torch.', '')}"
+
+    def __call__(self, p: np.ndarray) -> MixtureOT:
+        with torch_threads(self.threads):
+            return self._solve(p)
+
+    def _solve(self, p: np.ndarray) -> MixtureOT:
+        p = check_mixture(p, self.problem.k)
+        a = self.problem.weights(p)
+        t0 = time.perf_counter()
+        init = self._state if self.warm_start else None
+        if self.solver == "exact":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                _, log = ot.emd(a, self.b, self.problem.C, log=True, numItermax=1_000_000, potentials_init=init)
+            if log["result_code"] != 1:
+                raise WinnowError(f"ot.emd did not reach an optimum ({log['warning']}); raise numItermax")
+            f, g = np.asarray(log["u"]), np.asarray(log["v"])
+            value, n_iter, conv = float(log["cost"]), 0, True
+            grad = self.problem.source_means(f)
+        else:
+            value, f, g, n_iter, conv = self._ab.solve(a, self.b, init, self.tol, self.max_iter)
+            grad = self.problem.source_means(f)
+            if self.solver == "sinkhorn_debiased":
+                init_aa = self._state_aa if self.warm_start else None
+                v_aa, f_aa, _, it2, conv2 = self._aa.solve(a, a, init_aa, self.tol, self.max_iter)
+                self._state_aa = (f_aa, f_aa)
+                value = value - 0.5 * v_aa - 0.5 * self._ot_bb
+                grad = grad - self.problem.source_means(f_aa)
+                n_iter, conv = n_iter + it2, conv and conv2
+            if not conv:
+                warnings.warn(
+                    f"Sinkhorn stopped at max_iter={self.max_iter} above tol={self.tol} for p={np.round(p, 3).tolist()}; "
+                    "raise max_iter or reg", RuntimeWarning, stacklevel=2,
+                )
+        self._state = (f, g)
+        return MixtureOT(p=p, value=value, grad=grad, n_iter=n_iter, seconds=time.perf_counter() - t0, converged=conv)
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """OT over a grid of mixtures. values : (G,); grads : (G, K); seconds : (G,) per mixture;
+    n_iter : (G,); setup_seconds : time to build shared work (cost matrix, kernels); mode : solver mode."""
+
+    grid: np.ndarray
+    values: np.ndarray
+    grads: np.ndarray
+    seconds: np.ndarray
+    n_iter: np.ndarray
+    setup_seconds: float
+    solver: str
+    reg: float
+    mode: str
+
+    @property
+    def total_seconds(self) -> float:
+        return float(self.setup_seconds + self.seconds.sum())
+
+
+def weighted_sweep(
+    problem: UnionProblem,
+    grid: np.ndarray,
+    *,
+    solver: str = "sinkhorn",
+    reg: float = 0.05,
+    tol: float = 1e-4,
+    max_iter: int = 5_000,
+    dtype: str = "float32",
+    warm_start: bool = True,
+    threads: int | None = 1,
+    progress: bool = False,
+) -> SweepResult:
+    """OT(p) and ∇OT(p) for every row of ``grid`` (G, K), visiting the grid along :func:`snake_order`."""
+    t0 = time.perf_counter()
+    with torch_threads(threads):
+        engine = WeightedOT(problem, solver=solver, reg=reg, tol=tol, max_iter=max_iter, dtype=dtype,
+                            warm_start=warm_start, threads=threads)
+    setup = time.perf_counter() - t0
+    grid = np.asarray(grid, dtype=np.float64)
+    G = grid.shape[0]
+    values, secs, iters = np.zeros(G), np.zeros(G), np.zeros(G, dtype=np.int64)
+    grads = np.zeros((G, problem.k))
+    order = snake_order(grid)
+    for idx in maybe_progress(order, progress, f"OT sweep ({solver})"):
+        r = engine(grid[idx])
+        values[idx], grads[idx], secs[idx], iters[idx] = r.value, r.grad, r.seconds, r.n_iter
+    return SweepResult(grid=grid, values=values, grads=grads, seconds=secs, n_iter=iters, setup_seconds=setup,
+                       solver=solver, reg=0.0 if solver == "exact" else reg, mode=engine.mode)

@@ -1,0 +1,100 @@
+"""Bad inputs to mixture estimation give one clear WinnowError, and a failed run writes nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from configs.mixture import MixtureConfig
+from tasks.data import SourceData, example_ids_for
+from tasks.errors import WinnowError
+from tasks.mixture.features import align_features
+from tasks.mixture.pools import prepare_mixture_data
+from tasks.mixture.weighted import WeightedOT, build_union_problem
+
+
+def _source(sid: int, name: str, n: int, labels: list[str], d: int = 16, shape=(4, 4), seed: int = 0) -> SourceData:
+    rng = np.random.default_rng(seed)
+    ri = np.arange(n)
+    y = rng.integers(0, len(labels), size=n)
+    return SourceData(sid, name, 1, "npy", f"h{sid}", example_ids_for(sid, ri), ri, rng.random((n, d)).astype(np.float32),
+                      None, y, labels, np.where(ri % 4 == 0, "test", "train"), shape)
+
+
+def _cfg(**over) -> MixtureConfig:
+    base = dict(pools=[dict(name="a", source="A", n=60), dict(name="b", source="B", n=60)],
+                target=dict(source="T", n_ot=30, n_eval=40), features=dict(image_size=4, dim=8))
+    base.update(over)
+    return MixtureConfig.model_validate(base)
+
+
+def _sources(**over):
+    s = {"A": _source(1, "A", 200, ["0", "1", "2"]), "B": _source(2, "B", 200, ["0", "1", "2"], seed=1),
+         "T": _source(3, "T", 400, ["0", "1", "2"], seed=2)}
+    s.update(over)
+    return s
+
+
+def test_valid_inputs_prepare_aligned_pools_in_the_target_label_space():
+    data = prepare_mixture_data(_sources(B=_source(2, "B", 200, ["2", "0"], seed=1)), _cfg())
+    assert data.pool_sizes.tolist() == [60, 60] and data.dim == 8
+    # B's label "2" (code 0 there) is the target's code 2
+    assert set(np.unique(data.pools_y[1])) <= {0, 2}
+
+
+def test_pool_labels_missing_from_the_target_are_refused_by_name():
+    with pytest.raises(WinnowError, match=r"labels \['7', '8'\] that the target"):
+        prepare_mixture_data(_sources(B=_source(2, "B", 200, ["7", "8"], seed=1)), _cfg())
+
+
+def test_unlabelled_or_empty_sources_are_refused():
+    from dataclasses import replace
+
+    unl = replace(_source(2, "B", 200, ["0"]), y=None, label_names=None)
+    with pytest.raises(WinnowError, match="no labels"):
+        prepare_mixture_data(_sources(B=unl), _cfg())
+    empty = _source(2, "B", 0, ["0", "1", "2"])
+    with pytest.raises(WinnowError, match="empty"):
+        prepare_mixture_data(_sources(B=empty), _cfg())
+    with pytest.raises(WinnowError, match="empty"):
+        build_union_problem([(np.zeros((0, 3)), np.zeros(0, int)), (np.ones((4, 3)), np.zeros(4, int))],
+                            (np.ones((5, 3)), np.zeros(5, int)))
+
+
+def test_pool_asking_for_more_rows_of_a_class_than_exist_names_the_class():
+    cfg = _cfg(pools=[dict(name="a", source="A", n=150, class_proportions={"1": 0.9}), dict(name="b", source="B", n=60)])
+    with pytest.raises(WinnowError, match="class '1'"):
+        prepare_mixture_data(_sources(), cfg)
+
+
+def test_dimension_mismatch_between_sources_is_refused():
+    with pytest.raises(WinnowError, match="d=5 but the target has d=3"):
+        build_union_problem([(np.ones((4, 3)), np.zeros(4, int)), (np.ones((4, 5)), np.zeros(4, int))],
+                            (np.ones((5, 3)), np.zeros(5, int)))
+    with pytest.raises(WinnowError, match="feature dimensions differ"):
+        align_features([np.ones((4, 3)), np.ones((4, 5))], [None, None])
+    with pytest.raises(WinnowError, match="cannot mix image and non-image"):
+        align_features([np.ones((4, 16)), np.ones((4, 5))], [(4, 4), None])
+
+
+def test_ratio_off_the_simplex_is_refused_by_the_solver():
+    prob = build_union_problem([(np.random.default_rng(0).random((6, 2)), np.array([0, 1] * 3))] * 2,
+                               (np.random.default_rng(1).random((5, 2)), np.array([0, 1, 0, 1, 0])))
+    eng = WeightedOT(prob, solver="exact")
+    with pytest.raises(WinnowError, match=r"sums to 1.2"):
+        eng(np.array([0.6, 0.6]))
+    with pytest.raises(WinnowError, match="negative"):
+        eng(np.array([1.2, -0.2]))
+    with pytest.raises(WinnowError, match="3 weights but there are 2 sources"):
+        eng(np.array([0.2, 0.3, 0.5]))
+
+
+def test_config_rejects_bad_values_before_anything_runs():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        _cfg(pilot_sizes=[100, 100])
+    with pytest.raises(ValidationError):
+        _cfg(pools=[dict(name="a", source="A", class_proportions={"0": 0.8, "1": 0.5}), dict(name="b", source="B")])
+    with pytest.raises(ValidationError):
+        _cfg(ot=dict(lambda_x=0, lambda_y=0))
