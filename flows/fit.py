@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -307,19 +309,46 @@ extrapolate_pilots_task = task(extrapolate_pilots, name="extrapolate-pilots")
 
 
 def save_pilot_fits(store: Store, run_id: str, fits: list[PilotFit], plot_dir: Path | None = None) -> list[str]:
-    """Plot (optional) and store the pilot fits of a run; returns summary lines."""
-    records, lines = [], []
+    """Plot (optional) and store the pilot fits of a run; returns a few summary lines.
+
+    Per-fit detail (parameters, intervals, held-out errors, warnings) is in the ``fits`` and
+    ``predictions`` tables; the lines aggregate it so that 66 mixtures do not flood the terminal.
+    """
+    records, skipped = [], []
     for pf in fits:
         if pf.report is None:
-            lines.append(f"{pf.key}: {pf.note}")
+            skipped.append(f"{pf.key}: {pf.note}")
             continue
         png = None
         if plot_dir is not None:
             png = plot_fit(plot_dir / f"{run_id}-{pf.key}.png", pf.report, x_label="pilot size", y_label="error (1 - accuracy)", title=f"{pf.key}: error ~ {pf.report.fit.form}")
         records.append(to_record(pf.key, pf.report, x_col="size", y_col="1 - accuracy", x2_col=None, space="error", plot_path=png))
-        lines += [f"{pf.key}: " + ln for ln in report_lines(pf.report)] + ([f"{pf.key}: {pf.note}"] if pf.note else [])
     save_fits(store, run_id, records)
-    return lines
+    return summary_lines([pf for pf in fits if pf.report is not None], skipped)
+
+
+def summary_lines(fits: list[PilotFit], skipped: list[str]) -> list[str]:
+    """Aggregate lines: forms chosen, how many beat the naive baselines, best predicted mixtures."""
+    if not fits:
+        return ["no curve could be fitted"] + skipped
+    forms = Counter(pf.report.fit.form for pf in fits)
+    validated = [pf for pf in fits if pf.report.validation is not None]
+    beats = sum(bool(pf.report.validation.beats_baseline) for pf in validated)
+    unstable = sum(not pf.report.fit.stable for pf in fits)
+    lines = [
+        f"{len(fits)} curves fitted in error space; forms: " + ", ".join(f"{f} x{n}" for f, n in forms.most_common()),
+        f"held-out check (largest pilot size): {beats}/{len(validated)} fits beat the naive baselines"
+        + ("" if beats == len(validated) else " - treat the others' extrapolations with suspicion"),
+    ]
+    if unstable:
+        lines.append(f"{unstable} fits are unstable (the data do not pin down all parameters); see fits.warning")
+    if len(fits[0].report.fit.predict_at):
+        i = len(fits[0].report.fit.predict_at) - 1
+        x = fits[0].report.fit.predict_at[i]
+        best = sorted(fits, key=lambda pf: pf.report.fit.predictions[i])[:3]
+        lines.append(f"lowest predicted error at N={x:,.0f}: " + "; ".join(
+            f"{pf.key} {_g(pf.report.fit.predictions[i])} [{_g(pf.report.fit.pred_lo[i])}, {_g(pf.report.fit.pred_hi[i])}]" for pf in best))
+    return lines + skipped
 
 
 def pilots_from_rows(rows: list[dict]) -> dict[str, np.ndarray]:
