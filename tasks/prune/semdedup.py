@@ -1,0 +1,224 @@
+"""SemDeDup — semantic de-duplication (Abbas et al. 2023, "SemDeDup: data-efficient learning at
+web-scale through semantic deduplication").
+
+Cluster the normalised embeddings (spherical k-means); inside each cluster order the members by
+distance to the centroid (``keep="farthest"``: farthest first, the paper's default, or
+``"nearest"``) and walk the order:
+
+* :func:`semdedup` (the de-duplication itself): item *i* is a duplicate when its cosine
+  similarity to an item **kept** before it exceeds :math:`1 - \\varepsilon` (greedy; one result
+  per requested ε, with the number removed).
+* :func:`semdedup_scores` (a score for ranking/pruning curves): :math:`s_i = 1 - \\max_{j
+  \\prec i} e_i^\\top e_j` over **all** earlier items of its cluster (2 for the first item).
+  Thresholding :math:`s_i < \\varepsilon` reproduces the rule of the released SemDeDup code;
+  higher = more unique = "harder", so keep-hard drops the most redundant items first.
+
+Cost and memory: O(Σ_j m_j² d) time, and per block only a (block, m_j) similarity matrix, where
+m_j is the size of cluster j. Without blocking (``block=None``) one cluster needs an m_j × m_j
+matrix; whenever a requested setting would hold more than ``max_pairs`` similarities at once the
+functions refuse with a message naming the options that bound it (``k``, ``block``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from tasks.errors import WinnowError
+from tasks.prune.kmeans import DEFAULT_CHUNK, KMeansResult, check_embeddings, normalise_rows, spherical_kmeans
+
+__all__ = ["SemDeDupResult", "SemDeDupScores", "semdedup", "semdedup_scores"]
+
+DEFAULT_BLOCK = 2048
+DEFAULT_MAX_PAIRS = 2**27  # 128M float32 similarities = 512 MiB
+
+
+@dataclass(frozen=True)
+class SemDeDupResult:
+    """keep : {eps: (n,) bool mask of kept rows}; n_removed : {eps: count}; cluster : (n,) int64;
+    kmeans : the clustering used."""
+
+    eps: tuple[float, ...]
+    keep: dict[float, np.ndarray]
+    n_removed: dict[float, int]
+    cluster: np.ndarray
+    kmeans: KMeansResult
+
+
+@dataclass(frozen=True)
+class SemDeDupScores:
+    """scores : (n,) float32, 1 - max cosine similarity to an earlier member of the cluster
+    (higher = more unique); cluster : (n,) int64; kmeans : the clustering used."""
+
+    scores: np.ndarray
+    cluster: np.ndarray
+    kmeans: KMeansResult
+
+
+def _check_memory(sizes: np.ndarray, block: int | None, max_pairs: int) -> None:
+    m = int(sizes.max())
+    rows = m if block is None else min(block, m)
+    need = rows * m
+    if need > max_pairs:
+        j = int(sizes.argmax())
+        hint = (
+            "set block (semdedup_block) to a few thousand rows"
+            if block is None
+            else "raise k (more, smaller clusters) or lower block (semdedup_block)"
+        )
+        raise WinnowError(
+            f"SemDeDup would hold a {rows} x {m} similarity block for cluster {j} ({need:,} values) "
+            f"> max_pairs={max_pairs:,} (semdedup_max_pairs); {hint}"
+        )
+
+
+def _cluster_orders(km: KMeansResult, keep: str) -> list[np.ndarray]:
+    """Member indices of each cluster, ordered so the item to keep comes first."""
+    # farthest first = ascending cosine to the centroid
+    key = km.cos_to_centroid if keep == "farthest" else -km.cos_to_centroid
+    order = np.lexsort((np.arange(len(key)), key, km.assign))
+    bounds = np.concatenate([[0], np.cumsum(km.sizes)])
+    return [order[bounds[j] : bounds[j + 1]] for j in range(km.k)]
+
+
+def _prepare(E, k, kmeans, iters, seed, chunk, keep, block, max_pairs):
+    E = check_embeddings(E, chunk=chunk)
+    if keep not in ("farthest", "nearest"):
+        raise WinnowError(f"keep={keep!r} must be 'farthest' or 'nearest'")
+    if block is not None and block < 1:
+        raise WinnowError(f"block={block} must be >= 1 (or None for whole clusters)")
+    km = kmeans if kmeans is not None else spherical_kmeans(E, k, iters=iters, seed=seed, chunk=chunk)
+    if km.assign.shape[0] != E.shape[0]:
+        raise WinnowError(f"kmeans has {km.assign.shape[0]} rows but embeddings have {E.shape[0]}")
+    _check_memory(km.sizes, block, max_pairs)
+    return E, km, _cluster_orders(km, keep)
+
+
+def semdedup_scores(
+    E: np.ndarray,
+    *,
+    k: int,
+    keep: Literal["farthest", "nearest"] = "farthest",
+    block: int | None = DEFAULT_BLOCK,
+    max_pairs: int = DEFAULT_MAX_PAIRS,
+    iters: int = 20,
+    seed: int = 0,
+    chunk: int = DEFAULT_CHUNK,
+    kmeans: KMeansResult | None = None,
+) -> SemDeDupScores:
+    """Uniqueness score per row: 1 - max cosine similarity to an earlier member of its cluster.
+
+    Parameters
+    ----------
+    E : (n, d) float embeddings.
+    k : clusters (ignored when ``kmeans`` is given).
+    keep : which end of each cluster's distance-to-centroid order counts as "earlier".
+    block : rows per similarity block (memory O(block * max cluster)); None = whole clusters.
+    max_pairs : refuse settings that would hold more similarities than this at once.
+    """
+    E, km, orders = _prepare(E, k, kmeans, iters, seed, chunk, keep, block, max_pairs)
+    n = E.shape[0]
+    scores = np.empty(n, dtype=np.float32)
+    for members in orders:
+        m = members.size
+        if m == 0:
+            continue
+        X = normalise_rows(torch.from_numpy(np.ascontiguousarray(E[members])))
+        step = m if block is None else block
+        best = np.empty(m, dtype=np.float32)
+        for a in range(0, m, step):
+            b = min(m, a + step)
+            S = X[a:b] @ X[:b].T  # rows a..b against all items up to b
+            # only strictly earlier items count: column j < row i
+            rows = torch.arange(a, b)[:, None]
+            cols = torch.arange(b)[None, :]
+            S = S.masked_fill(cols >= rows, -2.0)
+            best[a:b] = S.max(dim=1).values.numpy()
+        scores[members] = 1.0 - np.maximum(best, -1.0)
+    return SemDeDupScores(scores=scores, cluster=km.assign, kmeans=km)
+
+
+def _greedy_block(S_bb: torch.Tensor, alive: torch.Tensor, thr: float) -> torch.Tensor:
+    """Greedy keep-mask inside one block, vectorised as a fixed-point iteration.
+
+    ``S_bb`` (B, B) similarities within the block, ``alive`` (B,) rows not already duplicates of
+    an item kept in an earlier block. The greedy rule kept_i = alive_i and not any_{j<i}(kept_j
+    and S_ij > thr) has a unique solution; iterating it from kept = alive reaches it in at most
+    (longest duplicate chain) steps, usually 2-3.
+    """
+    B = S_bb.shape[0]
+    dup_pairs = (S_bb > thr) & torch.ones(B, B, dtype=torch.bool).tril(diagonal=-1)
+    kept = alive.clone()
+    for _ in range(B + 1):
+        new = alive & ~(dup_pairs & kept[None, :]).any(dim=1)
+        if torch.equal(new, kept):
+            break
+        kept = new
+    return kept
+
+
+def semdedup(
+    E: np.ndarray,
+    *,
+    eps: float | Sequence[float],
+    k: int,
+    keep: Literal["farthest", "nearest"] = "farthest",
+    block: int | None = DEFAULT_BLOCK,
+    max_pairs: int = DEFAULT_MAX_PAIRS,
+    iters: int = 20,
+    seed: int = 0,
+    chunk: int = DEFAULT_CHUNK,
+    kmeans: KMeansResult | None = None,
+) -> SemDeDupResult:
+    """De-duplicate: drop every item whose cosine similarity to an item kept before it in its
+    cluster exceeds ``1 - eps``; one keep-mask per ``eps``.
+
+    Parameters
+    ----------
+    E : (n, d) float embeddings.
+    eps : one threshold or several, each in (0, 2).
+    k, keep, block, max_pairs, iters, seed, chunk, kmeans : see :func:`semdedup_scores`.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> base = rng.normal(size=(20, 8)).astype(np.float32)
+    >>> E = np.vstack([base, base[:5] + 1e-4])  # five planted near-copies
+    >>> semdedup(E, eps=0.01, k=2).n_removed[0.01]
+    5
+    """
+    eps_t = (float(eps),) if np.isscalar(eps) else tuple(float(e) for e in eps)
+    if not eps_t:
+        raise WinnowError("eps is empty; pass at least one threshold, e.g. semdedup_eps: [0.01]")
+    for e in eps_t:
+        if not (0.0 < e < 2.0) or not np.isfinite(e):
+            raise WinnowError(f"eps={e} must be in (0, 2) (duplicate if cosine similarity > 1 - eps)")
+    E, km, orders = _prepare(E, k, kmeans, iters, seed, chunk, keep, block, max_pairs)
+    n = E.shape[0]
+    keep_masks = {e: np.zeros(n, dtype=bool) for e in eps_t}
+    for members in orders:
+        m = members.size
+        if m == 0:
+            continue
+        X = normalise_rows(torch.from_numpy(np.ascontiguousarray(E[members])))
+        step = m if block is None else block
+        kept = {e: torch.zeros(m, dtype=torch.bool) for e in eps_t}
+        for a in range(0, m, step):
+            b = min(m, a + step)
+            S = X[a:b] @ X[:b].T
+            for e in eps_t:
+                thr = 1.0 - e
+                prev = kept[e][:a]
+                if a > 0 and bool(prev.any()):
+                    alive = ~((S[:, :a] > thr) & prev[None, :]).any(dim=1)
+                else:
+                    alive = torch.ones(b - a, dtype=torch.bool)
+                kept[e][a:b] = _greedy_block(S[:, a:b], alive, thr)
+        for e in eps_t:
+            keep_masks[e][members] = kept[e].numpy()
+    n_removed = {e: int(n - keep_masks[e].sum()) for e in eps_t}
+    return SemDeDupResult(eps=eps_t, keep=keep_masks, n_removed=n_removed, cluster=km.assign, kmeans=km)

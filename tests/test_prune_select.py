@@ -1,0 +1,120 @@
+"""Selection policies, budgets, group balance and the ``auto`` rule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tasks.errors import WinnowError
+from tasks.prune.select import AUTO_ALPHA_THRESHOLD, allocate_quotas, auto_policy, resolve_budget, select
+
+SCORES = np.arange(20, dtype=np.float64)  # row i has score i: hardest = 19
+GROUPS = np.repeat([0, 1], [15, 5])
+
+
+def test_budget_as_fraction_or_count():
+    assert resolve_budget(20, fraction=0.25) == 5
+    assert resolve_budget(20, fraction=1.0) == 20
+    assert resolve_budget(20, fraction=0.001) == 1  # at least one row
+    assert resolve_budget(20, count=7) == 7
+    for kw, match in [({"fraction": 0.0}, "fraction=0.0 must be in \\(0, 1\\]"),
+                      ({"fraction": 1.5}, "fraction=1.5 must be in \\(0, 1\\]"),
+                      ({"fraction": float("nan")}, "fraction=nan"),
+                      ({"count": 0}, "count=0 must be in \\[1, n=20\\]"),
+                      ({"count": 21}, "count=21"),
+                      ({}, "exactly one"),
+                      ({"fraction": 0.5, "count": 3}, "exactly one")]:
+        with pytest.raises(WinnowError, match=match):
+            resolve_budget(20, **kw)
+
+
+def test_keep_hard_easy_random_policies():
+    hard = select(SCORES, count=3, policy="hard")
+    easy = select(SCORES, count=3, policy="easy")
+    assert hard.indices.tolist() == [17, 18, 19] and hard.resolved_policy == "hard"
+    assert easy.indices.tolist() == [0, 1, 2] and easy.resolved_policy == "easy"
+    r1 = select(SCORES, fraction=0.5, policy="random", seed=1)
+    r2 = select(SCORES, fraction=0.5, policy="random", seed=1)
+    r3 = select(SCORES, fraction=0.5, policy="random", seed=2)
+    assert np.array_equal(r1.indices, r2.indices) and not np.array_equal(r1.indices, r3.indices)
+    assert r1.indices.size == 10 and len(set(r1.indices)) == 10
+
+
+def test_ccs_policy_wraps_any_score():
+    s = np.random.default_rng(0).random(1000)
+    sel = select(s, fraction=0.1, policy="ccs", ccs_beta=0.2, ccs_strata=10, seed=0)
+    assert sel.budget == 100 and sel.resolved_policy == "ccs" and "dropped the 200 hardest" in sel.reason
+    assert s[sel.indices].max() <= np.sort(s)[-201]
+    with pytest.raises(WinnowError, match="ccs"):
+        select(s, fraction=0.1, policy="ccs", groups=np.zeros(1000, int), balance="proportional")
+
+
+def test_auto_rule_branches_and_reason():
+    easy = auto_policy(budget=100, n_groups=10, dim=32)  # alpha = 0.31
+    hard = auto_policy(budget=1000, n_groups=10, dim=32)  # alpha = 3.1
+    assert easy.policy == "easy" and hard.policy == "hard"
+    assert "alpha = kept/(groups*dim) = 100/(10*32) = 0.312 < threshold 3" in easy.reason
+    assert ">= threshold" in hard.reason and "abundant" in hard.reason
+    edge = auto_policy(budget=int(AUTO_ALPHA_THRESHOLD * 20), n_groups=2, dim=10)
+    assert edge.policy == "hard"  # alpha == threshold -> hard
+    assert auto_policy(100, 10, 32, threshold=0.1).policy == "hard"
+    with pytest.raises(WinnowError, match="threshold"):
+        auto_policy(100, 10, 32, threshold=0)
+
+
+def test_auto_policy_in_select_records_branch():
+    s = np.random.default_rng(0).random(600)
+    lo = select(s, fraction=0.05, policy="auto", dim=4, n_groups=3)  # 30/(3*4) = 2.5 -> easy
+    hi = select(s, fraction=0.5, policy="auto", dim=4, n_groups=3)  # 300/12 = 25 -> hard
+    assert lo.policy == "auto" and lo.resolved_policy == "easy" and lo.indices.tolist() == sorted(np.argsort(s)[:30].tolist())
+    assert hi.resolved_policy == "hard" and set(hi.indices) == set(np.argsort(-s)[:300])
+    assert "keep-easy" in lo.reason and "keep-hard" in hi.reason
+    with pytest.raises(WinnowError, match="dim"):
+        select(s, fraction=0.5, policy="auto")
+
+
+def test_balance_modes():
+    # proportional: each group keeps the same fraction
+    p = select(SCORES, count=8, policy="hard", groups=GROUPS, balance="proportional")
+    assert p.quotas.tolist() == [6, 2] and p.indices.tolist() == [9, 10, 11, 12, 13, 14, 18, 19]
+    # equal: same count per group
+    e = select(SCORES, count=8, policy="easy", groups=GROUPS, balance="equal")
+    assert e.quotas.tolist() == [4, 4] and e.indices.tolist() == [0, 1, 2, 3, 15, 16, 17, 18]
+    # equal with a cap: the small group gives its excess to the other
+    e2 = select(SCORES, count=14, policy="hard", groups=GROUPS, balance="equal")
+    assert e2.quotas.tolist() == [9, 5]
+    # none + min share: global top-4 would all be group 1; the share forces >= 1 from group 0
+    m = select(SCORES, count=4, policy="hard", groups=GROUPS, min_group_share=0.5)
+    assert m.indices.tolist() == [14, 17, 18, 19] and m.quotas.tolist() == [1, 3]
+    with pytest.raises(WinnowError, match="group ids"):
+        select(SCORES, count=4, balance="equal")
+    with pytest.raises(WinnowError, match="group_weights"):
+        select(SCORES, count=4, groups=GROUPS, balance="weighted")
+    with pytest.raises(WinnowError, match="balance='magic'"):
+        select(SCORES, count=4, groups=GROUPS, balance="magic")
+
+
+def test_allocate_quotas_caps_redistributes_and_sums_exactly():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        G = rng.integers(1, 8)
+        caps = rng.integers(0, 30, size=G)
+        if caps.sum() == 0:
+            continue
+        w = rng.random(G) * (rng.random(G) > 0.2)
+        b = int(rng.integers(1, caps.sum() + 1))
+        q = allocate_quotas(w, caps, b)
+        assert q.sum() == b and np.all(q <= caps) and np.all(q >= 0)
+    assert allocate_quotas(np.array([1.0, 1.0, 1.0]), np.array([1, 10, 10]), 10).tolist() in ([1, 5, 4], [1, 4, 5])
+    assert allocate_quotas(np.array([1.0, 0.0]), np.array([2, 5]), 4).tolist() == [2, 2]  # zero weight fills last
+    with pytest.raises(WinnowError, match="exceeds"):
+        allocate_quotas(np.ones(2), np.array([1, 1]), 3)
+
+
+def test_select_rejects_bad_scores_and_policy():
+    with pytest.raises(WinnowError, match="non-finite value nan at row 1"):
+        select(np.array([0.0, np.nan]), count=1)
+    with pytest.raises(WinnowError, match="policy='hardest'"):
+        select(SCORES, count=1, policy="hardest")
+    with pytest.raises(WinnowError, match="fraction=1.2"):
+        select(SCORES, fraction=1.2)
