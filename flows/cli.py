@@ -138,10 +138,11 @@ def demo(db: Optional[str] = DbOption, as_json: bool = JsonOption) -> None:
 
 @app.command()
 def runs(db: Optional[str] = DbOption, limit: int = typer.Option(50, min=1), as_json: bool = JsonOption) -> None:
-    """List runs recorded in the DuckDB file, newest first."""
+    """List runs recorded in the DuckDB file, newest first (with PREFECT_API_URL set: the server's state too)."""
+    from flows.ops import add_server_states
     from storage.runs import list_runs
 
-    print_rows(list_runs(open_store(db), limit), title="runs", as_json=as_json)
+    print_rows(add_server_states(list_runs(open_store(db), limit)), title="runs", as_json=as_json)
 
 
 @app.command()

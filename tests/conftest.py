@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 @pytest.fixture(scope="session", autouse=True)
 def prefect_harness():
     """One isolated Prefect API for the whole session (flows run against it)."""
+    import prefect.main  # noqa: F401  (Prefect configures logging on first import: do it outside any test's capture)
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120):
