@@ -7,6 +7,7 @@ Every model forbids unknown keys, and :func:`load_config` turns any validation f
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -123,6 +124,12 @@ class RunConfig(StrictModel):
                 raise ValueError(f"sources.{i}.name: duplicate source name {s.name!r}")
             seen.add(s.name)
         return self
+
+    def identity_json(self) -> str:
+        """Canonical JSON of what determines the results: without ``task_runner``, ``deploy`` and ``db``,
+        so the same recipe gets the same run id on threads or on Dask, from any deployment."""
+        data = self.model_dump(mode="json", exclude={"task_runner", "deploy", "db"})
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     def source(self, name: str) -> SourceConfig:
         for s in self.sources:

@@ -134,9 +134,11 @@ class MixtureConfig(StrictModel):
     @field_validator("pilot_sizes")
     @classmethod
     def _sizes(cls, v: list[int]) -> list[int]:
-        if any(x < 1 for x in v) or len(set(v)) != len(v):
-            raise ValueError(f"pilot_sizes {v} must be distinct positive integers")
-        return sorted(v)
+        if any(x < 1 for x in v):
+            raise ValueError(f"pilot_sizes {v} must be positive integers")
+        if any(b <= a for a, b in zip(v, v[1:])):
+            raise ValueError(f"pilot_sizes {v} must be strictly increasing (smallest first)")
+        return v
 
     @model_validator(mode="after")
     def _names(self) -> "MixtureConfig":

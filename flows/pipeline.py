@@ -11,6 +11,7 @@ started; any other failure marks the run 'failed' with the error, and a rerun re
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
@@ -82,19 +83,24 @@ def pipeline_flow(config: RunConfig, db: str, only: list[str] | None = None, pro
 def _run_pipeline(config: RunConfig, db: str, only: list[str] | None, progress: bool, runner: Any) -> dict[str, Any]:
     stages = enabled_stages(config, only)
     label = run_label(stages, only)
-    run_id = make_run_id(label, config.canonical_json())
+    run_id = make_run_id(label, config.identity_json())
     store = Store(db)
     t0 = time.perf_counter()
     staged = stage_sources_flow.with_options(task_runner=runner)(config=config, db=db, progress=progress)
     existed = store.exists and run_exists(store, run_id)
     start_run(store, run_id, label, config.name, config.canonical_json(), _flow_run_id())
     summary: dict[str, Any] = {"run_id": run_id, "db": str(store.path), "stages": {}}
+    records = []
     try:
         records = register_sources(store, staged, run_id)
         summary["sources"] = [
             {"name": r.name, "version": r.version, "rows": r.n_rows, "train": r.n_train, "test": r.n_test,
              "new": r.created} for r in records
         ]
+        for stage in stages:  # input checks of every stage before the first stage writes anything
+            preflight = getattr(sys.modules[_stage_flow(stage).fn.__module__], "preflight", None)
+            if preflight is not None:
+                preflight(config, db)
         for stage in stages:
             ts = time.perf_counter()
             result = _stage_flow(stage).with_options(task_runner=runner)(config=config, db=db, run_id=run_id, progress=progress)
@@ -108,8 +114,8 @@ def _run_pipeline(config: RunConfig, db: str, only: list[str] | None, progress: 
     except WinnowError:
         if existed:
             finish_run(store, run_id, "failed", summary, error="bad input (see the message)")
-        else:
-            delete_run(store, run_id)
+        else:  # as if it never ran: its rows and the source versions it alone brought in
+            delete_run(store, run_id, drop_sources=[r.source_id for r in records if r.created])
         raise
     except BaseException as err:
         finish_run(store, run_id, "failed", summary, error=f"{type(err).__name__}: {err}")

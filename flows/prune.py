@@ -156,21 +156,14 @@ def _tables_for(run_id: str, src, res: SourcePruneResult, pool_ids: np.ndarray, 
     return score_parts, headers, member_parts
 
 
-@flow(name="prune", log_prints=True)
-def prune_flow(config: RunConfig, db: str, run_id: str, progress: bool = True) -> dict[str, Any]:
-    """Score, select (and evaluate) every source of ``config`` named by ``prune.sources``; one write.
-
-    Returns the stage summary ``{"lines": [...], "selections": n, "curve": [...]}``.
-    """
-    from flows.embed import embed_source
+def resolve_sources(config: RunConfig, store: Store) -> tuple[dict[str, Any], list[str]]:
+    """The sources to prune, every input check that needs no embeddings done (before any write)."""
     from storage.sources import load_source
+    from tasks.embed import check_fits
 
     cfg = config.prune or PruneConfig()
     if config.encoder is None:
         raise WinnowError("the prune stage needs an 'encoder' section (e.g. encoder: {kind: pca, dim: 32})")
-    from tasks.embed import check_fits
-
-    store = Store(db)
     lines: list[str] = []
     if cfg.sources is not None:
         for n in cfg.sources:
@@ -193,6 +186,25 @@ def prune_flow(config: RunConfig, db: str, run_id: str, progress: bool = True) -
                           + "; ".join(lines))
     for src in sources.values():  # every input check that needs no embeddings, before any write
         _precheck(cfg, src)
+    return sources, lines
+
+
+def preflight(config: RunConfig, db: str) -> None:
+    """Called by the pipeline before any stage runs, so bad prune input fails before embeddings are made."""
+    resolve_sources(config, Store(db))
+
+
+@flow(name="prune", log_prints=True)
+def prune_flow(config: RunConfig, db: str, run_id: str, progress: bool = True) -> dict[str, Any]:
+    """Score, select (and evaluate) every source of ``config`` named by ``prune.sources``; one write.
+
+    Returns the stage summary ``{"lines": [...], "selections": n, "curve": [...]}``.
+    """
+    from flows.embed import embed_source
+
+    cfg = config.prune or PruneConfig()
+    store = Store(db)
+    sources, lines = resolve_sources(config, store)
     scores_t, headers, members_t, curve_rows, sem_rows = [], [], [], [], []
     curve_summary: list[dict[str, Any]] = []
     for name, src in sources.items():
@@ -224,7 +236,7 @@ def prune_flow(config: RunConfig, db: str, run_id: str, progress: bool = True) -
                                    "n_kept": p.n_kept, "accuracy": p.accuracy})
             for s in curve.summary():
                 curve_summary.append({"source": name, **s})
-            lines += _best_vs_random_lines(name, curve)
+            lines += _curve_table_lines(name, curve) + _best_vs_random_lines(name, curve)
     curve_schema = pa.schema([("source_id", pa.int32()), ("metric", pa.string()), ("policy", pa.string()),
                               ("resolved_policy", pa.string()), ("fraction", pa.float64()), ("seed", pa.int32()),
                               ("n_kept", pa.int64()), ("accuracy", pa.float64())])
@@ -263,6 +275,17 @@ def _precheck(cfg: PruneConfig, src) -> None:
     k = cfg.k or (src.n_classes or 10)
     if k > n_pool:
         raise WinnowError(f"k={k} clusters exceeds the {n_pool} train rows of source {src.name!r}; lower prune.k")
+
+
+def _curve_table_lines(name: str, curve: PruningCurve) -> list[str]:
+    """The pruning curve as text: one line per kept fraction, every metric/policy next to random."""
+    summ = curve.summary()
+    out = [f"{name}: linear-probe accuracy on the test split by kept fraction (mean over {summ[0]['n_seeds']} seed(s)):"]
+    for f in sorted({s["fraction"] for s in summ}, reverse=True):
+        at = sorted((s for s in summ if s["fraction"] == f), key=lambda s: (s["metric"] != "random", s["metric"], s["policy"]))
+        cells = [f"{s['metric']}" + ("" if s["metric"] in ("random", "full") else f"/{s['policy']}") + f" {s['mean']:.4f}" for s in at]
+        out.append(f"  f={f:g}: " + " | ".join(cells))
+    return out
 
 
 def _best_vs_random_lines(name: str, curve: PruningCurve) -> list[str]:

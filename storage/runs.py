@@ -114,9 +114,25 @@ def run_exists(store: Store, run_id: str) -> bool:
         return one(con.execute("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]))[0] > 0
 
 
-def delete_run(store: Store, run_id: str) -> None:
-    """Remove every row of a run (all tables keyed by run_id, then the run) in one transaction."""
+def delete_run(store: Store, run_id: str, drop_sources: list[int] = ()) -> None:
+    """Remove every row of a run (all tables keyed by run_id, then the run) in one transaction.
+
+    ``drop_sources`` are source versions this run registered: they go too (with their examples and
+    embeddings) unless another run uses them, and their side files are deleted after the commit.
+    """
+    files: list[str] = []
     with store.write() as con:
         for (table,) in con.execute(RUN_TABLES_QUERY).fetchall():
             delete_run_rows(con, table, run_id)
         con.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
+        for sid in drop_sources:
+            if one(con.execute("SELECT count(*) FROM run_sources WHERE source_id = ?", [sid]))[0]:
+                continue
+            files += [r[0] for r in con.execute(
+                "SELECT parquet_path FROM embeddings WHERE source_id = ? UNION ALL "
+                "SELECT weights_path FROM embeddings WHERE source_id = ? AND weights_path IS NOT NULL UNION ALL "
+                "SELECT parquet_path FROM sources WHERE source_id = ?", [sid, sid, sid]).fetchall()]
+            for table in ("embeddings", "examples", "sources"):
+                con.execute(f"DELETE FROM {table} WHERE source_id = ?", [sid])
+    for f in files:
+        store.resolve(f).unlink(missing_ok=True)

@@ -77,13 +77,67 @@ CASES: list[Case] = [
     Case("duplicate source names", ["run", "{cfg}"], "duplicate source name 'digits'", "sources:\n" + DIGITS + DIGITS),
     Case("data path is a directory", ["run", "{cfg}"], "is a directory", "sources:\n  - {name: x, kind: csv, path: adir, label: y}\n",
          lambda t: (t / "adir").mkdir()),
+    # ---- embeddings
+    Case("text encoder on an image source", ["run", "{cfg}"], "digits",
+         cfg("encoder: {kind: minilm, sources: [digits]}\n")),
+    Case("encoder names an unknown source", ["run", "{cfg}"], "nope", cfg("encoder: {kind: pca, dim: 8, sources: [nope]}\n")),
+    Case("encoder dim not positive", ["run", "{cfg}"], "key 'encoder.dim'", cfg("encoder: {kind: pca, dim: 0}\n")),
+    # ---- metrics and selection
+    Case("fraction outside (0, 1]", ["run", "{cfg}"], "fraction=1.5 must be in (0, 1]",
+         cfg("encoder: {kind: pca, dim: 8}\nprune: {metrics: [ssp], fractions: [1.5]}\n")),
+    Case("zero budget", ["run", "{cfg}"], "must be in (0, 1]", cfg("encoder: {kind: pca, dim: 8}\nprune: {metrics: [ssp], fractions: [0]}\n")),
+    Case("negative count", ["run", "{cfg}"], "key 'prune.counts", cfg("encoder: {kind: pca, dim: 8}\nprune: {metrics: [ssp], counts: [-5]}\n")),
+    Case("count larger than the pool", ["run", "{cfg}"], "count=100000 exceeds",
+         cfg("encoder: {kind: pca, dim: 2, sources: [digits]}\nprune: {sources: [digits], metrics: [ssp], fractions: [], counts: [100000]}\n")),
+    Case("k larger than n", ["run", "{cfg}"], "k=5000 clusters exceeds",
+         cfg("encoder: {kind: pca, dim: 2, sources: [digits]}\nprune: {sources: [digits], metrics: [ssp], k: 5000}\n")),
+    Case("unknown metric", ["run", "{cfg}"], "key 'prune.metrics.0'", cfg("encoder: {kind: pca, dim: 8}\nprune: {metrics: [entropy]}\n")),
+    Case("labels required but absent", ["run", "{cfg}"], "needs labels",
+         "sources:\n  - {name: unl, kind: csv, path: good.csv, features: [a, b, c]}\nencoder: {kind: pca, dim: 2}\nprune: {metrics: [el2n]}\n"),
+    Case("prune without an encoder", ["run", "{cfg}"], "encoder", cfg("prune: {metrics: [ssp]}\n")),
+    # ---- mixture
+    Case("class proportions off the simplex", ["run", "{cfg}"], "must be >= 0 and sum to at most 1",
+         cfg("mixture:\n  pools: [{name: a, source: digits, class_proportions: {'0': 0.9, '1': 0.9}}, {name: b, source: digits}]\n  target: {source: digits}\n")),
+    Case("pilot sizes not increasing", ["run", "{cfg}"], "must be strictly increasing",
+         cfg("mixture:\n  pools: [{name: a, source: digits}, {name: b, source: digits}]\n  target: {source: digits}\n  pilot_sizes: [400, 200]\n")),
+    Case("pool from an unknown source", ["run", "{cfg}"], "nope",
+         cfg("mixture:\n  pools: [{name: a, source: nope}, {name: b, source: digits}]\n  target: {source: digits}\n")),
+    Case("pool labels missing from the target", ["run", "{cfg}"], "label",
+         cfg("  - {name: other, kind: csv, path: other.csv, label: y}\nmixture:\n  pools: [{name: a, source: tab}, {name: b, source: other}]\n"
+             "  target: {source: tab, split: all, n_ot: 20, n_eval: 20}\n  pilot_sizes: [20, 40]\n"),
+         lambda t: (t / "other.csv").write_text("a,b,c,y\n" + "".join(f"{i},{i % 7},{i % 5},{'xy'[i % 2]}\n" for i in range(80)))),
+    Case("pool empty after filtering", ["run", "{cfg}"], "pool",
+         cfg("mixture:\n  pools: [{name: a, source: digits, class_proportions: {'0': 1.0}, n: 5000}, {name: b, source: digits}]\n  target: {source: digits, n_ot: 20, n_eval: 20}\n  pilot_sizes: [20, 40]\n")),
+    # ---- fitting
+    Case("fit csv missing column", ["fit", "{tmp}/curve.csv", "--x", "n", "--y", "loss"], "loss",
+         files=lambda t: (t / "curve.csv").write_text("n,err\n100,0.5\n200,0.4\n400,0.3\n800,0.25\n")),
+    Case("fit csv non-positive size", ["fit", "{tmp}/curve.csv", "--x", "n", "--y", "err", "--form", "m2"], "n",
+         files=lambda t: (t / "curve.csv").write_text("n,err\n0,0.5\n200,0.4\n400,0.3\n800,0.25\n")),
+    Case("fit csv NaN", ["fit", "{tmp}/curve.csv", "--x", "n", "--y", "err", "--form", "m2"], "err",
+         files=lambda t: (t / "curve.csv").write_text("n,err\n100,nan\n200,0.4\n400,0.3\n800,0.25\n")),
+    Case("fit with fewer points than parameters", ["fit", "{tmp}/curve.csv", "--x", "n", "--y", "err", "--form", "pow4", "--holdout-largest", "0"], "points",
+         files=lambda t: (t / "curve.csv").write_text("n,err\n100,0.5\n200,0.4\n")),
+    Case("unknown fit form", ["fit", "{tmp}/curve.csv", "--x", "n", "--y", "err", "--form", "cubic"], "cubic",
+         files=lambda t: (t / "curve.csv").write_text("n,err\n100,0.5\n200,0.4\n400,0.3\n800,0.25\n")),
     # ---- CLI and database
     Case("query that writes", ["query", "DELETE FROM sources"], "read-only"),
     Case("query that reads a file", ["query", "SELECT * FROM read_csv('/etc/hostname')"], "cannot touch files"),
     Case("query with attach", ["query", "ATTACH '{tmp}/x.duckdb' AS x"], "read-only"),
     Case("unknown run", ["show", "pipeline-000000000000"], "no run 'pipeline-000000000000'"),
     Case("db path is a directory", ["run", "{cfg}", "--db", "{tmp}"], "is a directory", cfg("")),
+    Case("db from a newer schema", ["run", "{cfg}"], "newer than this winnow", cfg(""), files=lambda t: _bump_schema(t / "db" / "winnow.duckdb")),
+    Case("export to an existing file", ["export", "nope:digits:ssp:auto:f=0.5", "--to", "{tmp}/good.csv"], "good.csv"),
 ]
+
+
+def _bump_schema(db: Path) -> None:
+    import duckdb
+
+    from storage.schema import SCHEMA_VERSION
+
+    con = duckdb.connect(str(db), config={"storage_compatibility_version": "v1.5.0"})
+    con.execute("UPDATE winnow_meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION + 1)])
+    con.close()
 
 
 @pytest.fixture(scope="module")
