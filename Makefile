@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.winnow-installed
 EXTRAS ?= text,dask,dev
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: setup demo test test-all bench bench-gpu clean
+.PHONY: setup demo test test-all bench bench-quick bench-gpu clean
 
 # torch first, from the pinned CPU wheel: installing the project first would pull a multi-GB CUDA build.
 $(STAMP): pyproject.toml
@@ -27,9 +27,22 @@ test: setup
 test-all: setup
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
-bench: setup
-	$(BIN)/python -m pip install -q -e ".[bench]"
-	$(BIN)/python -m bench
+# Benchmarks (never part of the tests): faiss-cpu and psutil come from the `bench` extra.
+# BENCH_ARGS passes options through, e.g. `make bench BENCH_ARGS="--quick --only ssp"`.
+BENCH_STAMP := $(VENV)/.winnow-bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS),bench]"
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+bench-quick: $(BENCH_STAMP)
+	$(BIN)/python -m bench --quick $(BENCH_ARGS)
+
+# GPU variant: needs a CUDA build of torch on a machine with a GPU; fails (exit 2) without one.
+bench-gpu: $(BENCH_STAMP)
+	$(BIN)/python -m bench --device cuda $(BENCH_ARGS)
 
 clean:
 	rm -rf .winnow $(VENV) .pytest_cache
