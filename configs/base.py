@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from configs._model import StrictModel
 from configs.encoder import EncoderConfig
 from configs.mixture import MixtureConfig
+from configs.plan import PlanConfig
 from configs.prune import PruneConfig
 from configs.scaling import ExtrapolateConfig
 from tasks.errors import WinnowError
@@ -113,6 +114,7 @@ class RunConfig(StrictModel):
     prune: PruneConfig | None = None
     mixture: MixtureConfig | None = None
     extrapolate: ExtrapolateConfig | None = None
+    plan: PlanConfig | None = None
     task_runner: TaskRunnerConfig = Field(default_factory=TaskRunnerConfig)
     deploy: DeployConfig | None = None
 
@@ -123,6 +125,8 @@ class RunConfig(StrictModel):
             if s.name in seen:
                 raise ValueError(f"sources.{i}.name: duplicate source name {s.name!r}")
             seen.add(s.name)
+        if self.plan is not None and self.mixture is None:
+            raise ValueError("plan: the planner needs a 'mixture' section (its pools, target and OT settings)")
         return self
 
     def identity_json(self) -> str:

@@ -185,7 +185,7 @@ def query(
     print_rows(table.to_pylist(), as_json=as_json)
 
 
-STAGE_MODULES = ("flows.embed", "flows.prune", "flows.mixture", "flows.fit", "flows.ops")
+STAGE_MODULES = ("flows.embed", "flows.prune", "flows.mixture", "flows.plan", "flows.fit", "flows.ops")
 for _name in STAGE_MODULES:
     try:
         _mod = importlib.import_module(_name)

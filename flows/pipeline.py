@@ -28,7 +28,7 @@ from storage.sources import register_sources
 from tasks.errors import WinnowError
 
 # stage name -> the config section that switches it on, in pipeline order
-STAGES = {"embed": "encoder", "prune": "prune", "mixture": "mixture", "extrapolate": "extrapolate"}
+STAGES = {"embed": "encoder", "prune": "prune", "mixture": "mixture", "extrapolate": "extrapolate", "plan": "plan"}
 
 
 def enabled_stages(config: RunConfig, only: list[str] | None = None) -> list[str]:
@@ -61,6 +61,10 @@ def _stage_flow(name: str):
         from flows.mixture import mixture_flow
 
         return mixture_flow
+    if name == "plan":
+        from flows.plan import plan_flow
+
+        return plan_flow
     from flows.fit import extrapolate_flow
 
     return extrapolate_flow

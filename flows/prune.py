@@ -382,7 +382,14 @@ def export_selection(store: Store, selection_id: str, to: Path, *, force: bool =
         raise WinnowError(f"{to} already exists; pass --force to overwrite it")
     if to.is_dir():
         raise WinnowError(f"{to} is a directory")
-    head, members = load_selection(store, selection_id)
+    from storage.plan import is_plan, load_plan_members
+
+    if is_plan(store, selection_id):  # a plan's example ids export like a selection
+        plan, members = load_plan_members(store, selection_id)
+        head = {"selection_id": selection_id, "metric": "plan", "policy": "plan", "resolved_policy": "plan",
+                "fraction": None, "reason": f"plan for N={plan['target_n']}"}
+    else:
+        head, members = load_selection(store, selection_id)
     to.parent.mkdir(parents=True, exist_ok=True)
     tmp = to.with_name(f".{to.name}.tmp")
     try:
@@ -423,7 +430,7 @@ def register(app: Any) -> None:
         print_rows(list_selections(open_store(db), run_id), title="selections", as_json=as_json)
 
     @app.command(name="export")
-    def export_cmd(selection: str = typer.Argument(..., help="selection id (see `winnow selections`) or latest:<source>:<metric>:<policy>:<f=0.3>"),
+    def export_cmd(selection: str = typer.Argument(..., help="selection id (see `winnow selections`), latest:<source>:<metric>:<policy>:<f=0.3>, or a plan's run id"),
                    to: Path = typer.Option(..., "--to", help="output file, .parquet or .csv"),
                    force: bool = typer.Option(False, "--force", help="overwrite an existing file"),
                    db: Optional[str] = db_opt, as_json: bool = json_opt) -> None:

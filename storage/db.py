@@ -193,3 +193,21 @@ def one(cursor: duckdb.DuckDBPyConnection) -> tuple | None:
     """
     rows = cursor.fetchall()
     return rows[0] if rows else None
+
+
+def insert_arrow(con: duckdb.DuckDBPyConnection, table: str, data: "pa.Table") -> None:
+    """INSERT the rows of an Arrow table into ``table`` by column name (registered, never formatted SQL).
+
+    If the INSERT fails inside a transaction, that error is what surfaces (not the unregister's)."""
+    if data.num_rows == 0:
+        return
+    view = f"_winnow_{table}_rows"
+    con.register(view, data)
+    try:
+        cols = ", ".join(f'"{c}"' for c in data.column_names)
+        con.execute(f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM "{view}"')
+    finally:
+        try:
+            con.unregister(view)
+        except duckdb.Error:  # the transaction is already aborted
+            pass

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from storage.db import Store
+from storage.db import Store, insert_arrow
 from tasks.mixture.outcome import MixtureOutcome
 
 MIXTURE_TABLES = (
@@ -208,11 +208,7 @@ def save_mixture(store: Store, run_id: str, outcome: MixtureOutcome) -> dict[str
         for name in MIXTURE_TABLES:
             con.execute(f'DELETE FROM "{name}" WHERE run_id = ?', [run_id])
         for name, tbl in tables.items():
-            view = f"_mixture_{name}"
-            con.register(view, tbl)
-            cols = ", ".join(f'"{c}"' for c in tbl.column_names)
-            con.execute(f'INSERT INTO "{name}" ({cols}) SELECT {cols} FROM "{view}"')
-            con.unregister(view)
+            insert_arrow(con, name, tbl)
     return {name: tbl.num_rows for name, tbl in tables.items()}
 
 

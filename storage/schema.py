@@ -11,12 +11,13 @@ from pathlib import Path
 
 import duckdb
 
-from storage import core, embeddings, mixture, prune, scaling
+from storage import core, embeddings, mixture, plan, prune, scaling
 from storage.db import one
 from tasks.errors import SchemaTooNewError
 
 MIGRATIONS: dict[int, list[str]] = {
     1: core.DDL + embeddings.DDL + prune.DDL + mixture.DDL + scaling.DDL,
+    2: plan.DDL,  # the joint planner's tables
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

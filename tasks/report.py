@@ -1,7 +1,8 @@
 """Render a run report: one self-contained HTML page with PNG plots embedded as base64.
 
 Pure rendering from data already read (see :func:`storage.report.load_report_data`): no SQL, no
-Prefect. Sections: run, sources, selections, pruning curve, mixture surface, fitted laws with their
+Prefect. Sections: run, sources, selections, pruning curve, mixture surface, the plan and its alternatives,
+fitted laws with their
 intervals, predictions, then every other table of the run. A section whose table is absent is
 skipped; a plot whose table lacks the columns it needs is skipped and the rows are shown instead.
 """
@@ -198,12 +199,35 @@ def _fits_rows(t: pa.Table) -> list[dict]:
     return rows
 
 
+def _plot_plan(t: pa.Table, names: dict[int, str]) -> str | None:
+    """Predicted accuracy at N with its interval per alternative, and the measured value (validation)."""
+    del names
+    if not _has(t, "name", "role", "predicted", "lo", "hi"):
+        return None
+    rows = _rows(t)
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.2))
+    for i, r in enumerate(rows):
+        color = "tab:red" if r["role"] == "plan" else ("tab:blue" if r["role"] == "finalist" else "tab:gray")
+        ax.errorbar([100 * r["predicted"]], [i], xerr=[[100 * (r["predicted"] - r["lo"])], [100 * (r["hi"] - r["predicted"])]],
+                    fmt="o", color=color, capsize=3, label="predicted [interval]" if i == 0 else None)
+        if r.get("measured") is not None and np.isfinite(r["measured"]):
+            ax.plot([100 * r["measured"]], [i], "x", color="k", ms=8, label="measured at N" if i == 0 else None)
+    ax.set_yticks(range(len(rows)), [f"{r['role']}: {r['name']}" for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"accuracy at N={rows[0].get('target_n', '')} (points)")
+    ax.grid(alpha=.3, axis="x")
+    ax.legend(fontsize=7, loc="lower right")
+    return _png(fig)
+
+
 # Page sections: (title, tables to look for, plotter(table, source names) or None, row formatter or None)
 SECTIONS: list[tuple[str, tuple[str, ...], Callable[[pa.Table, dict[int, str]], str | None] | None, Callable | None]] = [
     ("Selections", ("selections",), None, None),
     ("Pruning curve", ("pruning_curve_summary", "pruning_curve"), _plot_pruning_curve, None),
     ("Mixture surface", ("mixture_surface",), _plot_mixture_surface, None),
     ("Chosen mixture", ("mixture_selections",), None, None),
+    ("Plan", ("plan_sources",), None, None),
+    ("Plan vs alternatives", ("plan_report",), _plot_plan, None),
     ("Fitted laws", ("fits",), None, _fits_rows),
     ("Predictions", ("predictions",), _plot_predictions, None),
 ]

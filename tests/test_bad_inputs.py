@@ -41,6 +41,9 @@ def cfg(body: str) -> str:
     return "sources:\n" + DIGITS + TAB + body
 
 
+PLAN_MIX = ("mixture:\n  pools: [{name: a, source: digits, n: 120, seed: 1}, {name: b, source: digits, n: 120, seed: 2}]\n"
+            "  target: {source: digits, split: test, n_ot: 30, n_eval: 40}\n  features: {image_size: 8, dim: 16}\n")
+
 CASES: list[Case] = [
     # ---- config
     Case("unknown top-level key", ["run", "{cfg}"], "key 'colour': unknown key", cfg("colour: red\n")),
@@ -108,6 +111,18 @@ CASES: list[Case] = [
          lambda t: (t / "other.csv").write_text("a,b,c,y\n" + "".join(f"{i},{i % 7},{i % 5},{'xy'[i % 2]}\n" for i in range(80)))),
     Case("pool empty after filtering", ["run", "{cfg}"], "pool",
          cfg("mixture:\n  pools: [{name: a, source: digits, class_proportions: {'0': 1.0}, n: 5000}, {name: b, source: digits}]\n  target: {source: digits, n_ot: 20, n_eval: 20}\n  pilot_sizes: [20, 40]\n")),
+    # ---- planner
+    Case("plan without a mixture section", ["plan", "{cfg}"], "needs a 'mixture' section", cfg("plan: {target_n: 5000}\n")),
+    Case("plan keep fraction of 1", ["plan", "{cfg}"], "key 'plan.fractions'",
+         cfg(PLAN_MIX + "plan: {target_n: 300, fractions: [1.0]}\n")),
+    Case("plan unknown policy metric", ["plan", "{cfg}"], "unknown metric 'entropy'",
+         cfg(PLAN_MIX + "plan: {target_n: 300, policies: ['entropy:hard']}\n")),
+    Case("plan pilot sizes not below N", ["plan", "{cfg}"], "must stay below target_n=100",
+         cfg(PLAN_MIX + "plan: {target_n: 100, pilot_sizes: [50, 100]}\n")),
+    Case("plan source budget for an unknown pool", ["plan", "{cfg}"], "pool 'nope'",
+         cfg(PLAN_MIX + "plan: {target_n: 300, pilot_sizes: [20, 40], source_budget: {nope: 5}}\n")),
+    Case("plan budget nothing fits", ["plan", "{cfg}"], "no (pruning, mixture) candidate is feasible",
+         cfg(PLAN_MIX + "plan: {target_n: 200, pilot_sizes: [20, 40], budget: 10}\n")),
     # ---- fitting
     Case("fit csv missing column", ["fit", "{tmp}/curve.csv", "--x", "n", "--y", "loss"], "loss",
          files=lambda t: (t / "curve.csv").write_text("n,err\n100,0.5\n200,0.4\n400,0.3\n800,0.25\n")),

@@ -147,3 +147,22 @@ def test_the_duckdb_cli_from_pypi_reads_the_file(tmp_path, store):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "tab,12" in out.stdout
+
+
+def test_a_version_1_file_is_migrated_in_place_keeping_its_rows(tmp_path):
+    """Schema v2 added the planner's tables: an older file gains them on the first write, rows intact."""
+    from storage import schema
+
+    path = tmp_path / "v1.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute(schema._META)
+    for statement in schema.MIGRATIONS[1]:
+        con.execute(statement)
+    con.execute("INSERT INTO winnow_meta VALUES ('schema_version', '1')")
+    con.execute("INSERT INTO mixture_pools VALUES ('r1', 0, 'a', 'src', 10, '{}')")
+    con.close()
+    store = Store(path)
+    with store.write() as c:
+        assert c.execute("SELECT value FROM winnow_meta WHERE key = 'schema_version'").fetchall() == [(str(SCHEMA_VERSION),)]
+        assert c.execute("SELECT count(*) FROM plan_runs").fetchall() == [(0,)]
+        assert c.execute("SELECT run_id, pool FROM mixture_pools").fetchall() == [("r1", "a")]

@@ -170,6 +170,27 @@ def train_probes_stacked(
     return (pred == np.asarray(y_eval)[None, :]).mean(1)
 
 
+def train_index_sets(
+    idx: np.ndarray,
+    pools: Pools,
+    X_eval: np.ndarray,
+    y_eval: np.ndarray,
+    *,
+    n_classes: int,
+    weight_decay: float = 1e-3,
+    max_iter: int = 100,
+    threads: int | None = 1,
+) -> tuple[np.ndarray, float]:
+    """Train one probe per row of ``idx`` (B, N) (rows of ``pools``) as one stacked problem.
+
+    Returns (accuracies (B,), wall seconds per probe)."""
+    t0 = time.perf_counter()
+    with torch_threads(threads):
+        accs = train_probes_stacked(pools.X[idx], pools.y[idx], X_eval, y_eval, n_classes=n_classes,
+                                    weight_decay=weight_decay, max_iter=max_iter)
+    return np.asarray(accs), (time.perf_counter() - t0) / max(len(idx), 1)
+
+
 def run_pilot_chunk(
     specs: Sequence[PilotSpec],
     pools: Pools,
@@ -189,12 +210,9 @@ def run_pilot_chunk(
     sizes = {s.n for s in specs}
     if len(sizes) != 1:
         raise WinnowError(f"a pilot chunk must hold one pilot size, got {sorted(sizes)}")
-    t0 = time.perf_counter()
     idx = np.stack([pilot_indices(s, pools) for s in specs])  # (B, N)
-    with torch_threads(threads):
-        accs = train_probes_stacked(pools.X[idx], pools.y[idx], X_eval, y_eval, n_classes=n_classes,
-                                    weight_decay=weight_decay, max_iter=max_iter)
-    share = (time.perf_counter() - t0) / len(specs)
+    accs, share = train_index_sets(idx, pools, X_eval, y_eval, n_classes=n_classes, weight_decay=weight_decay,
+                                   max_iter=max_iter, threads=threads)
     return [
         PilotResult(mixture_id=s.mixture_id, p=s.p, n=s.n, rep=s.rep, seed=s.seed, accuracy=float(a), seconds=share)
         for s, a in zip(specs, accs)
