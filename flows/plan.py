@@ -28,8 +28,11 @@ from tasks.mixture.pools import MixtureData, prepare_mixture_data
 from tasks.mixture.simplex import simplex_grid
 from tasks.mixture.weighted import build_union_problem
 from tasks.plan.outcome import Alternative, PlanOutcome, PlanSource
-from tasks.plan.planner import baseline_specs, candidate_ot, choose_design, reveal_rows
-from tasks.plan.predict import calibrated_interval, confirm_curve, fit_screen, holdout_residuals
+from tasks.plan.planner import (
+    Entry, baseline_specs, candidate_ot, choose_design, confirm_entries, materialize, pick_plan, pilot_counts, reveal_rows,
+    unique_by_key,
+)
+from tasks.plan.predict import confirm_all, fit_screen
 from tasks.plan.space import Constraints, PoolOption, enumerate_candidates, pool_options, revealed_masks
 from tasks.plan.trials import Trial, TrialResult, chunk_trials, make_trials, median_by, run_trials
 
@@ -168,100 +171,53 @@ def plan_flow(config: RunConfig, db: str, run_id: str, progress: bool = True) ->
                  f"{secs['design_pilots']:.1f} s; predictor {model.form!r}, held-out MAE {100 * model.holdout_mae():.2f} points "
                  f"(quadratic_p {100 * model.holdout_mae('quadratic_p'):.2f}, nearest_grid {100 * model.holdout_mae('nearest_grid'):.2f})")
 
-    # 5. finalists and baselines: own pilots + bootstrapped scaling law ----------------------------------
-    order = np.argsort(-screen, kind="stable")
-    finalists = [int(c) for c in order[: pc.finalists]]
+    # 5. finalists and baselines: own pilots + scaling law with intervals --------------------------------
+    finalists = [int(c) for c in np.argsort(-screen, kind="stable")[: pc.finalists]]
     base = baseline_specs(options, cands, screen, cons, pool_names)
     missing = sorted({"uniform_random_pruning", *(f"alone:{nm}" for nm in pool_names)} - {b.name for b in base})
     if missing:
         lines.append(f"baselines left out (cannot take a single example under the constraints): {', '.join(missing)}")
-    entries: list[dict] = []
-    for j, c in enumerate(finalists):
-        entries.append({"key": f"c{c}", "role": "finalist", "name": f"finalist-{j + 1}", "opt": cands.options[c],
-                        "p": cands.p[c], "counts": cands.counts[c], "note": ""})
-    for b in base:
-        same = [e for e in entries if np.array_equal(e["opt"], b.options) and np.allclose(e["p"], b.p) and np.array_equal(e["counts"], b.counts)]
-        key = same[0]["key"] if same else f"b:{b.name}"
-        entries.append({"key": key, "role": "baseline", "name": b.name, "opt": b.options, "p": b.p, "counts": b.counts, "note": b.note})
-    extra_ot = candidate_ot(problem.C, masks, np.stack([e["opt"] for e in entries]), np.stack([e["p"] for e in entries]),
-                            reg=reg, tol=mc.ot.tol, device=device).values
-    extra_screen = model.predict_at(np.stack([e["p"] for e in entries]), extra_ot, N)
-    trials = []
-    seen_keys: set[str] = set()
-    for e in entries:
-        if e["key"] in seen_keys:
-            continue
-        seen_keys.add(e["key"])
-        opts = [options[i][e["opt"][i]] for i in range(K)]
-        frac = e["counts"].sum() / N  # a capped baseline is piloted at the same proportions
-        trials += make_trials(e["key"], "confirm", opts, e["p"], sizes, pc.confirm_reps, offsets, pc.seed,
-                              counts_at=None if frac >= 1 else {n: _scaled(e["p"], e["counts"], n, N) for n in sizes})
+    entries = confirm_entries(cands, finalists, base)
+    e_ot = candidate_ot(problem.C, masks, np.stack([e.options for e in entries]), np.stack([e.p for e in entries]),
+                        reg=reg, tol=mc.ot.tol, device=device).values
+    e_screen = model.predict_at(np.stack([e.p for e in entries]), e_ot, N)
+    unique = unique_by_key(entries)
+    trials = [t for e in unique for t in make_trials(e.key, "confirm", _opts(options, e), e.p, sizes, pc.confirm_reps, offsets,
+                                                      pc.seed, counts_at=pilot_counts(e, sizes, N))]
     t0 = time.perf_counter()
     confirm = _train(trials, pools, data, config)
     secs["confirm_pilots"] = time.perf_counter() - t0
-    curves, intervals = {}, {}
-    own = {k: (np.array([r.n for r in confirm if r.key == k]), np.array([r.accuracy for r in confirm if r.key == k]))
-           for k in seen_keys}
-    residuals = holdout_residuals(own, form=pc.scaling_form)
-    for k, (xs, accs) in own.items():
-        n_eff = int(next(e["counts"].sum() for e in entries if e["key"] == k))
-        curves[k] = confirm_curve(xs, accs, n_eff, form=pc.scaling_form, bootstrap=pc.bootstrap, level=pc.level, seed=pc.seed)
-        lo, hi, _ = calibrated_interval(curves[k], n_eff, xs, residuals, pc.level)
-        intervals[k] = (lo, hi) if pc.interval == "calibrated" else (curves[k].lo, curves[k].hi)
-    lines.append(f"confirmation: {len(confirm)} pilots for {len(own)} alternatives; held-out extrapolation error of the "
-                 f"scaling law (largest pilot size from the smaller ones): median {np.median(np.abs(residuals)) if residuals.size else float('nan'):.3f} "
-                 f"in log error ({pc.interval} intervals)")
-    pick = max((e for e in entries if e["role"] == "finalist" or e["name"] == "best_mixture_unpruned"),
-               key=lambda e: curves[e["key"]].predicted)
+    own = {e.key: (np.array([r.n for r in confirm if r.key == e.key]), np.array([r.accuracy for r in confirm if r.key == e.key]))
+           for e in unique}
+    conf = confirm_all(own, {e.key: e.n for e in unique}, form=pc.scaling_form, bootstrap=pc.bootstrap, level=pc.level,
+                       interval=pc.interval, seed=pc.seed)
+    res = conf.residuals
+    lines.append(f"confirmation: {len(confirm)} pilots for {len(unique)} alternatives; held-out extrapolation error of the "
+                 f"scaling law (largest pilot size from the smaller ones): median |log err ratio| "
+                 f"{np.median(np.abs(res)) if res.size else float('nan'):.3f} ({pc.interval} intervals)")
+    pick = pick_plan(entries, {k: c.predicted for k, c in conf.curves.items()})
 
-    # 6. validation at N ---------------------------------------------------------------------------------
-    measured: dict[str, list[float]] = {}
-    materialize_key = pick["key"]
-    trials = []
-    for e in entries:
-        if e["key"] in measured:
-            continue
-        measured[e["key"]] = []
-        if pc.validation.enabled or e["key"] == materialize_key:
-            opts = [options[i][e["opt"][i]] for i in range(K)]
-            reps = pc.validation.reps if pc.validation.enabled else 1
-            n_eff = int(e["counts"].sum())
-            trials += make_trials(e["key"], "validate", opts, e["p"], [n_eff], reps, offsets, pc.seed,
-                                  counts_at={n_eff: e["counts"]})
-    plan_idx = next(t.idx for t in trials if t.key == materialize_key and t.rep == 0)
+    # 6. validation at N (and the plan's own draw of example ids) -------------------------------------------
+    reps = pc.validation.reps if pc.validation.enabled else 1
+    trials = [t for e in unique if pc.validation.enabled or e.key == pick.key
+              for t in make_trials(e.key, "validate", _opts(options, e), e.p, [e.n], reps, offsets, pc.seed,
+                                   counts_at={e.n: e.counts})]
+    members = materialize(next(t.idx for t in trials if t.key == pick.key and t.rep == 0), pools.sizes, data.pools_ids,
+                          pool_names, pick.counts)
+    val: list[TrialResult] = []
     if pc.validation.enabled:
         t0 = time.perf_counter()
         val = _train(trials, pools, data, config)
         secs["validation"] = time.perf_counter() - t0
-        for r in val:
-            measured[r.key].append(r.accuracy)
-    else:
-        val = []
 
     # 7. the outcome -----------------------------------------------------------------------------------
-    alternatives = []
-    for j, e in enumerate(entries):
-        cv = curves[e["key"]]
-        m = measured.get(e["key"], [])
-        role = "plan" if e is pick else e["role"]
-        opts = [options[i][e["opt"][i]] for i in range(K)]
-        alternatives.append(Alternative(
-            key=e["key"], role=role, name=e["name"], options=[o.label for o in opts], p=[float(x) for x in e["p"]],
-            counts=[int(x) for x in e["counts"]], ot=float(extra_ot[j]), screen=float(extra_screen[j]),
-            predicted=cv.predicted, lo=intervals[e["key"]][0], hi=intervals[e["key"]][1], boot_lo=cv.lo, boot_hi=cv.hi,
-            measured=float(np.median(m)) if m else float("nan"),
-            measured_std=float(np.std(m)) if m else float("nan"), n_measured=len(m), note=e["note"]))
+    alternatives = [_alternative(e, e is pick, options, conf, float(e_ot[j]), float(e_screen[j]), val)
+                    for j, e in enumerate(entries)]
     chosen = next(a for a in alternatives if a.role == "plan")
-    popts = [options[i][pick["opt"][i]] for i in range(K)]
+    popts = _opts(options, pick)
     plan_rows = [PlanSource(pool=pool_names[i], source=mc.pools[i].source, policy=popts[i].policy, fraction=popts[i].fraction,
-                            n_pool=int(data.pool_sizes[i]), n_available=popts[i].size, n_taken=int(pick["counts"][i]),
-                            p=float(pick["p"][i]), cost=float(cons.costs[i])) for i in range(K)]
-    pool_of = np.repeat(np.arange(K), pools.sizes)
-    all_ids = np.concatenate(data.pools_ids)
-    members = {"example_id": all_ids[plan_idx], "pool": np.array(pool_names, dtype=object)[pool_of[plan_idx]]}
-    counts_check = np.bincount(pool_of[plan_idx], minlength=K)
-    if not np.array_equal(counts_check, pick["counts"]):
-        raise RuntimeError(f"plan members per pool {counts_check.tolist()} differ from the plan's counts {pick['counts'].tolist()}")
+                            n_pool=int(data.pool_sizes[i]), n_available=popts[i].size, n_taken=int(pick.counts[i]),
+                            p=float(pick.p[i]), cost=float(cons.costs[i])) for i in range(K)]
     secs["total"] = time.perf_counter() - t_start
     outcome = PlanOutcome(
         target_n=N, pools=pool_names, sources=[p.source for p in mc.pools], costs=cons.costs.tolist(), budget=pc.budget,
@@ -269,11 +225,11 @@ def plan_flow(config: RunConfig, db: str, run_id: str, progress: bool = True) ->
         trials=results + confirm + val, alternatives=alternatives, plan=plan_rows, members=members, seconds=secs,
         settings={"reg": reg, "reveal": pc.reveal, "grid_step": pc.grid_step, "pilot_sizes": sizes,
                   "scaling_form": pc.scaling_form, "bootstrap": pc.bootstrap, "level": pc.level, "interval": pc.interval,
-                  "holdout_residuals": [round(float(r), 4) for r in residuals]},
+                  "holdout_residuals": [round(float(r), 4) for r in res]},
     )
     counts = save_plan(store, run_id, outcome)
 
-    lines.append(f"plan for N={N:,}: {_describe([o.label for o in popts], pick['p'], pool_names)}")
+    lines.append(f"plan for N={N:,}: {_describe([o.label for o in popts], pick.p, pool_names)}")
     lines.append(f"  predicted accuracy at N: {100 * chosen.predicted:.1f} [{100 * chosen.lo:.1f}, {100 * chosen.hi:.1f}] "
                  f"({int(100 * pc.level)}% {pc.interval} interval; bootstrap only [{100 * chosen.boot_lo:.1f}, {100 * chosen.boot_hi:.1f}]; "
                  f"screening said {100 * chosen.screen:.1f})")
@@ -292,12 +248,18 @@ def plan_flow(config: RunConfig, db: str, run_id: str, progress: bool = True) ->
             "seconds": {k: round(v, 2) for k, v in secs.items()}}
 
 
-def _scaled(p: np.ndarray, counts: np.ndarray, n: int, N: int) -> np.ndarray:
-    """Counts for a pilot of a capped baseline: the same proportions as its counts at N, n·Σc/N rows."""
-    from tasks.mixture.simplex import mixture_counts
+def _opts(options: list[list[PoolOption]], e: Entry) -> list[PoolOption]:
+    return [options[i][int(o)] for i, o in enumerate(e.options)]
 
-    total = int(counts.sum())
-    return mixture_counts(counts / total, max(1, int(round(n * total / N))))
+
+def _alternative(e: Entry, is_plan: bool, options, conf, ot: float, screen: float, val: list[TrialResult]) -> Alternative:
+    cv = conf.curves[e.key]
+    m = [r.accuracy for r in val if r.key == e.key]
+    return Alternative(key=e.key, role="plan" if is_plan else e.role, name=e.name, options=[o.label for o in _opts(options, e)],
+                       p=[float(x) for x in e.p], counts=[int(x) for x in e.counts], ot=ot, screen=screen,
+                       predicted=cv.predicted, lo=conf.intervals[e.key][0], hi=conf.intervals[e.key][1], boot_lo=cv.lo,
+                       boot_hi=cv.hi, measured=float(np.median(m)) if m else float("nan"),
+                       measured_std=float(np.std(m)) if m else float("nan"), n_measured=len(m), note=e.note)
 
 
 # ------------------------------------------------------------------------------------------- CLI

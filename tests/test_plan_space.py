@@ -478,3 +478,66 @@ def test_a_negative_plan_seed_is_refused_by_the_config():
         trial_seed(-1, "c0", "design", 40, 0)
     with pytest.raises(ValidationError, match="seed"):
         PlanConfig(target_n=100, pilot_sizes=[10, 20], seed=-1)
+
+
+# ------------------------------------------------------------------------- finalists and the plan
+def test_a_baseline_equal_to_a_finalist_shares_its_trials_key():
+    from tasks.plan.planner import BaselineSpec, confirm_entries, unique_by_key
+
+    options = [synthetic_options(0, 200), synthetic_options(1, 200)]
+    grid = simplex_grid(2, 0.25)
+    cands = enumerate_candidates(options, grid, Constraints(target_n=100, costs=np.ones(2)))
+    c = int(cands.unpruned()[0])
+    base = [BaselineSpec("best_mixture_unpruned", cands.options[c], cands.p[c], cands.counts[c]),
+            BaselineSpec("alone:x", np.zeros(2, np.int64), np.array([1.0, 0.0]), np.array([100, 0]))]
+    entries = confirm_entries(cands, [c, int(cands.unpruned()[1])], base)
+    assert [e.name for e in entries] == ["finalist-1", "finalist-2", "best_mixture_unpruned", "alone:x"]
+    assert entries[2].key == entries[0].key == f"c{c}" and entries[3].key == "b:alone:x"
+    assert [e.key for e in unique_by_key(entries)] == [f"c{c}", f"c{int(cands.unpruned()[1])}", "b:alone:x"]
+
+
+def test_a_capped_baseline_is_piloted_at_its_own_proportions_and_scale():
+    from tasks.plan.planner import Entry, pilot_counts
+
+    full = Entry("k", "baseline", "b", np.zeros(2, np.int64), np.array([0.5, 0.5]), np.array([500, 500]))
+    assert pilot_counts(full, [100, 200], 1000) is None
+    capped = Entry("k", "baseline", "b", np.zeros(2, np.int64), np.array([0.0, 1.0]), np.array([0, 600]))
+    got = pilot_counts(capped, [100, 200, 400], 1000)
+    assert {n: c.tolist() for n, c in got.items()} == {100: [0, 60], 200: [0, 120], 400: [0, 240]}
+
+
+def test_the_plan_is_the_best_confirmed_finalist_or_unpruned_mixture_never_another_baseline():
+    from tasks.plan.planner import Entry, pick_plan
+
+    z = np.zeros(2, np.int64)
+    es = [Entry("a", "finalist", "finalist-1", z, np.array([1.0, 0]), np.array([10, 0])),
+          Entry("b", "baseline", "best_mixture_unpruned", z, np.array([0, 1.0]), np.array([0, 10])),
+          Entry("c", "baseline", "alone:x", z, np.array([1.0, 0]), np.array([10, 0]))]
+    assert pick_plan(es, {"a": 0.7, "b": 0.8, "c": 0.99}).key == "b"
+    assert pick_plan(es, {"a": 0.9, "b": 0.8, "c": 0.99}).key == "a"
+    with pytest.raises(WinnowError):
+        pick_plan(es[2:], {"c": 0.5})
+
+
+def test_materialized_ids_follow_the_rows_and_refuse_a_count_mismatch():
+    from tasks.plan.planner import materialize
+
+    ids = [np.arange(100, 105), np.arange(200, 203)]
+    m = materialize(np.array([0, 4, 5, 7]), np.array([5, 3]), ids, ["a", "b"], np.array([2, 2]))
+    assert m["example_id"].tolist() == [100, 104, 200, 202] and m["pool"].tolist() == ["a", "a", "b", "b"]
+    with pytest.raises(RuntimeError, match="differ"):
+        materialize(np.array([0, 4, 5]), np.array([5, 3]), ids, ["a", "b"], np.array([1, 2]))
+
+
+def test_calibrated_interval_widens_with_the_extrapolation_distance_and_never_narrows():
+    from tasks.plan.predict import CurvePrediction, calibrated_interval
+
+    pred = CurvePrediction(predicted=0.8, lo=0.79, hi=0.81, params={}, n_points=9, form="m1")
+    sizes = np.array([100, 200, 400])
+    res = np.array([0.1, -0.1, 0.05])
+    lo1, hi1, w1 = calibrated_interval(pred, 800, sizes, res)
+    lo2, hi2, w2 = calibrated_interval(pred, 3200, sizes, res)
+    assert 0 < w1 < w2 and lo2 < lo1 <= 0.79 and hi2 > hi1 >= 0.81
+    assert np.isclose(w1, np.quantile(np.abs(res), 0.95) * 1.0)        # log(800/400) / log(400/200) = 1
+    assert calibrated_interval(pred, 300, sizes, res)[:2] == (0.79, 0.81)   # inside the pilots: bootstrap only
+    assert calibrated_interval(pred, 800, sizes, np.array([]))[:2] == (0.79, 0.81)

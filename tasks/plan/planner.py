@@ -165,3 +165,66 @@ def baseline_specs(
             continue
         out.append(BaselineSpec(name, none.copy(), p, c, note))
     return out
+
+
+# ------------------------------------------------------------------ finalists, baselines, the plan
+@dataclass(frozen=True)
+class Entry:
+    """A candidate to confirm: a finalist or a baseline. key : trial key (shared when a baseline is
+    also a finalist); options : (K,) option indices; p : (K,); counts : (K,) rows taken at N."""
+
+    key: str
+    role: str
+    name: str
+    options: np.ndarray
+    p: np.ndarray
+    counts: np.ndarray
+    note: str = ""
+
+    @property
+    def n(self) -> int:
+        return int(self.counts.sum())
+
+
+def confirm_entries(cands: CandidateSet, finalists: Sequence[int], baselines: Sequence[BaselineSpec]) -> list[Entry]:
+    """Finalists (candidate indices, best first) then baselines; a baseline equal to a finalist shares its key."""
+    out = [Entry(f"c{c}", "finalist", f"finalist-{j + 1}", cands.options[c], cands.p[c], cands.counts[c])
+           for j, c in enumerate(finalists)]
+    for b in baselines:
+        same = [e for e in out if np.array_equal(e.options, b.options) and np.allclose(e.p, b.p) and np.array_equal(e.counts, b.counts)]
+        out.append(Entry(same[0].key if same else f"b:{b.name}", "baseline", b.name, b.options, b.p, b.counts, b.note))
+    return out
+
+
+def unique_by_key(entries: Sequence[Entry]) -> list[Entry]:
+    seen: dict[str, Entry] = {}
+    for e in entries:
+        seen.setdefault(e.key, e)
+    return list(seen.values())
+
+
+def pilot_counts(e: Entry, sizes: Sequence[int], n_target: int) -> dict[int, np.ndarray] | None:
+    """Per pilot size, the counts of an entry that takes fewer than N rows (a capped baseline): the same
+    proportions as at N, n·(its rows)/N rows; None for an entry that takes N."""
+    if e.n >= n_target:
+        return None
+    return {int(n): mixture_counts(e.counts / e.n, max(1, int(round(n * e.n / n_target)))) for n in sizes}
+
+
+def pick_plan(entries: Sequence[Entry], predicted: dict[str, float]) -> Entry:
+    """The finalist (or the best unpruned mixture) with the highest confirmed prediction at N."""
+    pool = [e for e in entries if e.role == "finalist" or e.name == "best_mixture_unpruned"]
+    if not pool:
+        raise WinnowError("no finalist to choose a plan from")
+    return max(pool, key=lambda e: predicted[e.key])
+
+
+def materialize(idx: np.ndarray, pool_sizes: np.ndarray, pool_ids: Sequence[np.ndarray], pool_names: Sequence[str],
+                counts: np.ndarray) -> dict[str, np.ndarray]:
+    """The plan's example ids from its rows of the concatenated pools, checked against its counts per pool."""
+    K = len(pool_sizes)
+    pool_of = np.repeat(np.arange(K), pool_sizes)
+    got = np.bincount(pool_of[idx], minlength=K)
+    if not np.array_equal(got, counts):
+        raise RuntimeError(f"plan members per pool {got.tolist()} differ from the plan's counts {np.asarray(counts).tolist()}")
+    return {"example_id": np.concatenate(pool_ids)[idx], "pool": np.asarray(pool_names, dtype=object)[pool_of[idx]]}

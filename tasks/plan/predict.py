@@ -175,3 +175,35 @@ def calibrated_interval(pred: CurvePrediction, n: float, sizes: np.ndarray, resi
     lo = min(pred.lo, 1.0 - min(err * np.exp(w), 1.0))
     hi = max(pred.hi, 1.0 - err * np.exp(-w))
     return float(lo), float(hi), w
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """Per key: the scaling-law prediction at its N and the reported interval; the held-out residuals."""
+
+    curves: dict[str, CurvePrediction]
+    intervals: dict[str, tuple[float, float]]
+    residuals: np.ndarray
+
+
+def confirm_all(
+    pilots: dict[str, tuple[np.ndarray, np.ndarray]],
+    n_at: dict[str, int],
+    *,
+    form: str = "m1",
+    bootstrap: int = 500,
+    level: float = 0.95,
+    interval: str = "calibrated",
+    seed: int = 0,
+) -> Confirmation:
+    """Fit every confirmed candidate's own pilots (key -> (sizes, accuracies)) and predict at n_at[key],
+    with the bootstrap interval or the calibrated one (:func:`calibrated_interval`)."""
+    if interval not in ("calibrated", "bootstrap"):
+        raise WinnowError(f"interval={interval!r} must be 'calibrated' or 'bootstrap'")
+    residuals = holdout_residuals(pilots, form=form)
+    curves, intervals = {}, {}
+    for k, (xs, accs) in pilots.items():
+        curves[k] = confirm_curve(xs, accs, n_at[k], form=form, bootstrap=bootstrap, level=level, seed=seed)
+        lo, hi, _ = calibrated_interval(curves[k], n_at[k], xs, residuals, level)
+        intervals[k] = (lo, hi) if interval == "calibrated" else (curves[k].lo, curves[k].hi)
+    return Confirmation(curves=curves, intervals=intervals, residuals=residuals)
