@@ -79,6 +79,8 @@ class PruneConfig(StrictModel):
     proxy_read_epoch: int = Field(default=3, ge=1, description="EL2N/GraNd read after this many epochs")
     proxy_seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     evaluate: PruneEvalConfig | None = None
+    device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:\d+)?)$",
+                        description="torch device for k-means and scoring: cpu, cuda or cuda:N (must exist at run time)")
 
     @field_validator("fractions")
     @classmethod

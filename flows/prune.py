@@ -191,6 +191,10 @@ def resolve_sources(config: RunConfig, store: Store) -> tuple[dict[str, Any], li
 
 def preflight(config: RunConfig, db: str) -> None:
     """Called by the pipeline before any stage runs, so bad prune input fails before embeddings are made."""
+    from tasks.device import resolve_device
+
+    if config.prune is not None:
+        resolve_device(config.prune.device)
     resolve_sources(config, Store(db))
 
 

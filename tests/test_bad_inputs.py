@@ -186,3 +186,18 @@ def test_bad_input_is_refused_with_one_clear_message_and_the_db_unchanged(case, 
     assert case.expect in err, err
     assert "Traceback" not in err and len(err.strip().splitlines()) <= 3
     assert db_fingerprint(db) == before
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a CUDA device")
+def test_asking_for_a_gpu_on_a_cpu_machine_fails_before_any_write(populated, tmp_path, winnow):
+    db = tmp_path / "db" / "winnow.duckdb"
+    shutil.copytree(populated.parent, db.parent)
+    _good_csv(tmp_path)
+    path = write_yaml(tmp_path / "gpu.yaml", cfg("encoder: {kind: pca, dim: 8}\nprune: {metrics: [ssp], device: cuda}\n"))
+    before = db_fingerprint(db)
+    code, _, err = winnow("run", str(path), "--db", str(db))
+    assert code == 2 and "torch sees no CUDA device" in err and "Traceback" not in err
+    assert db_fingerprint(db) == before
+    bad = write_yaml(tmp_path / "bad.yaml", cfg("encoder: {kind: pca, dim: 8}\nprune: {metrics: [ssp], device: tpu}\n"))
+    code, _, err = winnow("run", str(bad), "--db", str(db))
+    assert code == 2 and "prune.device" in err

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tasks.errors import WinnowError
+from tasks.device import resolve_device
 from tasks.prune.kmeans import check_embeddings, small_problem_threads, spherical_kmeans
 from tasks.prune.registry import KMEANS_METRICS, MetricParams, compute_metric, metric_spec, select_by_metric
 from tasks.prune.select import AUTO_ALPHA_THRESHOLD, POLICIES
@@ -147,7 +148,8 @@ def pruning_curve(
             jobs: list[tuple[str, str, float, object]] = []
             km = None
             if any(m in KMEANS_METRICS for m in metrics):
-                km = spherical_kmeans(E_train, params.k, iters=params.kmeans_iters, seed=seed, chunk=params.chunk)
+                km = spherical_kmeans(E_train, params.k, iters=params.kmeans_iters, seed=seed, chunk=params.chunk,
+                                      device=resolve_device(params.device))
             for m in metrics:
                 spec = metric_spec(m)
                 ms = compute_metric(m, E_train, y=y_train if spec.needs_labels else None, params=params,

@@ -52,6 +52,7 @@ class MetricParams:
     dbp_tau: float = 0.5
     dbp_neighbors: int = 20
     dynamics: _sup.DynamicsConfig = field(default_factory=_sup.DynamicsConfig)
+    device: str = "cpu"  # torch device of the k-means (the heavy part); "cuda" / "cuda:N" on a GPU
 
 
 @dataclass(frozen=True)

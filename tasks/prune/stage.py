@@ -13,6 +13,7 @@ import numpy as np
 
 from tasks.errors import WinnowError
 from tasks.prune.evaluate import PruningCurve, pruning_curve
+from tasks.device import resolve_device
 from tasks.prune.kmeans import check_embeddings, small_problem_threads, spherical_kmeans
 from tasks.prune.registry import KMEANS_METRICS, MetricParams, MetricScores, compute_metric, metric_spec, select_by_metric
 from tasks.prune.select import Selection, resolve_budget
@@ -59,6 +60,7 @@ def metric_params_from(cfg, k: int) -> MetricParams:
         dynamics=DynamicsConfig(
             epochs=cfg.proxy_epochs, read_epoch=cfg.proxy_read_epoch, seeds=tuple(cfg.proxy_seeds)
         ),
+        device=cfg.device,
     )
 
 
@@ -133,7 +135,8 @@ def _prune_source(E, y, opts, n_classes, E_test, y_test, progress) -> SourcePrun
 
     km = None
     if any(m in KMEANS_METRICS for m in opts.metrics) or opts.semdedup_eps and "semdedup" in opts.metrics:
-        km = spherical_kmeans(E, opts.params.k, iters=opts.params.kmeans_iters, seed=opts.seed, chunk=opts.params.chunk)
+        km = spherical_kmeans(E, opts.params.k, iters=opts.params.kmeans_iters, seed=opts.seed, chunk=opts.params.chunk,
+                              device=resolve_device(opts.params.device))
     scores: dict[str, MetricScores] = {}
     for m in opts.metrics:
         spec = metric_spec(m)
