@@ -59,7 +59,9 @@ class OTConfig(StrictModel):
 
     solver: Literal["exact", "sinkhorn", "sinkhorn_debiased"] = "sinkhorn"
     mode: Literal["weighted", "resample"] = "weighted"
-    reg: float = Field(default=0.05, gt=0)
+    reg: float = Field(default=0.02, gt=0, description=(
+        "entropic ε in normalised cost units; 0.02 keeps the batched sweep's values within ~0.6% of exact emd "
+        "(0.05: ~2%)"))
     tol: float = Field(default=1e-4, gt=0, description="Sinkhorn stop: L1 error of the source marginal")
     lambda_x: float = Field(default=1.0, ge=0)
     lambda_y: float = Field(default=1.0, ge=0)
@@ -68,6 +70,8 @@ class OTConfig(StrictModel):
     resample_n: int = Field(default=1000, gt=0, description="examples per mixture in resample mode")
     compare: list[Literal["exact", "resample"]] = Field(
         default_factory=list, description="extra sweeps for comparison: exact emd on the union, Projektor's resample mode")
+    device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:\d+)?)$",
+                        description="torch device of the Sinkhorn solvers: cpu, cuda or cuda:N")
     seed: int = 0
 
     @model_validator(mode="after")

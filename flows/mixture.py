@@ -50,7 +50,7 @@ def ot_sweep_task(data: MixtureData, cfg: MixtureConfig, grid: np.ndarray, progr
                                   debiased=o.solver == "sinkhorn_debiased", seed=o.seed)
     build_s = time.perf_counter() - t0
     records = []
-    sw = weighted_sweep(problem, grid, solver=o.solver, reg=o.reg, tol=o.tol, progress=progress)
+    sw = weighted_sweep(problem, grid, solver=o.solver, reg=o.reg, tol=o.tol, device=o.device, threads=None, progress=progress)
     sw = _with_setup(sw, build_s)
     res = None
     if o.mode == "resample" or "resample" in o.compare:
@@ -216,7 +216,8 @@ def mixture_flow(config: RunConfig, db: str, run_id: str, progress: bool = True)
     # 5. selection ------------------------------------------------------------------------------
     t_sel = time.perf_counter()
     objective = Objective(chosen_fits, n_target, cfg.extrapolation.method)
-    engine = WeightedOT(problem, solver=cfg.ot.solver, reg=cfg.ot.reg, tol=cfg.ot.tol)
+    engine = WeightedOT(problem, solver=cfg.ot.solver, reg=cfg.ot.reg, tol=cfg.ot.tol, device=cfg.ot.device,
+                        batched=cfg.ot.solver == "sinkhorn")  # the same solver (and value) as the sweep
 
     def ot_fn(p: np.ndarray) -> tuple[float, np.ndarray]:
         r = engine(p)

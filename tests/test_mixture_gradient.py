@@ -71,8 +71,32 @@ def test_zero_weight_source_still_gets_a_finite_gradient():
 def test_warm_started_sweep_equals_cold_solves_and_saves_iterations():
     prob = _problem()
     grid = simplex_grid(3, 0.2)
-    warm = weighted_sweep(prob, grid, solver="sinkhorn", reg=0.1, tol=1e-7, dtype="float64", warm_start=True)
-    cold = weighted_sweep(prob, grid, solver="sinkhorn", reg=0.1, tol=1e-7, dtype="float64", warm_start=False)
+    kw = dict(solver="sinkhorn", reg=0.1, tol=1e-7, dtype="float64", batched=False)
+    warm = weighted_sweep(prob, grid, warm_start=True, **kw)
+    cold = weighted_sweep(prob, grid, warm_start=False, **kw)
     assert np.allclose(warm.values, cold.values, rtol=1e-5)
     assert np.allclose(warm.grads - warm.grads.mean(1, keepdims=True), cold.grads - cold.grads.mean(1, keepdims=True), atol=1e-4)
     assert warm.n_iter.sum() < cold.n_iter.sum()
+
+
+def test_batched_sweep_values_are_within_a_percent_of_exact_and_grads_match_the_per_mixture_solver():
+    prob = _problem()
+    grid = simplex_grid(3, 0.2)
+    ex = weighted_sweep(prob, grid, solver="exact")
+    bat = weighted_sweep(prob, grid, solver="sinkhorn", reg=0.02, tol=1e-6)
+    assert bat.mode == "batched-float32"
+    assert np.all(bat.values <= ex.values * (1 + 1e-6))  # a dual bound: never above the exact value
+    assert np.max(np.abs(bat.values - ex.values) / ex.values) < 0.01
+    one = weighted_sweep(prob, grid, solver="sinkhorn", reg=0.02, tol=1e-6, dtype="float64", batched=False)
+    centred = lambda G: G - G.mean(1, keepdims=True)  # noqa: E731 - gradients are defined up to a constant
+    assert np.allclose(centred(bat.grads), centred(one.grads), atol=2e-3)
+
+
+def test_single_mixture_engine_in_batched_mode_reports_the_sweeps_values():
+    prob = _problem()
+    grid = simplex_grid(3, 0.5)
+    sweep = weighted_sweep(prob, grid, solver="sinkhorn", reg=0.02, tol=1e-6)
+    eng = WeightedOT(prob, solver="sinkhorn", reg=0.02, tol=1e-6, batched=True)
+    assert eng.mode == "batched-float32"
+    one = np.array([eng(p).value for p in grid])
+    assert np.allclose(one, sweep.values, rtol=1e-4)

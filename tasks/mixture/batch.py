@@ -34,22 +34,22 @@ J. Feydy et al., "Interpolating between optimal transport and MMD using Sinkhorn
 from __future__ import annotations
 
 import math
-import re
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from tasks.device import resolve_device
 from tasks.errors import WinnowError
 from tasks.mixture.progress import maybe_progress
 
 ABSORB = {torch.float32: 25.0, torch.float64: 200.0}  # |log residual| that triggers absorption
-LIMIT = {torch.float32: 80.0, torch.float64: 650.0}  # beyond this exp() leaves the dtype's range
-ANNEAL = 0.5  # ε ratio between stages
+ANNEAL = 0.3  # ε ratio between stages
 STAGE_ITERS = 10  # iterations per coarse ε stage
 CHECK_EVERY = 5  # marginal-error check period in the final stage
-OMEGA_MAX = 1.9  # cap on the over-relaxation factor
+OMEGA_MAX = 1.95  # cap on the over-relaxation factor
+RATE_CHECKS = 2  # checks over which the convergence rate is measured to re-tune the over-relaxation
 
 
 @dataclass(frozen=True)
@@ -69,20 +69,6 @@ class BatchOT:
     converged: np.ndarray
     seconds: float
     lower: np.ndarray | None = None
-
-
-def resolve_device(device: str) -> torch.device:
-    """``"cpu"``, ``"cuda"`` or ``"cuda:N"`` as a torch device; asking for CUDA without one is an error."""
-    if not isinstance(device, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", device):
-        raise WinnowError(f"device={device!r} must be 'cpu', 'cuda' or 'cuda:N'")
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise WinnowError(f"device={device!r} was asked for but torch sees no CUDA device "
-                              f"(torch {torch.__version__}, built with CUDA {torch.version.cuda}); use device='cpu'")
-        idx = int(device.split(":")[1]) if ":" in device else 0
-        if idx >= torch.cuda.device_count():
-            raise WinnowError(f"device={device!r}: torch sees only {torch.cuda.device_count()} CUDA device(s)")
-    return torch.device(device)
 
 
 def _check(C: np.ndarray, A: np.ndarray, b: np.ndarray | None, reg: float, tol: float, max_iter: int,
@@ -217,7 +203,8 @@ def _solve_chunk(Cs: torch.Tensor, A: torch.Tensor, b: torch.Tensor, reg: float,
         final = k == len(stages) - 1
         rows = all_rows
         lku = ch.f_update(rows)
-        n_stage, w, prev = 0, 1.0, None
+        n_stage, w, prev = 0, 1.0, None  # w: over-relaxation factor (1 = plain Sinkhorn)
+        hist: list[float] = []  # worst error at each check since the last change of w
         while rows.numel():
             lv_old = ch.lv[rows]
             ch.lu[rows] = -lku if w == 1.0 else ch.lu[rows] * (1 - w) - w * lku
@@ -238,13 +225,26 @@ def _solve_chunk(Cs: torch.Tensor, A: torch.Tensor, b: torch.Tensor, reg: float,
                 if not torch.isfinite(err).all():
                     raise _Diverged
                 worst = float(err.max())
+                hist.append(worst)
                 if prev is not None:
                     if worst > prev:  # over-relaxation too aggressive: back off towards plain Sinkhorn
                         w = max(1.0, 1.0 + (w - 1.0) / 2)
+                        hist = []
                     elif w == 1.0 and n_stage == 2 * CHECK_EVERY and worst > 0:
-                        # Thibault et al. 2017: ω* = 2 / (1 + sqrt(1 − θ)), θ = plain Sinkhorn's linear rate
+                        # Thibault et al. 2017: ω* = 2 / (1 + sqrt(1 − θ)), θ = plain Sinkhorn's linear
+                        # rate, estimated on the slowest row
                         theta = min((worst / prev) ** (1.0 / CHECK_EVERY), 0.9999)
                         w = min(OMEGA_MAX, 2.0 / (1.0 + math.sqrt(1.0 - theta)))
+                        hist = []
+                    elif w > 1.0 and len(hist) > RATE_CHECKS and worst > 0:
+                        # observed rate r slower than SOR's optimum ω* − 1: θ was underestimated. For SOR
+                        # r^½ = (ωμ + sqrt(ω²μ² − 4(ω − 1)))/2 with μ² = θ, so μ = (r + ω − 1)/(ω r^½)
+                        r = (worst / hist[-1 - RATE_CHECKS]) ** (1.0 / (RATE_CHECKS * CHECK_EVERY))
+                        if w - 1.0 + 0.02 < r < 1.0:
+                            theta = min(((r + w - 1.0) / (w * math.sqrt(r))) ** 2, 0.99999)
+                            w_new = min(OMEGA_MAX, 2.0 / (1.0 + math.sqrt(1.0 - theta)))
+                            if w_new > w + 0.01:
+                                w, hist = w_new, []
                 prev = worst
                 done = err < tol
                 if done.any():

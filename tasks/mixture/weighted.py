@@ -38,6 +38,7 @@ import torch
 from tasks.errors import WinnowError
 from tasks.mixture.labeldist import LabelMethod
 from tasks.mixture._threads import torch_threads
+from tasks.mixture.batch import resolve_device, sinkhorn_batch
 from tasks.mixture.progress import maybe_progress
 from tasks.mixture.ot import SOLVERS, CostScale, check_labelled, raw_costs
 from tasks.mixture.simplex import check_mixture, snake_order
@@ -144,8 +145,10 @@ class _Sinkhorn:
     Potentials follow the a⊗b convention: π = a_i b_j exp((f_i + g_j − C_ij)/ε).
     """
 
-    def __init__(self, C: np.ndarray, reg: float, dtype: str = "float32", symmetric: bool = False):
+    def __init__(self, C: np.ndarray, reg: float, dtype: str = "float32", symmetric: bool = False,
+                 device: torch.device | None = None):
         self.reg = float(reg)
+        self.device = device or torch.device("cpu")
         self.c0 = float(C.min())
         spread = (float(C.max()) - self.c0) / self.reg
         self.symmetric = symmetric
@@ -156,7 +159,7 @@ class _Sinkhorn:
         else:
             self.mode, tdt = "log", torch.float32 if dtype == "float32" else torch.float64
         self.dtype = tdt
-        Ct = torch.from_numpy(np.ascontiguousarray(C - self.c0)).to(tdt)
+        Ct = torch.from_numpy(np.ascontiguousarray(C - self.c0)).to(device=self.device, dtype=tdt)
         if self.mode == "kernel":
             self.K = torch.exp(-Ct / self.reg)
             self.Kt = self.K.T.contiguous() if not symmetric else self.K
@@ -173,18 +176,18 @@ class _Sinkhorn:
 
     def solve(self, a: np.ndarray, b: np.ndarray, init: tuple[np.ndarray, np.ndarray] | None, tol: float, max_iter: int):
         """Returns (value, f, g, n_iter, converged); f, g in cost units (shift c0 added back)."""
-        at = torch.from_numpy(a).to(self.dtype)
-        bt = torch.from_numpy(b).to(self.dtype)
+        at = torch.from_numpy(a).to(device=self.device, dtype=self.dtype)
+        bt = torch.from_numpy(b).to(device=self.device, dtype=self.dtype)
         la, lb = torch.log(at), torch.log(bt)
         eps = self.reg
         if init is None:
-            f = torch.zeros(len(a), dtype=self.dtype)
-            g = torch.zeros(len(b), dtype=self.dtype)
+            f = torch.zeros(len(a), dtype=self.dtype, device=self.device)
+            g = torch.zeros(len(b), dtype=self.dtype, device=self.device)
         else:
-            f = torch.from_numpy((init[0] - self.c0) / eps).to(self.dtype)
-            g = torch.from_numpy(init[1] / eps).to(self.dtype)
+            f = torch.from_numpy((init[0] - self.c0) / eps).to(device=self.device, dtype=self.dtype)
+            g = torch.from_numpy(init[1] / eps).to(device=self.device, dtype=self.dtype)
             if self.symmetric:
-                f = torch.from_numpy((init[0] - self.c0 / 2) / eps).to(self.dtype)
+                f = torch.from_numpy((init[0] - self.c0 / 2) / eps).to(device=self.device, dtype=self.dtype)
         converged, it = False, 0
         f_next = None  # the f-update computed by the last marginal check, reused by the next iteration
         for it in range(1, max_iter + 1):
@@ -207,11 +210,11 @@ class _Sinkhorn:
                 if float(err) < tol:
                     converged = True
                     break
-        fn = f.double().numpy() * eps
+        fn = f.double().cpu().numpy() * eps
         if self.symmetric:
             value = 2.0 * float(a @ fn) + self.c0
             return value, fn + self.c0 / 2, fn + self.c0 / 2, it, converged
-        gn = g.double().numpy() * eps
+        gn = g.double().cpu().numpy() * eps
         value = float(a @ fn + b @ gn) + self.c0
         return value, fn + self.c0, gn, it, converged
 
@@ -227,6 +230,10 @@ class WeightedOT:
     dtype : "float32" (fast) or "float64" for the entropic solvers.
     warm_start : start each solve from the previous mixture's potentials.
     threads : torch intra-op threads per solve (1 avoids oversubscription; None leaves torch's setting).
+    device : torch device of the entropic solvers ('cpu', 'cuda', 'cuda:N').
+    batched : for ``solver="sinkhorn"``, solve with :func:`tasks.mixture.batch.sinkhorn_batch` (one row,
+        ε-annealed, no warm start) and report the same value as the batched :func:`weighted_sweep` (the
+        dual bound on the exact OT) instead of OT_ε.
     """
 
     def __init__(
@@ -240,7 +247,12 @@ class WeightedOT:
         dtype: str = "float32",
         warm_start: bool = True,
         threads: int | None = 1,
+        device: str = "cpu",
+        batched: bool = False,
     ):
+        dev = resolve_device(device)
+        self.device, self.dtype = device, dtype
+        self.batched = batched and solver == "sinkhorn"
         if solver not in SOLVERS:
             raise WinnowError(f"solver={solver!r} must be one of {SOLVERS}")
         if solver != "exact" and not reg > 0:
@@ -253,11 +265,11 @@ class WeightedOT:
         self.b = np.full(m, 1.0 / m)
         self._state: tuple | None = None
         self._state_aa: tuple | None = None
-        if solver != "exact":
-            self._ab = _Sinkhorn(problem.C, reg, dtype)
+        if solver != "exact" and not self.batched:
+            self._ab = _Sinkhorn(problem.C, reg, dtype, device=dev)
         if solver == "sinkhorn_debiased":
-            self._aa = _Sinkhorn(problem.C_uu, reg, dtype, symmetric=True)
-            vv = _Sinkhorn(problem.C_vv, reg, dtype, symmetric=True)
+            self._aa = _Sinkhorn(problem.C_uu, reg, dtype, symmetric=True, device=dev)
+            vv = _Sinkhorn(problem.C_vv, reg, dtype, symmetric=True, device=dev)
             self._ot_bb = vv.solve(self.b, self.b, None, tol, max_iter)[0]
 
     @property
@@ -265,6 +277,8 @@ class WeightedOT:
         """How the entropic kernel is held: 'kernel'/'log' and dtype; 'emd' for the exact solver."""
         if self.solver == "exact":
             return "emd"
+        if self.batched:
+            return f"batched-{self.dtype}"
         return f"{self._ab.mode}-{str(self._ab.dtype).replace('torch.', '')}"
 
     def __call__(self, p: np.ndarray) -> MixtureOT:
@@ -285,6 +299,14 @@ class WeightedOT:
             f, g = np.asarray(log["u"]), np.asarray(log["v"])
             value, n_iter, conv = float(log["cost"]), 0, True
             grad = self.problem.source_means(f)
+        elif self.batched:
+            r = sinkhorn_batch(self.problem.C, a[None, :], self.b, reg=self.reg, tol=self.tol, max_iter=self.max_iter,
+                               device=self.device, dtype=self.dtype)
+            value, f, g, n_iter, conv = float(r.lower[0]), r.f[0], r.g[0], r.n_iter, bool(r.converged[0])
+            grad = self.problem.source_means(f)
+            if not conv:
+                warnings.warn(f"Sinkhorn stopped at max_iter={self.max_iter} above tol={self.tol} for "
+                              f"p={np.round(p, 3).tolist()}; raise max_iter or reg", RuntimeWarning, stacklevel=2)
         else:
             value, f, g, n_iter, conv = self._ab.solve(a, self.b, init, self.tol, self.max_iter)
             grad = self.problem.source_means(f)
@@ -329,22 +351,53 @@ def weighted_sweep(
     grid: np.ndarray,
     *,
     solver: str = "sinkhorn",
-    reg: float = 0.05,
+    reg: float = 0.02,
     tol: float = 1e-4,
     max_iter: int = 5_000,
     dtype: str = "float32",
     warm_start: bool = True,
     threads: int | None = 1,
     progress: bool = False,
+    device: str = "cpu",
+    batched: bool = True,
 ) -> SweepResult:
-    """OT(p) and ∇OT(p) for every row of ``grid`` (G, K), visiting the grid along :func:`snake_order`."""
+    """OT(p) and ∇OT(p) for every row of ``grid`` (G, K).
+
+    ``solver="sinkhorn"`` with ``batched=True`` (default) solves the whole grid at once with
+    :func:`tasks.mixture.batch.sinkhorn_batch` (ε-annealed, stabilised, matrix-matrix products over
+    one kernel). Its values estimate the **unregularised** OT: the dual bound ⟨a, g^c⟩ + ⟨b, g⟩ with the
+    hard c-transform g^c_i = min_j C_ij − g_j of the entropic target potential (a certified lower
+    bound on the exact value; the entropic plan's ⟨C, π⟩ is an upper bound) — not the entropic dual
+    OT_ε; grads are :meth:`UnionProblem.source_means` of the entropic f. ``seconds`` is the batch's
+    time split evenly over the mixtures and ``n_iter`` the batch's iterations (same for every row).
+    Otherwise each mixture is solved in turn along :func:`snake_order` (warm-started potentials;
+    values are the solver's own objective: exact OT, OT_ε or S_ε).
+    """
     t0 = time.perf_counter()
-    with torch_threads(threads):
-        engine = WeightedOT(problem, solver=solver, reg=reg, tol=tol, max_iter=max_iter, dtype=dtype,
-                            warm_start=warm_start, threads=threads)
-    setup = time.perf_counter() - t0
     grid = np.asarray(grid, dtype=np.float64)
     G = grid.shape[0]
+    if solver == "sinkhorn" and batched:
+        resolve_device(device)
+        if not reg > 0:
+            raise WinnowError(f"reg={reg} must be > 0 for solver 'sinkhorn'")
+        A = np.stack([problem.weights(check_mixture(p, problem.k)) for p in grid])
+        m = problem.C.shape[1]
+        with torch_threads(threads):
+            r = sinkhorn_batch(problem.C, A, np.full(m, 1.0 / m), reg=reg, tol=tol, max_iter=max_iter, device=device,
+                               dtype=dtype, progress=progress)
+        if not r.converged.all():
+            bad = np.flatnonzero(~r.converged)
+            warnings.warn(f"Sinkhorn stopped at max_iter={max_iter} above tol={tol} for {bad.size} of {G} mixtures "
+                          f"(first p={np.round(grid[bad[0]], 3).tolist()}); raise max_iter or reg", RuntimeWarning, stacklevel=2)
+        grads = np.stack([problem.source_means(f) for f in r.f])
+        total = time.perf_counter() - t0
+        return SweepResult(grid=grid, values=r.lower, grads=grads, seconds=np.full(G, total / G),
+                           n_iter=np.full(G, r.n_iter, dtype=np.int64), setup_seconds=0.0, solver=solver, reg=reg,
+                           mode=f"batched-{dtype}")
+    with torch_threads(threads):
+        engine = WeightedOT(problem, solver=solver, reg=reg, tol=tol, max_iter=max_iter, dtype=dtype,
+                            warm_start=warm_start, threads=threads, device=device)
+    setup = time.perf_counter() - t0
     values, secs, iters = np.zeros(G), np.zeros(G), np.zeros(G, dtype=np.int64)
     grads = np.zeros((G, problem.k))
     order = snake_order(grid)
