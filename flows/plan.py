@@ -277,3 +277,35 @@ def register(app: Any) -> None:
         from flows.cli import execute_config
 
         execute_config(config, db, ["plan"], as_json)
+
+    @app.command(name="plans")
+    def plans_cmd(
+        run_id: Optional[str] = typer.Argument(None, help="one plan: its sources and alternatives"),
+        db: Optional[str] = typer.Option(None, "--db", help="DuckDB file (default: $WINNOW_DB or ./.winnow/winnow.duckdb)"),
+        as_json: bool = typer.Option(False, "--json", help="print JSON"),
+    ) -> None:
+        """List stored plans (newest first), or show one plan's sources and alternatives."""
+        from flows.cli import open_store, print_json, print_rows
+        from storage.plan import list_plans, load_plan
+
+        def pct(x: Any) -> str:
+            return "-" if x is None else f"{100 * x:.1f}"
+
+        store = open_store(db)
+        if run_id is None:
+            rows = list_plans(store)
+            if not as_json:
+                rows = [{"plan": r["run_id"], "N": r["target_n"], "predicted": f"{pct(r['predicted'])} [{pct(r['lo'])}, {pct(r['hi'])}]",
+                         "measured": pct(r["measured"]), "candidates": r["n_candidates"]} for r in rows]
+            print_rows(rows, title="plans", as_json=as_json)
+            return
+        info = load_plan(store, run_id)
+        if as_json:
+            print_json(info)
+            return
+        print_rows([{"pool": s["pool"], "policy": s["policy"], "keep": s["keep_fraction"], "available": s["n_available"],
+                     "taken": s["n_taken"], "p": round(s["p"], 3)} for s in info["sources"]],
+                   title=f"plan {run_id}: N={info['plan']['target_n']}")
+        print_rows([{"role": a["role"], "name": a["name"], "mixture": _describe(a["options"], a["p"], info["plan"]["pools"]),
+                     "predicted": f"{pct(a['predicted'])} [{pct(a['lo'])}, {pct(a['hi'])}]", "measured": pct(a["measured"]),
+                     "inside": a["contained"]} for a in info["alternatives"]], title="alternatives (accuracy at N, points)")

@@ -241,3 +241,21 @@ def test_a_plan_feasible_under_a_budget_survives_a_baseline_that_cannot_afford_a
     spend = _rows(copy, "SELECT sum(n_taken * cost_per_example) FROM plan_sources WHERE run_id = ?", [rid])[0][0]
     assert spend <= 300
     assert all(n > 0 for (n,) in _rows(copy, "SELECT n_taken FROM plan_alternatives WHERE run_id = ?", [rid]))
+
+
+def test_plans_lists_the_plan_and_shows_its_sources_and_alternatives(planned, winnow):
+    import json
+
+    _, db, summary = planned
+    rid = summary["run_id"]
+    code, out, err = winnow("plans", "--db", db, "--json")
+    assert code == 0, err
+    rows = json.loads(out)
+    assert [r["run_id"] for r in rows] == [rid] and rows[0]["target_n"] == N
+    code, out, err = winnow("plans", rid, "--db", db, "--json")
+    assert code == 0, err
+    info = json.loads(out)
+    assert sum(s["n_taken"] for s in info["sources"]) == N
+    assert info["alternatives"][0]["role"] == "plan" and {a["role"] for a in info["alternatives"]} >= {"plan", "baseline"}
+    code, _, err = winnow("plans", "plan-000000000000", "--db", db)
+    assert code == 2 and "no plan 'plan-000000000000'" in err
