@@ -249,3 +249,52 @@ def test_chinchilla_form_on_all_small_redpajama_runs_extrapolates_within_a_few_p
     assert v.n_train == 32 and rel.max() < 0.04, rel
     g = rolling_origin("gadre", N, loss, D, holdout_largest=2)
     assert np.abs(g.points[:, 3] / g.points[:, 2] - 1).max() < 0.01
+
+
+# ------------------------------------------------------------ fused Chinchilla objective
+@pytest.mark.parametrize("weights", ["none", "shared", "per_row"])
+def test_fused_chinchilla_objective_matches_the_generic_log_y_path(weights):
+    import dataclasses
+
+    import tasks.scaling.fit as fit_mod
+
+    N, D, y = chinchilla_like(n=60, seed=5)
+    form = get_form("chinchilla")
+    generic = dataclasses.replace(form, lse_terms=None)  # same form through log_y + Jacobian
+    rng = np.random.default_rng(6)
+    theta = np.clip(form.grid(N, D, y)[::40] + rng.normal(0.0, 0.3, (113, 5)), form.lower, form.upper)
+    theta[:3] = [[-30.0, 60.0, -60.0, 0.0, 10.0], [60.0, -60.0, 60.0, 10.0, 0.0], [0.0, 60.0, 60.0, 0.0, 0.0]]
+    theta[3] = form.from_natural({"E": 1.817, "A": 482.0, "B": 2085.4, "alpha": 0.348, "beta": 0.366})
+    w = {"none": None, "shared": rng.integers(0, 3, N.size).astype(float),
+         "per_row": rng.integers(0, 3, (theta.shape[0], N.size)).astype(float)}[weights]
+    rows = np.arange(theta.shape[0])
+    f0, g0 = huber_objective(generic, N, y, D, weights=w)(theta, rows)
+    old = fit_mod._FUSED_BLOCK_ELEMENTS
+    try:
+        fit_mod._FUSED_BLOCK_ELEMENTS = 7 * N.size  # several blocks, the last one partial
+        f1, g1 = huber_objective(form, N, y, D, weights=w)(theta, rows)
+    finally:
+        fit_mod._FUSED_BLOCK_ELEMENTS = old
+    np.testing.assert_allclose(f1, f0, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(g1, g0, rtol=1e-9, atol=1e-12 * np.abs(g0).max())
+    # a row subset in another order gives the same values (per-row weights follow `rows`)
+    sub = rows[::-3]
+    f2, g2 = huber_objective(form, N, y, D, weights=w)(theta[sub], sub)
+    np.testing.assert_allclose(f2, f0[sub], rtol=1e-12)
+    np.testing.assert_allclose(g2, g0[sub], rtol=1e-9, atol=1e-12 * np.abs(g0).max())
+
+
+def test_fused_objective_clips_extreme_exponents_like_the_generic_path():
+    import dataclasses
+
+    form = get_form("chinchilla")
+    generic = dataclasses.replace(form, lse_terms=None)
+    N = np.array([1e200, 1e250, 1e300])  # alpha * log N > 700: exponents outside [-700, 700]
+    D, y = N * 10.0, np.array([2.0, 2.1, 2.2])
+    theta = np.array([[0.5, 1.0, 2.0, 2.0, 0.1], [0.5, 1.0, 2.0, 0.1, 0.2]])
+    rows = np.arange(2)
+    f0, g0 = huber_objective(generic, N, y, D)(theta, rows)
+    f1, g1 = huber_objective(form, N, y, D)(theta, rows)
+    assert np.isfinite(f1).all()
+    np.testing.assert_allclose(f1, f0, rtol=1e-12)
+    np.testing.assert_allclose(g1, g0, rtol=1e-9, atol=1e-12)

@@ -73,3 +73,15 @@ def test_exact_recovery_from_noiseless_data(name):
     for k, v in truth.items():
         assert fit.params[k] == pytest.approx(v, rel=1e-4), (name, k, fit.params)
     assert fit.loss < 1e-12
+
+
+@pytest.mark.parametrize("name", sorted(n for n, f in FORMS.items() if f.lse_terms is not None))
+def test_lse_terms_agree_with_log_y(name):
+    form = get_form(name)
+    x, x2 = synthetic(name, n=15, seed=3)
+    rng = np.random.default_rng(4)
+    theta = form.from_natural(TRUTH[name])[None, :] + rng.normal(0.0, 0.5, (4, form.p))
+    F = form.lse_terms(x, x2)
+    assert F.shape == (F.shape[0], x.size, form.p) and F.shape[0] >= 2
+    terms = np.einsum("tnp,kp->ktn", F, theta)
+    np.testing.assert_allclose(np.logaddexp.reduce(terms, axis=1), form.log_y(theta, x, x2)[0], rtol=1e-12, atol=1e-12)

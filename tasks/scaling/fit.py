@@ -16,10 +16,12 @@ All starts of the initialisation grid are minimised together: :func:`minimize_lb
 limited-memory BFGS (two-loop recursion, Nocedal & Wright 2006, Alg. 7.4) on an ``(S, p)`` batch of
 parameter vectors with a batched projected backtracking (Armijo) line search; box bounds are kept by
 projection and by freezing coordinates that sit on an active bound. One evaluation of the objective
-for all ``S`` starts is a few dozen numpy operations on an ``(S, n)`` array; starts that converge,
-stall above the best or fall far behind it drop out of the batch, and the best 32 are polished to
-tight tolerances. 4,500 starts on 240 points take ~1.3 s of CPU on a (loaded) 2-core machine,
-~9x less than a Python loop of scipy L-BFGS-B calls over the same starts (bench/bench_scaling.py).
+for all ``S`` starts is a few dozen numpy operations on an ``(S, n)`` array (for forms that declare
+:attr:`~tasks.scaling.forms.Form.lse_terms`, e.g. Chinchilla, a fused value-and-gradient pass:
+:func:`_fused_lse_huber`); starts that converge, stall above the best or fall far behind it drop out
+of the batch, and the best 32 are polished to tight tolerances. 4,500 starts on 240 points take
+~0.4 s of CPU on an otherwise idle 2-core machine, ~25x less than a Python loop of scipy L-BFGS-B
+calls over the same starts (bench/bench_scaling.py; ``python -m bench --only scaling_fit``).
 
 The spread of the near-best solutions (loss within ``rtol`` of the best) is reported; a large
 spread means the data do not pin down the form, and :class:`MultiStartFit` carries a warning.
@@ -38,6 +40,7 @@ from tasks.scaling.forms import Form
 
 Array = np.ndarray
 _BLOCK_ELEMENTS = 1 << 16
+_FUSED_BLOCK_ELEMENTS = 1 << 15
 BatchFn = Callable[[Array, Array], tuple[Array, Array]]
 
 STATUS = {
@@ -71,22 +74,28 @@ class BatchResult:
 
 
 def _two_loop(g: Array, sh: Array, yh: Array, rho: Array) -> Array:
-    """``H g`` for each row, L-BFGS two-loop recursion; empty history slots have ``rho == 0``."""
+    """``H g`` for each row, L-BFGS two-loop recursion; empty history slots have ``rho == 0``.
+
+    The history is slot-major: ``sh``, ``yh`` are ``(m, k, p)`` and ``rho`` is ``(m, k)``, oldest
+    slot first, so that each slot is one contiguous ``(k, p)`` block. Slots that are empty in every
+    row contribute exactly nothing and are skipped (the first ``m`` iterations of a batch).
+    """
     q = g.copy()
-    m = sh.shape[1]
-    alpha = np.zeros((g.shape[0], m))
-    for i in range(m - 1, -1, -1):
-        a = rho[:, i] * np.einsum("kp,kp->k", sh[:, i], q)
-        alpha[:, i] = a
-        q -= a[:, None] * yh[:, i]
-    last_s, last_y = sh[:, -1], yh[:, -1]
+    m = sh.shape[0]
+    used = np.flatnonzero(rho.any(axis=1))
+    alpha = np.zeros((m, g.shape[0]))
+    for i in used[::-1]:
+        a = rho[i] * np.einsum("kp,kp->k", sh[i], q)
+        alpha[i] = a
+        q -= a[:, None] * yh[i]
+    last_s, last_y = sh[-1], yh[-1]
     yy = np.einsum("kp,kp->k", last_y, last_y)
     sy = np.einsum("kp,kp->k", last_s, last_y)
-    gamma = np.where((rho[:, -1] > 0) & (yy > 0), sy / np.where(yy > 0, yy, 1.0), 1.0)
+    gamma = np.where((rho[-1] > 0) & (yy > 0), sy / np.where(yy > 0, yy, 1.0), 1.0)
     r = gamma[:, None] * q
-    for i in range(m):
-        b = rho[:, i] * np.einsum("kp,kp->k", yh[:, i], r)
-        r += sh[:, i] * (alpha[:, i] - b)[:, None]
+    for i in used:
+        b = rho[i] * np.einsum("kp,kp->k", yh[i], r)
+        r += sh[i] * (alpha[i] - b)[:, None]
     return r
 
 
@@ -140,17 +149,21 @@ def minimize_lbfgs_batched(
     n_evals = 1
     status = np.where(np.isfinite(f), 0, 5)
     f = np.where(np.isfinite(f), f, np.inf)
-    sh = np.zeros((S, memory, p))
-    yh = np.zeros((S, memory, p))
-    rho = np.zeros((S, memory))
     n_iter = np.zeros(S, dtype=np.int64)
-    f_ring = np.full((S, stall_window), np.inf)
+    # State of the running starts is kept compact (rows act of the batch) and shrunk only when starts
+    # leave; finished rows are written back to theta / f / status / n_iter. f_done: best finished f.
+    act = np.flatnonzero(status == 0)
+    th_a, f_a, g_a = theta[act], f[act], g[act]
+    sh_a = np.zeros((memory, act.size, p))  # correction pairs, slot-major (see _two_loop)
+    yh_a = np.zeros((memory, act.size, p))
+    rho_a = np.zeros((memory, act.size))
+    it_a = np.zeros(act.size, dtype=np.int64)
+    ring_a = np.full((act.size, stall_window), np.inf)
+    f_done = float(f[status != 0].min()) if act.size < S else np.inf
+    del g
     for it in range(max_iter):
-        act = np.flatnonzero(status == 0)
         if act.size == 0:
             break
-        th_a, f_a, g_a = theta[act], f[act], g[act]
-        sh_a, yh_a, rho_a = sh[act], yh[act], rho[act]
         fixed = ((th_a <= lower) & (g_a > 0)) | ((th_a >= upper) & (g_a < 0))
         d = -_two_loop(g_a, sh_a, yh_a, rho_a)
         d[fixed] = 0.0
@@ -158,11 +171,11 @@ def minimize_lbfgs_batched(
         bad = ~(gd < 0)
         if bad.any():  # not a descent direction: restart from projected steepest descent
             d[bad] = -np.where(fixed[bad], 0.0, g_a[bad])
-            rho_a[bad] = 0.0
-            sh_a[bad] = 0.0
-            yh_a[bad] = 0.0
+            rho_a[:, bad] = 0.0
+            sh_a[:, bad] = 0.0
+            yh_a[:, bad] = 0.0
             gd[bad] = np.einsum("kp,kp->k", g_a[bad], d[bad])
-        has_hist = rho_a.any(axis=1)
+        has_hist = rho_a.any(axis=0)
         dmax = np.abs(d).max(axis=1)
         t = np.where(has_hist, 1.0, np.minimum(1.0, 1.0 / np.maximum(dmax, 1e-300)))
         k = act.size
@@ -172,10 +185,12 @@ def minimize_lbfgs_batched(
         for _ls in range(max_ls):
             if pending.size == 0:
                 break
-            cand = np.clip(th_a[pending] + t[pending, None] * d[pending], lower, upper)
+            every = pending.size == k
+            th_p = th_a if every else th_a[pending]
+            cand = np.clip(th_p + t[pending, None] * d[pending], lower, upper)
             fc, gc = fun(cand, act[pending])
             n_evals += 1
-            step = cand - th_a[pending]
+            step = cand - th_p
             ok = np.isfinite(fc) & (fc <= f_a[pending] + c1 * np.einsum("kp,kp->k", g_a[pending], step))
             idx = pending[ok]
             th_new[idx], f_new[idx], g_new[idx] = cand[ok], fc[ok], gc[ok]
@@ -194,13 +209,11 @@ def minimize_lbfgs_batched(
         ss = np.einsum("kp,kp->k", s, s)
         yy = np.einsum("kp,kp->k", y, y)
         upd = accepted & (sy > 1e-10 * np.sqrt(ss * yy))
-        if upd.any():
-            sh_a[upd] = np.roll(sh_a[upd], -1, axis=1)
-            yh_a[upd] = np.roll(yh_a[upd], -1, axis=1)
-            rho_a[upd] = np.roll(rho_a[upd], -1, axis=1)
-            sh_a[upd, -1] = s[upd]
-            yh_a[upd, -1] = y[upd]
-            rho_a[upd, -1] = 1.0 / sy[upd]
+        if upd.any():  # drop the oldest correction pair, append (s, y): a shift in place
+            u = slice(None) if upd.all() else np.flatnonzero(upd)
+            for hist, new in ((sh_a, s), (yh_a, y), (rho_a, None)):
+                hist[:-1, u] = hist[1:, u]
+                hist[-1, u] = 1.0 / sy[u] if new is None else new[u]
         pg = np.abs(np.clip(th_new - g_new, lower, upper) - th_new).max(axis=1)
         st = np.zeros(k, dtype=np.int64)
         st[~accepted] = 3
@@ -208,21 +221,32 @@ def minimize_lbfgs_batched(
         st[small_dec] = 2
         st[pg <= gtol] = 1
         slot = it % stall_window
-        f_then = f_ring[act, slot]
-        f_ring[act, slot] = f_new
-        fbest = min(float(f.min()), float(f_new.min()))
+        f_then = ring_a[:, slot].copy()
+        ring_a[:, slot] = f_new
+        f_min_new = float(f_new.min())
+        fbest = min(f_done, float(f_a.min()), f_min_new)
         gap = f_new - fbest * (1.0 + stall_margin)
         progress = f_then - f_new
         stalled = compete & (st == 0) & (gap > 0) & ((progress <= stall_rtol * f_new) | (gap > stall_horizon * progress))
         st[stalled] = 6
-        theta[act], f[act], g[act] = th_new, f_new, g_new
-        sh[act], yh[act], rho[act] = sh_a, yh_a, rho_a
-        n_iter[act] += 1
-        status[act] = st
+        it_a += 1
         if it + 1 in race_at:
-            fb = float(np.min(f))
-            status[(status == 0) & (f > race_at[it + 1] * fb + 1e-300)] = 7
-    status[status == 0] = 4
+            fb = min(f_done, f_min_new)
+            st[(st == 0) & (f_new > race_at[it + 1] * fb + 1e-300)] = 7
+        done = st != 0
+        if done.any():
+            rows = act[done]
+            theta[rows], f[rows], status[rows], n_iter[rows] = th_new[done], f_new[done], st[done], it_a[done]
+            f_done = min(f_done, float(f_new[done].min()))
+            keep = ~done
+            act = act[keep]
+            th_a, f_a, g_a = th_new[keep], f_new[keep], g_new[keep]
+            sh_a, yh_a, rho_a = sh_a[:, keep], yh_a[:, keep], rho_a[:, keep]
+            it_a, ring_a = it_a[keep], ring_a[keep]
+        else:
+            th_a, f_a, g_a = th_new, f_new, g_new
+    theta[act], f[act], n_iter[act] = th_a, f_a, it_a
+    status[act] = 4
     return BatchResult(theta=theta, f=f, n_iter=n_iter, status=status, n_evals=n_evals)
 
 
@@ -248,17 +272,12 @@ def huber_objective(
     # the allocator; one (4500, 240) pass at once is ~3x slower (page faults on fresh 8 MB arrays).
     block = max(1, _BLOCK_ELEMENTS // max(1, logy.shape[1]))
 
-    def part(theta: Array, rows: Array) -> tuple[Array, Array]:
-        ly, jac = form.log_y(theta, x, x2)
-        r = ly - logy
-        psi = np.clip(r, -delta, delta)  # Huber'(r)
-        half = r - 0.5 * psi  # Huber(r) = psi * (r - psi / 2) in both regimes
-        if w_all is not None:
-            w = w_all if w_all.ndim == 1 else w_all[rows]
-            psi = psi * w
-        fval = np.einsum("kn,kn->k", psi, half)
-        grad = np.stack([np.einsum("kn,kn->k", psi, np.broadcast_to(jc, psi.shape)) for jc in jac], axis=1)
-        return fval, grad
+    if form.lse_terms is not None:
+        F = np.asarray(form.lse_terms(x, x2), dtype=np.float64)
+        block = max(1, _FUSED_BLOCK_ELEMENTS // max(1, logy.shape[1]))
+        part = _fused_lse_huber(F, logy[0], w_all, delta, block)
+    else:
+        part = _generic_part(form, x, x2, logy, w_all, delta)
 
     def fun(theta: Array, rows: Array) -> tuple[Array, Array]:
         k = theta.shape[0]
@@ -273,6 +292,117 @@ def huber_objective(
         return fval, grad
 
     return fun
+
+
+def _generic_part(form: Form, x: Array, x2: Array | None, logy: Array, w_all: Array | None, delta: float) -> BatchFn:
+    """Objective on one block of rows through ``form.log_y`` and its Jacobian columns."""
+
+    def part(theta: Array, rows: Array) -> tuple[Array, Array]:
+        ly, jac = form.log_y(theta, x, x2)
+        r = ly - logy
+        psi = np.clip(r, -delta, delta)  # Huber'(r)
+        half = r - 0.5 * psi  # Huber(r) = psi * (r - psi / 2) in both regimes
+        if w_all is not None:
+            w = w_all if w_all.ndim == 1 else w_all[rows]
+            psi = psi * w
+        fval = np.einsum("kn,kn->k", psi, half)
+        grad = np.stack([np.einsum("kn,kn->k", psi, np.broadcast_to(jc, psi.shape)) for jc in jac], axis=1)
+        return fval, grad
+
+    return part
+
+
+def _fused_lse_huber(F: Array, logy: Array, w_all: Array | None, delta: float, block: int) -> BatchFn:
+    """Value and gradient of the summed Huber loss for a log-sum-exp-of-linear-terms form, one pass.
+
+    With ``F`` the ``(T, n, p)`` term features of :attr:`Form.lse_terms` (``t_j = F_j theta``, term 0
+    the anchor), ``d_j = t_j - t_0`` (j >= 1), ``s = 1 + sum_j exp(d_j)`` and
+    ``r = t_0 + log s - log y``:
+
+    .. math::
+
+        F = \\sum_i w_i \\psi_i (r_i - \\psi_i / 2),\\quad \\psi = \\mathrm{clip}(r, \\pm\\delta),\\qquad
+        \\nabla F = \\sum_i w_i \\psi_i \\Big(F_{0,i} / s_i + \\sum_{j \\ge 1} F_{j,i}\\, e^{d_{j,i}} / s_i\\Big)
+
+    (the log-sum-exp weights are the softmax of the terms). Per block of ``k`` rows: ``T`` small
+    GEMMs ``[theta, 1] @ G_j`` give every ``d_j`` and ``t_0 - log y`` (the data folded into ``G``; an
+    anchor that is the same at every point, like the floor ``E``, is added per row instead), one
+    ``exp`` over the ``(T-1, k, n)`` exponents, one ``log``, a handful of in-place passes, and ``T``
+    GEMMs ``(k, n) @ (n, p_j)`` for the gradient (``p_j``: the parameters term ``j`` depends on). All
+    buffers are allocated once per objective and reused (so one objective must not be called from two
+    threads at once); float64 throughout. Exponents are clipped to [-700, 700] as in
+    :func:`tasks.scaling.forms._lse`, but only when a per-row bound ``|theta| @ max_i |F_j - F_0|`` says
+    they could leave that range (never for the Chinchilla form inside its bounds on realistic data).
+    """
+    T, n, p = F.shape
+    if T < 2:
+        raise ValueError(f"lse_terms gave {T} term(s); the fused objective needs at least 2")
+    A = F[1:] - F[0][None]  # (T-1, n, p): d_j = A_j theta
+    G = np.zeros((T, p + 1, n))
+    G[: T - 1, :p] = A.transpose(0, 2, 1)
+    G[T - 1, :p] = F[0].T
+    G[T - 1, p] = -logy
+    H = np.concatenate([F[1:], F[:1]], axis=0)  # gradient features, in buffer order
+    # Only the parameters a term depends on get a GEMM column (Chinchilla: 2, 2 and 1 of 5).
+    cols = [np.flatnonzero(np.any(H[j] != 0.0, axis=0)) for j in range(T)]
+    Hc = [np.ascontiguousarray(H[j][:, c]) for j, c in enumerate(cols)]
+    amax = np.abs(A).max(axis=1).T  # (p, T-1)
+    # An anchor that is the same at every point (the floor E) is a per-row constant: no GEMM for it.
+    const_anchor = bool(np.all(F[0] == F[0][:1]))
+    f0 = F[0][0].copy()
+    logy_row = logy[None, :]
+    Z = np.empty((T, block, n))  # [d_1 .. d_{T-1}, t_0 - log y]; then [exp(d) ..., psi]; then [q e^d ..., q]
+    S = np.empty((block, n))
+    R = np.empty((block, n))
+    W = None if w_all is None else np.empty((block, n))
+    Th = np.ones((block, p + 1))
+
+    def part(theta: Array, rows: Array) -> tuple[Array, Array]:
+        k = theta.shape[0]
+        th = Th[:k]
+        th[:, :p] = theta
+        z = Z[:, :k]
+        for j in range(T - 1 if const_anchor else T):
+            np.matmul(th, G[j], out=z[j])
+        P = z[: T - 1]
+        if not np.all((np.abs(theta) @ amax) <= 700.0):
+            np.clip(P, -700.0, 700.0, out=P)
+        np.exp(P, out=P)
+        s = S[:k]
+        if T == 2:
+            np.add(P[0], 1.0, out=s)
+        else:
+            np.add(P[0], P[1], out=s)
+            for j in range(2, T - 1):
+                s += P[j]
+            s += 1.0
+        r = R[:k]
+        np.log(s, out=r)
+        if const_anchor:
+            r += (theta @ f0)[:, None]
+            r -= logy_row
+        else:
+            r += z[T - 1]
+        psi = z[T - 1]
+        np.clip(r, -delta, delta, out=psi)
+        if w_all is None:
+            fval = np.vecdot(psi, r)
+            fval -= 0.5 * np.vecdot(psi, psi)
+        else:
+            w = w_all if w_all.ndim == 1 else w_all[rows]
+            h = W[:k]
+            np.multiply(psi, 0.5, out=h)
+            np.subtract(r, h, out=h)
+            psi *= w
+            fval = np.vecdot(psi, h)
+        np.divide(psi, s, out=psi)  # q = w psi / s: the anchor's weight times w psi
+        np.multiply(P, psi, out=P)  # q e^{d_j}: term j's weight times w psi
+        grad = np.zeros((k, p))
+        for j in range(T):
+            grad[:, cols[j]] += z[j] @ Hc[j]
+        return fval, grad
+
+    return part
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from tasks.errors import WinnowError
 Array = np.ndarray
 LogYFn = Callable[[Array, Array, "Array | None"], tuple[Array, list[Array]]]
 GridFn = Callable[[Array, "Array | None", Array], Array]
+TermsFn = Callable[[Array, "Array | None"], Array]
 
 _BIG = 60.0  # bound on log-coefficients: exp(60) ~ 1e26 covers raw token counts to the power 2
 
@@ -65,7 +66,14 @@ class Param:
 
 @dataclass(frozen=True)
 class Form:
-    """A scaling-law form: parameters, bounds, batched ``log y`` with Jacobian, start grid."""
+    """A scaling-law form: parameters, bounds, batched ``log y`` with Jacobian, start grid.
+
+    ``lse_terms`` (optional) declares that ``log y`` is a log-sum-exp of terms *linear* in the fit
+    coordinates: ``lse_terms(x, x2)`` returns ``F`` of shape ``(T, n, p)`` with
+    ``log y_i = log sum_j exp(F[j, i] @ theta)`` (term 0 is the anchor, usually the floor ``E``). It
+    must agree with ``log_y``; the fitter then evaluates the objective and its gradient in one fused
+    pass (:func:`tasks.scaling.fit.huber_objective`) instead of going through ``log_y``.
+    """
 
     name: str
     formula: str
@@ -74,6 +82,7 @@ class Form:
     log_y: LogYFn
     grid: GridFn
     x_names: tuple[str, ...] = ("x",)
+    lse_terms: TermsFn | None = None
 
     @property
     def p(self) -> int:
@@ -280,6 +289,18 @@ def _chinchilla_log_y(theta: Array, x: Array, x2: Array | None) -> tuple[Array, 
     return ly, [w_e, w_a, w_b, w_a * -ln, w_b * -ld]
 
 
+def _chinchilla_terms(x: Array, x2: Array | None) -> Array:
+    # log L = LSE(e, a - alpha log N, b - beta log D); columns (e, a, b, alpha, beta).
+    n = x.size
+    F = np.zeros((3, n, 5))
+    F[0, :, 0] = 1.0
+    F[1, :, 1] = 1.0
+    F[1, :, 3] = -np.log(x)
+    F[2, :, 2] = 1.0
+    F[2, :, 4] = -np.log(x2)
+    return F
+
+
 def _chinchilla_grid(x: Array, x2: Array | None, y: Array) -> Array:
     # Besiroglu et al. 2024 (Epoch) grid: 5 * 6 * 6 * 5 * 5 = 4,500 starts, in (e, a, b, alpha, beta).
     half = np.arange(0.0, 2.01, 0.5)
@@ -365,7 +386,7 @@ _register(Form(
     "chinchilla", "L = E + A * N^-alpha + B * D^-beta",
     (Param("E", True, -30.0, _BIG), Param("A", True, -_BIG, _BIG), Param("B", True, -_BIG, _BIG),
      Param("alpha", False, 0.0, 10.0), Param("beta", False, 0.0, 10.0)),
-    2, _chinchilla_log_y, _chinchilla_grid, ("N", "D"),
+    2, _chinchilla_log_y, _chinchilla_grid, ("N", "D"), _chinchilla_terms,
 ))
 _register(Form(
     "gadre", "L = E + (a * M^eta + b * M^-eta) * C^-eta,  M = D/N, C = 6*N*D",
