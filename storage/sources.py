@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -134,10 +136,31 @@ def load_source_by_id(store: Store, source_id: int) -> SourceData:
     return _load_row(store, row)
 
 
+#: sources read in this process, newest last: a pipeline's stages (embed, prune, mixture, plan) each load
+#: the same source; a source version's file never changes (new content = new version), so one read serves all.
+_CACHE: "OrderedDict[tuple[str, str, int], SourceData]" = OrderedDict()
+CACHE_SIZE = 4
+
+
 def _load_row(store: Store, row: dict) -> SourceData:
     path = store.resolve(row["parquet_path"])
     if not path.exists():
         raise WinnowError(f"source {row['name']!r} v{row['version']}: data file missing: {path}")
+    key = (str(path), row["content_hash"], path.stat().st_mtime_ns)
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _CACHE[key]
+    data = _read_row(path, row)
+    for arr in (data.X, data.y, data.split, data.example_ids, data.row_index):
+        if arr is not None:
+            arr.flags.writeable = False  # shared between stages: nobody may change it in place
+    _CACHE[key] = data
+    while len(_CACHE) > CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return data
+
+
+def _read_row(path, row: dict) -> SourceData:
     table = pq.read_table(path)
     row_index = table.column("row_index").to_numpy()
     label_names = list(row["label_names"]) if row["label_names"] is not None else None
