@@ -166,3 +166,17 @@ def test_a_version_1_file_is_migrated_in_place_keeping_its_rows(tmp_path):
         assert c.execute("SELECT value FROM winnow_meta WHERE key = 'schema_version'").fetchall() == [(str(SCHEMA_VERSION),)]
         assert c.execute("SELECT count(*) FROM plan_runs").fetchall() == [(0,)]
         assert c.execute("SELECT run_id, pool FROM mixture_pools").fetchall() == [("r1", "a")]
+
+
+def test_a_source_read_twice_in_one_process_is_read_once_and_cannot_be_changed(tmp_path, store):
+    src = tmp_path / "t.csv"
+    write_csv(src, 30)
+    ingest_flow(config=csv_config(src), db=str(store.path), progress=False)
+    a, b = load_source(store, "tab"), load_source(store, "tab")
+    assert a is b
+    with pytest.raises(ValueError):
+        a.X[0, 0] = 1.0
+    write_csv(src, 31, seed=1)  # new content -> new version -> its own entry
+    ingest_flow(config=csv_config(src), db=str(store.path), progress=False)
+    c = load_source(store, "tab")
+    assert c is not a and c.version == a.version + 1 and c.n == 31
