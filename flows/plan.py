@@ -78,6 +78,9 @@ def preflight(config: RunConfig, db: str) -> None:
         return
     if config.mixture is None:
         raise WinnowError("the plan stage needs a 'mixture' section (its pools and target)")
+    from tasks.device import resolve_device
+
+    resolve_device(config.mixture.ot.device)
     names = [p.name for p in config.mixture.pools]
     for pool in (config.plan.source_budget or {}):
         if pool not in names:
@@ -143,7 +146,7 @@ def plan_flow(config: RunConfig, db: str, run_id: str, progress: bool = True) ->
                                   (data.target_ot_X, data.target_ot_y), lambda_x=mc.ot.lambda_x, lambda_y=mc.ot.lambda_y,
                                   label_method=mc.ot.label_method, seed=mc.ot.seed)
     masks = revealed_masks(options, rev)
-    device = getattr(mc.ot, "device", "cpu")
+    device = mc.ot.device
     reg = pc.reg or mc.ot.reg
     ot = ot_task(problem.C, masks, cands.options, cands.p, reg, mc.ot.tol, device, progress)
     secs["ot"] = time.perf_counter() - t0
