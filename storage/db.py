@@ -15,7 +15,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -195,7 +195,7 @@ def one(cursor: duckdb.DuckDBPyConnection) -> tuple | None:
     return rows[0] if rows else None
 
 
-def insert_arrow(con: duckdb.DuckDBPyConnection, table: str, data: "pa.Table") -> None:
+def insert_arrow(con: duckdb.DuckDBPyConnection, table: str, data: pa.Table) -> None:
     """INSERT the rows of an Arrow table into ``table`` by column name (registered, never formatted SQL).
 
     If the INSERT fails inside a transaction, that error is what surfaces (not the unregister's)."""
@@ -211,3 +211,14 @@ def insert_arrow(con: duckdb.DuckDBPyConnection, table: str, data: "pa.Table") -
             con.unregister(view)
         except duckdb.Error:  # the transaction is already aborted
             pass
+
+
+def replace_run_rows(store: Store, run_id: str, owned: Sequence[str], tables: dict[str, pa.Table]) -> dict[str, int]:
+    """A stage's idempotent write: delete ``run_id``'s rows from every table it ``owned``, insert ``tables``,
+    all in one transaction. Returns rows written per table."""
+    with store.write() as con:
+        for name in owned:
+            con.execute(f'DELETE FROM "{name}" WHERE run_id = ?', [run_id])
+        for name, data in tables.items():
+            insert_arrow(con, name, data)
+    return {name: data.num_rows for name, data in tables.items()}

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from storage.db import Store, insert_arrow
+from storage.db import Store, replace_run_rows
 from tasks.mixture.outcome import MixtureOutcome
 
 MIXTURE_TABLES = (
@@ -203,13 +203,7 @@ def _tables(o: MixtureOutcome, run_id: str) -> dict[str, pa.Table]:
 
 def save_mixture(store: Store, run_id: str, outcome: MixtureOutcome) -> dict[str, int]:
     """Replace the run's rows in every mixture table with ``outcome`` (one transaction); returns rows per table."""
-    tables = _tables(outcome, run_id)
-    with store.write() as con:
-        for name in MIXTURE_TABLES:
-            con.execute(f'DELETE FROM "{name}" WHERE run_id = ?', [run_id])
-        for name, tbl in tables.items():
-            insert_arrow(con, name, tbl)
-    return {name: tbl.num_rows for name, tbl in tables.items()}
+    return replace_run_rows(store, run_id, MIXTURE_TABLES, _tables(outcome, run_id))
 
 
 def _rows(store: Store, sql: str, params: list[Any]) -> list[dict]:

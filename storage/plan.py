@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from storage.db import Store, insert_arrow
+from storage.db import Store, replace_run_rows
 from tasks.errors import WinnowError
 from tasks.plan.outcome import PlanOutcome
 
@@ -240,13 +240,7 @@ def _tables(run_id: str, o: PlanOutcome) -> dict[str, pa.Table]:
 
 def save_plan(store: Store, run_id: str, outcome: PlanOutcome) -> dict[str, int]:
     """Replace the run's plan rows in one transaction; returns rows written per table."""
-    tables = _tables(run_id, outcome)
-    with store.write() as con:
-        for name in PLAN_TABLES:
-            con.execute(f"DELETE FROM {name} WHERE run_id = ?", [run_id])
-        for name, data in tables.items():
-            insert_arrow(con, name, data)
-    return {name: data.num_rows for name, data in tables.items()}
+    return replace_run_rows(store, run_id, PLAN_TABLES, _tables(run_id, outcome))
 
 
 def _dicts(cur) -> list[dict[str, Any]]:
