@@ -19,12 +19,20 @@ TRUTH: dict[str, dict[str, float]] = {
     "chinchilla": {"E": 1.817, "A": 482.0, "B": 2085.4, "alpha": 0.348, "beta": 0.366},
     "gadre": {"E": 1.9, "a": 900.0, "b": 3000.0, "eta": 0.17},
     "downstream": {"eps": 0.78, "k": 2.5, "gamma": 0.6},
+    # Muennighoff et al. 2023's fitted constants (their Appendix, rounded)
+    "data_constrained": {"E": 1.87, "A": 521.0, "B": 1488.0, "alpha": 0.353, "beta": 0.353, "Rstar_D": 15.4, "Rstar_N": 5.3},
+    "data_constrained_ot": {"E": 1.9, "a": 900.0, "b": 3000.0, "eta": 0.17, "Rstar_D": 15.4, "Rstar_N": 5.3},
 }
 
 
 def synthetic(name: str, n: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
     """Inputs spanning the usual range of each form's variables."""
     rng = np.random.default_rng(seed)
+    if name.startswith("data_constrained"):
+        # N from below to far above the compute-optimal size for U; 1 to 60 epochs of U
+        N = np.exp(rng.uniform(np.log(1e7), np.log(3e9), n))
+        U = np.exp(rng.uniform(np.log(1e8), np.log(1e10), n))
+        return N, np.column_stack([U * np.exp(rng.uniform(0.0, np.log(60.0), n)), U])
     if name in ("chinchilla", "gadre"):
         N = np.exp(rng.uniform(np.log(1e7), np.log(5e9), n))
         D = N * np.exp(rng.uniform(np.log(5.0), np.log(640.0), n))
@@ -35,8 +43,9 @@ def synthetic(name: str, n: int = 40, seed: int = 0) -> tuple[np.ndarray, np.nda
 
 
 def test_registry_has_the_issue_forms():
-    assert set(FORMS) == {"m1", "m2", "pow4", "bnsl", "chinchilla", "gadre", "downstream"}
+    assert set(FORMS) == {"m1", "m2", "pow4", "bnsl", "chinchilla", "gadre", "downstream", "data_constrained", "data_constrained_ot"}
     assert set(forms_for(2)) == {"chinchilla", "gadre"}
+    assert set(forms_for(3)) == {"data_constrained", "data_constrained_ot"}
     for name, truth in TRUTH.items():
         assert get_form(name).names == list(truth), name
 

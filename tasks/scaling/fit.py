@@ -434,14 +434,22 @@ def check_xy(form: Form, x: Array, y: Array, x2: Array | None, weights: Array | 
     y = np.asarray(y, dtype=np.float64).ravel()
     if x.shape != y.shape:
         raise WinnowError(f"x has {x.size} values but y has {y.size}; they must align")
-    if form.n_vars == 2 and x2 is None:
-        raise WinnowError(f"form {form.name!r} takes two variables ({', '.join(form.x_names)}); pass x2 (--x2)")
+    if form.n_vars >= 2 and x2 is None:
+        hint = "pass x2 (--x2)" if form.n_vars == 2 else "pass tokens seen and unique tokens (--x2 D --unique U, or --epochs E --unique U)"
+        raise WinnowError(f"form {form.name!r} takes {form.n_vars} variables ({', '.join(form.x_names)}); {hint}")
     if form.n_vars == 1 and x2 is not None:
         raise WinnowError(f"form {form.name!r} takes one variable; x2 was given (choose a two-variable form: chinchilla, gadre)")
     if x2 is not None:
-        x2 = np.asarray(x2, dtype=np.float64).ravel()
-        if x2.shape != x.shape:
-            raise WinnowError(f"x2 has {x2.size} values but x has {x.size}; they must align")
+        x2 = np.asarray(x2, dtype=np.float64)
+        if form.n_vars == 3:
+            if x2.ndim != 2 or x2.shape != (x.size, 2):
+                raise WinnowError(f"form {form.name!r} needs x2 as (n, 2) [tokens seen, unique tokens]; got shape {x2.shape} for {x.size} points")
+        else:
+            if form.n_vars == 2 and x2.ndim == 2:
+                raise WinnowError(f"form {form.name!r} takes two variables (N, D); a unique-token column was given (use data_constrained)")
+            x2 = x2.ravel()
+            if x2.shape != x.shape:
+                raise WinnowError(f"x2 has {x2.size} values but x has {x.size}; they must align")
     for name, v in (("x", x), ("x2", x2), ("y", y)):
         if v is None:
             continue

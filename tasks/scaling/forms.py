@@ -22,9 +22,22 @@ Forms (x = data size, parameters, steps or compute; see /work/shared/design/scal
 
     \\text{downstream}:\\; \\mathrm{Err}(L) = \\varepsilon - k \\exp(-\\gamma L)
 
+    \\text{data\\_constrained}:\\; L(N, D, U) = E + A N'^{-\\alpha} + B D'^{-\\beta},\\quad
+    D' = U + U R^*_D (1 - e^{-R_D / R^*_D}),\\; R_D = \\max(D/U - 1, 0)
+
+    N' = U_N + U_N R^*_N (1 - e^{-R_N / R^*_N}),\\; U_N = \\min(N, N_{opt}(U)),\\; R_N = N / U_N - 1
+
+    \\text{data\\_constrained\\_ot}:\\; \\text{gadre with } N \\to N',\\, D \\to D'
+
 References: Hestness et al. 2017 (m1, m2); Alabdulmohsin et al. 2022 (pow4); Caballero et al. 2022
 (BNSL); Hoffmann et al. 2022 and Besiroglu et al. 2024 (Chinchilla approach 3, log-sum-exp
-parameterisation); Gadre et al. 2024 (over-training, Eq. 4, and downstream error, Eq. 5).
+parameterisation); Gadre et al. 2024 (over-training, Eq. 4, and downstream error, Eq. 5);
+Muennighoff et al. 2023, "Scaling Data-Constrained Language Models" (data_constrained: Eqs. 5-7;
+U = unique tokens, D = tokens seen, R = repetitions beyond the first; they report R*_D ~ 15.4,
+R*_N ~ 5.3).
+
+Three-variable forms (N, D, U) take ``x = N`` and ``x2`` of shape ``(n, 2)`` holding ``[D, U]``
+(rows align with ``x``, so boolean masks on the first axis select points of every variable).
 
 Adding a form: write its ``log_y`` (value and Jacobian), its initialisation grid, and one
 ``_register(Form(...))`` line. ``tests/test_scaling_forms.py`` checks every registered form's
@@ -353,6 +366,145 @@ def _downstream_grid(x: Array, x2: Array | None, y: Array) -> Array:
     return np.array(rows)
 
 
+# ----------------------------------------------------------------------------- data-constrained
+# Muennighoff et al. 2023: repeated data and excess parameters decay in value. Three variables:
+# x = N (parameters), x2[:, 0] = D (tokens seen, all epochs), x2[:, 1] = U (unique tokens).
+
+R_STAR_D, R_STAR_N = 15.4, 5.3  # Muennighoff et al. 2023's fitted constants (reference values)
+
+
+def _dcu(x2: Array | None) -> tuple[Array, Array]:
+    if x2 is None or np.ndim(x2) != 2 or np.shape(x2)[1] != 2:
+        raise ValueError("a data-constrained form needs x2 of shape (n, 2): [tokens seen D, unique tokens U]")
+    return np.asarray(x2[:, 0], dtype=np.float64), np.asarray(x2[:, 1], dtype=np.float64)
+
+
+def repetitions(seen: Array, unique: Array) -> Array:
+    """Repetitions beyond the first, ``R = max(seen / unique - 1, 0)`` (Muennighoff et al. 2023)."""
+    return np.maximum(np.asarray(seen, dtype=np.float64) / np.asarray(unique, dtype=np.float64) - 1.0, 0.0)
+
+
+def _effective(log_u: Array, R: Array, r: Array) -> tuple[Array, Array, Array]:
+    """``log X'`` with ``X' = U (1 + R* (1 - exp(-R/R*)))``, ``R* = exp(r)``; and d/dr, d/dR of it."""
+    rs = np.exp(r)
+    q = R / rs
+    eq = np.exp(-q)
+    om = -np.expm1(-q)  # 1 - e^-q, accurate for small q
+    term = 1.0 + rs * om
+    return log_u + np.log(term), rs * (om - q * eq) / term, eq / term
+
+
+def effective_data(unique: Array, seen: Array, r_star: float = R_STAR_D) -> Array:
+    """Effective data ``D' = U + U R* (1 - exp(-R/R*))`` with ``R = max(seen/unique - 1, 0)``.
+
+    The value of ``seen`` tokens drawn from ``unique`` distinct ones, in fresh-token units
+    (Muennighoff et al. 2023, Eq. 5): ``D' -> U (1 + R*)`` as the repetitions grow, so data repeated
+    far beyond ``R*`` times is worth little more. Arrays broadcast; ``r_star`` > 0.
+
+    >>> float(effective_data(1e9, 4e9, 15.4)) / 1e9  # 4 epochs: 3 repetitions
+    3.727...
+    """
+    if not r_star > 0:
+        raise ValueError(f"r_star={r_star!r} must be > 0")
+    u = np.asarray(unique, dtype=np.float64)
+    R = repetitions(seen, u)
+    return np.exp(_effective(np.log(u), R, np.log(r_star))[0])
+
+
+def _unique_params(lnopt: Array, ln: Array, rn: Array) -> tuple[Array, Array, Array]:
+    """``log N'`` for ``N`` parameters when ``U`` unique tokens optimally fit ``N_opt`` (log ``lnopt``):
+    ``U_N = min(N, N_opt)``; returns ``log N'``, d/d rn, and d/d lnopt (zero where N <= N_opt)."""
+    exc = ln > lnopt
+    lun = np.where(exc, lnopt, ln)
+    R = np.expm1(ln - lun)
+    lnp, d_r, d_R = _effective(lun, R, rn)
+    g = np.where(exc, 1.0 - (R + 1.0) * d_R, 0.0)
+    return lnp, d_r, g
+
+
+def _dc_log_y(theta: Array, x: Array, x2: Array | None) -> tuple[Array, list[Array]]:
+    e, a, b, al, be, rd, rn = (_col(theta, j) for j in range(7))
+    D, U = _dcu(x2)
+    lu = np.log(U)[None, :]
+    ln = np.log(x)[None, :]
+    ldp, dD_r, _ = _effective(lu, repetitions(D, U)[None, :], rd)
+    # N_opt(U): the compute-optimal N whose optimal D is U under this law (Hoffmann et al. 2022,
+    # G = (alpha A / (beta B))^(1/(alpha+beta)), N_opt = G (G U)^(beta/alpha)).
+    L = al + be
+    s = be / al
+    lg = (np.log(al) - np.log(be) + a - b) / L
+    lnopt = (1.0 + s) * lg + s * lu
+    lnp, dN_r, g = _unique_params(lnopt, ln, rn)
+    ly, (w_e, w_a, w_b) = _lse(e, a - al * lnp, b - be * ldp)
+    c = -al * w_a * g  # d log y / d log N_opt
+    return ly, [
+        w_e,
+        w_a + c * (1.0 + s) / L,
+        w_b - c * (1.0 + s) / L,
+        -w_a * lnp + c * ((-be / al**2) * (lg + lu) + (1.0 + s) * (1.0 / al - lg) / L),
+        -w_b * ldp + c * ((lg + lu) / al + (1.0 + s) * (-1.0 / be - lg) / L),
+        -be * w_b * dD_r,
+        -al * w_a * dN_r,
+    ]
+
+
+def _dc_ot_log_y(theta: Array, x: Array, x2: Array | None) -> tuple[Array, list[Array]]:
+    # gadre's form (alpha = beta = 2 eta, A = a 6^-eta, B = b 6^-eta) with N -> N', D -> D';
+    # then G = (a/b)^(1/(4 eta)) and N_opt(U) = G^2 U.
+    e, la, lb, eta, rd, rn = (_col(theta, j) for j in range(6))
+    D, U = _dcu(x2)
+    lu = np.log(U)[None, :]
+    ln = np.log(x)[None, :]
+    ldp, dD_r, _ = _effective(lu, repetitions(D, U)[None, :], rd)
+    lnopt = (la - lb) / (2.0 * eta) + lu
+    lnp, dN_r, g = _unique_params(lnopt, ln, rn)
+    u = np.log(6.0) + 2.0 * lnp
+    v = np.log(6.0) + 2.0 * ldp
+    ly, (w_e, w_a, w_b) = _lse(e, la - eta * u, lb - eta * v)
+    c = -2.0 * eta * w_a * g
+    return ly, [
+        w_e,
+        w_a + c / (2.0 * eta),
+        w_b - c / (2.0 * eta),
+        -(w_a * u + w_b * v) - c * (la - lb) / (2.0 * eta**2),
+        -2.0 * eta * w_b * dD_r,
+        -2.0 * eta * w_a * dN_r,
+    ]
+
+
+_R_GRID = np.log([2.0, 5.0, 15.0, 50.0, 200.0])
+
+
+def _dc_grid_from(base: str, x: Array, x2: Array | None, y: Array, coarse: Array) -> Array:
+    """Starts: the 2-variable ``base`` form fitted with D = tokens seen and with D = unique tokens
+    (its best solution each), crossed with a grid of R*_D, R*_N; plus ``coarse`` rows."""
+    from tasks.scaling.fit import fit_form  # the fitter imports this module
+
+    D, U = _dcu(x2)
+    form = FORMS[base]
+    rows = [coarse]
+    for d in (D, U):
+        try:
+            th = fit_form(form, x, y, d, polish=4).theta
+        except (WinnowError, ValueError):
+            continue
+        rs = _grid(_R_GRID, _R_GRID)
+        rows.append(np.column_stack([np.repeat(th[None, :], rs.shape[0], axis=0), rs]))
+    return np.vstack(rows)
+
+
+def _dc_grid(x: Array, x2: Array | None, y: Array) -> Array:
+    le = np.log(np.array([0.3, 0.7]) * float(np.min(y)))
+    coarse = _grid(le, (5.0, 10.0, 15.0), (5.0, 10.0, 15.0), (0.3, 0.6), (0.3, 0.6), np.log([15.0]), np.log([5.0]))
+    return _dc_grid_from("chinchilla", x, x2, y, coarse)
+
+
+def _dc_ot_grid(x: Array, x2: Array | None, y: Array) -> Array:
+    le = np.log(np.array([0.3, 0.7]) * float(np.min(y)))
+    coarse = _grid(le, (5.0, 10.0, 15.0), (5.0, 10.0, 15.0), (0.1, 0.2, 0.3), np.log([15.0]), np.log([5.0]))
+    return _dc_grid_from("gadre", x, x2, y, coarse)
+
+
 # ----------------------------------------------------------------------------- registry
 
 FORMS: dict[str, Form] = {}
@@ -398,6 +550,23 @@ _register(Form(
     "downstream", "Err = eps - k * exp(-gamma * L)",
     (Param("eps", True, -30.0, 5.0), Param("k", True, -_BIG, _BIG), Param("gamma", False, 0.0, 50.0)),
     1, _downstream_log_y, _downstream_grid, ("L",),
+))
+
+_register(Form(
+    "data_constrained", "L = E + A * N'^-alpha + B * D'^-beta,  D' = U (1 + R*_D (1 - exp(-R_D/R*_D))), N' likewise",
+    (Param("E", True, -30.0, _BIG), Param("A", True, -_BIG, _BIG), Param("B", True, -_BIG, _BIG),
+     Param("alpha", False, 0.02, 10.0), Param("beta", False, 0.02, 10.0),
+     Param("Rstar_D", True, np.log(0.05), np.log(1e4), "R*_D: repetitions of data worth having"),
+     Param("Rstar_N", True, np.log(0.05), np.log(1e4), "R*_N: excess parameters worth having")),
+    3, _dc_log_y, _dc_grid, ("N", "D", "U"),
+))
+_register(Form(
+    "data_constrained_ot", "L = E + (a * M'^eta + b * M'^-eta) * C'^-eta,  M' = D'/N', C' = 6 N' D'",
+    (Param("E", True, -30.0, _BIG), Param("a", True, -_BIG, _BIG), Param("b", True, -_BIG, _BIG),
+     Param("eta", False, 0.01, 5.0),
+     Param("Rstar_D", True, np.log(0.05), np.log(1e4), "R*_D: repetitions of data worth having"),
+     Param("Rstar_N", True, np.log(0.05), np.log(1e4), "R*_N: excess parameters worth having")),
+    3, _dc_ot_log_y, _dc_ot_grid, ("N", "D", "U"),
 ))
 
 
