@@ -21,14 +21,14 @@ from prefect.cache_policies import NONE as NO_CACHE
 
 from configs.base import RunConfig
 from configs.encoder import EncoderConfig
-from storage.db import Store, one
+from storage.db import Store
 from storage.embeddings import EmbeddingRecord, find_embeddings, load_embeddings, save_embeddings
-from storage.sources import load_source, load_source_by_id
+from storage.sources import load_source, load_source_by_id, registered_rows
 from tasks.data import SourceData
 from tasks.embed import EncodeResult, check_fits, encode_source
 from tasks.errors import WinnowError
 
-__all__ = ["EmbedOutcome", "embed_flow", "embed_source", "embed_source_outcome", "encode_source_task", "register"]
+__all__ = ["EmbedOutcome", "embed_flow", "embed_source", "embed_source_outcome", "encode_source_task", "ingest_and_embed"]
 
 
 @dataclass(frozen=True)
@@ -48,14 +48,8 @@ encode_source_task = task(name="encode-source", cache_policy=NO_CACHE, persist_r
 
 def _full_source(store: Store, source: SourceData) -> SourceData:
     """The whole registered source when ``source`` is a row subset of it (fitting uses all rows)."""
-    if not store.exists:
-        return source
-    with store.read() as con:
-        row = one(con.execute(
-            "SELECT n_rows FROM sources WHERE source_id = ? AND content_hash = ?",
-            [source.source_id, source.content_hash],
-        ))
-    if row is not None and int(row[0]) > source.n:
+    n_rows = registered_rows(store, source.source_id, source.content_hash)
+    if n_rows is not None and n_rows > source.n:
         return load_source_by_id(store, source.source_id)
     return source
 
@@ -170,40 +164,9 @@ def embed_flow(config: RunConfig, db: str, run_id: str | None = None, progress: 
     return {"embeddings": rows, "lines": lines}
 
 
-def register(app: Any) -> None:
-    """CLI: ``winnow embed CONFIG`` (ingest + embed) and ``winnow embeddings`` (list the cache)."""
-    import typer
+def ingest_and_embed(config: RunConfig, db: str, progress: bool = True) -> dict[str, Any]:
+    """``winnow embed``: ingest the config's sources (no-op when unchanged), then embed them."""
+    from flows.ingest import ingest_flow
 
-    @app.command(name="embed")
-    def embed_cmd(
-        config: Path = typer.Argument(..., help="YAML run config with an 'encoder' section"),
-        db: Optional[str] = typer.Option(None, "--db", help="DuckDB file (default: $WINNOW_DB or ./.winnow/winnow.duckdb)"),
-        as_json: bool = typer.Option(False, "--json", help="print JSON instead of text"),
-    ) -> None:
-        """Ingest the config's sources (no-op when unchanged) and embed them with its encoder."""
-        from configs.base import load_config
-        from flows.cli import console, open_store, print_json
-        from flows.ingest import ingest_flow
-
-        cfg = load_config(config)
-        if cfg.encoder is None:
-            raise WinnowError(f"{config}: the config has no 'encoder' section, so there is nothing to embed")
-        store = open_store(db, cfg.db)
-        ingest_flow(config=cfg, db=str(store.path), progress=not as_json)
-        result = embed_flow(config=cfg, db=str(store.path), progress=not as_json)
-        if as_json:
-            print_json(result)
-        else:
-            for line in result["lines"]:
-                console.print(line)
-
-    @app.command(name="embeddings")
-    def embeddings_cmd(
-        db: Optional[str] = typer.Option(None, "--db", help="DuckDB file (default: $WINNOW_DB or ./.winnow/winnow.duckdb)"),
-        as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
-    ) -> None:
-        """List cached embeddings (source, encoder kind and hash, shape, files)."""
-        from flows.cli import open_store, print_rows
-        from storage.embeddings import list_embeddings
-
-        print_rows(list_embeddings(open_store(db)), title="embeddings", as_json=as_json)
+    ingest_flow(config=config, db=db, progress=progress)
+    return embed_flow(config=config, db=db, progress=progress)

@@ -1,4 +1,4 @@
-"""Scaling-law flows: ``winnow fit CSV`` and the pipeline's ``extrapolate`` stage.
+"""Scaling-law flows: ``winnow fit CSV`` (command in cli/fit.py) and the pipeline's ``extrapolate`` stage.
 
 * :func:`fit_flow` fits a user CSV: validate (rolling origin vs naive baselines), choose the form
   if ``auto``, fit on all points with a run-level bootstrap, predict, plot, and store the fit in the
@@ -20,10 +20,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-import typer
 from prefect import flow, task
-from rich.console import Console
-from rich.table import Table
 
 from configs.scaling import ExtrapolateConfig
 from storage.db import Store
@@ -34,8 +31,6 @@ from tasks.scaling.csvinput import FitData, read_fit_csv
 from tasks.scaling.fit import check_xy
 from tasks.scaling.forms import get_form
 from tasks.scaling.plot import plot_fit
-
-console = Console()
 
 fit_report_task = task(fit_report, name="fit-scaling-law")
 plot_fit_task = task(plot_fit, name="plot-scaling-law")
@@ -93,70 +88,6 @@ def report_lines(report: FitReport) -> list[str]:
     if fit.warning:
         lines.append(f"warning: {fit.warning}")
     return lines
-
-
-def print_report(report: FitReport, out: Console = console) -> None:
-    """Rich tables: parameters with intervals, held-out errors vs baselines, predictions."""
-    fit = report.fit
-    form = get_form(fit.form)
-    pct = int(round(fit.level * 100))
-    t = Table(title=f"{fit.form}: {form.formula}   (summed Huber loss {fit.loss:.4g}, {fit.n_points} points, "
-                    f"{fit.n_groups} runs, {fit.n_starts} starts, {fit.seconds:.2f} s)")
-    t.add_column("parameter")
-    t.add_column("estimate", justify="right")
-    t.add_column(f"{pct}% interval (run bootstrap, approx.)" if fit.bootstrap else "interval (use --bootstrap B)", justify="right")
-    for k, v in fit.params.items():
-        lo, hi = fit.param_ci[k]
-        t.add_row(k, _g(v), f"[{_g(lo)}, {_g(hi)}]" if fit.bootstrap else "-")
-    out.print(t)
-    if report.selection is not None:
-        s = Table(title="form choice by held-out error (ARE on the largest scales)")
-        for c in ("form", "ARE", "RMSLE", "note"):
-            s.add_column(c)
-        for name, v in report.selection.validations.items():
-            s.add_row(name, _g(v.are), _g(v.rmsle), v.error or ("chosen" if name == report.selection.form else ""))
-        out.print(s)
-    if report.validation is not None:
-        v = report.validation
-        vt = Table(title=f"held out: {v.n_test} point(s) at the {v.holdout_largest} largest scale(s); fitted on {v.n_train}")
-        for c in ("predictor", "ARE", "RMSLE"):
-            vt.add_column(c, justify="right" if c != "predictor" else "left")
-        vt.add_row(f"{v.form} fit", _g(v.are), _g(v.rmsle))
-        for b in v.baseline_are:
-            vt.add_row(f"baseline: {b.replace('_', ' ')}", _g(v.baseline_are[b]), _g(v.baseline_rmsle[b]))
-        out.print(vt)
-        if not v.beats_baseline:
-            out.print(f"[bold yellow]the {v.form} fit does NOT beat the naive baseline ({v.best_baseline.replace('_', ' ')}) "
-                      "on the held-out scales: do not trust its extrapolation[/bold yellow]")
-    if report.selection is not None:
-        out.print(report.selection.message)
-    if fit.predict_at.size:
-        pt = Table(title="predictions")
-        pt.add_column(form.x_names[0])
-        if fit.predict_at_x2 is not None:
-            pt.add_column(form.x_names[1])
-        pt.add_column("prediction", justify="right")
-        pt.add_column(f"{pct}% interval" if fit.bootstrap else "interval", justify="right")
-        for i, x in enumerate(fit.predict_at):
-            cells = [f"{x:.4g}"] + ([f"{fit.predict_at_x2[i]:.4g}"] if fit.predict_at_x2 is not None else [])
-            cells += [_g(fit.predictions[i]), f"[{_g(fit.pred_lo[i])}, {_g(fit.pred_hi[i])}]" if fit.bootstrap else "-"]
-            pt.add_row(*cells)
-        out.print(pt)
-    if fit.warning:
-        out.print(f"[bold yellow]warning:[/bold yellow] {fit.warning}")
-
-
-def _finite(o: Any) -> Any:
-    """JSON-safe copy: NaN/inf -> None, numpy scalars -> Python."""
-    if isinstance(o, dict):
-        return {str(k): _finite(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_finite(v) for v in o]
-    if isinstance(o, (float, np.floating)):
-        return float(o) if np.isfinite(o) else None
-    if isinstance(o, np.integer):
-        return int(o)
-    return o
 
 
 # -------------------------------------------------------------------------------------- CSV flow
@@ -380,73 +311,3 @@ def extrapolate_flow(config: Any, db: str, run_id: str, progress: bool = True) -
     fits = extrapolate_pilots_task(pilots_from_rows(rows), cfg)
     lines = save_pilot_fits(store, run_id, fits, plot_dir=store.artifacts_dir / "plots")
     return {"lines": lines, "fits": sum(f.report is not None for f in fits)}
-
-
-# ------------------------------------------------------------------------------------------- CLI
-def register(app: typer.Typer) -> None:
-    """Add ``winnow fit`` to the CLI."""
-
-    @app.command("fit")
-    def fit_command(
-        csv: Path = typer.Argument(..., help="CSV with one row per observation"),
-        x: str = typer.Option(..., "--x", help="size column (data, parameters, steps, compute); N for two-variable forms"),
-        y: str = typer.Option(..., "--y", help="value column in error space (loss, 1 - accuracy), > 0"),
-        form: str = typer.Option("auto", "--form", help="m1, m2, pow4, bnsl, chinchilla, gadre, downstream, or auto"),
-        x2: Optional[str] = typer.Option(None, "--x2", help="second variable (D for chinchilla/gadre)"),
-        group: Optional[str] = typer.Option(None, "--group", help="run column: the bootstrap resamples whole runs"),
-        holdout_largest: int = typer.Option(1, "--holdout-largest", min=0, help="largest scales held out for validation"),
-        predict: Optional[list[str]] = typer.Option(None, "--predict", help="size to predict (repeatable; N:D pairs for two-variable forms)"),
-        bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="run-level bootstrap replicates (0 = no intervals)"),
-        seed: int = typer.Option(0, "--seed"),
-        delta: float = typer.Option(1e-3, "--delta", help="Huber delta on log residuals"),
-        level: float = typer.Option(0.95, "--level", help="interval coverage"),
-        plot: Optional[Path] = typer.Option(None, "--plot", help="PNG path (default: next to the DuckDB file)"),
-        db: Optional[str] = typer.Option(None, "--db", help="DuckDB file (default: $WINNOW_DB or ./.winnow/winnow.duckdb)"),
-        as_json: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
-    ) -> None:
-        """Fit a scaling law to a CSV, validate it on the largest scales against naive baselines,
-        predict with run-bootstrap intervals, plot, and store the fit in DuckDB."""
-        from storage.db import resolve_db_path
-
-        if form != "auto":
-            get_form(form)
-        if not 0.0 < level < 1.0:
-            raise WinnowError(f"--level {level} must be in (0, 1)")
-        if not delta > 0:
-            raise WinnowError(f"--delta {delta} must be > 0")
-        data = read_fit_csv(csv, x=x, y=y, x2=x2, group=group)
-        if form != "auto":
-            check_xy(get_form(form), data.x, data.y, data.x2)  # before Prefect starts or the DB is touched
-        px, px2 = parse_targets(predict)
-        split_targets(px if px2 is None else np.column_stack([px, px2]), None, get_form(form).n_vars if form != "auto" else (1 if x2 is None else 2))
-        if form == "auto" and holdout_largest < 1:
-            raise WinnowError("--form auto chooses by held-out error: use --holdout-largest 1 or more")
-        store = Store(resolve_db_path(db))
-        result = fit_flow(
-            data=data, db=str(store.path), form=form, holdout_largest=holdout_largest, bootstrap=bootstrap,
-            predict_at=px.tolist(), predict_at_x2=None if px2 is None else px2.tolist(), seed=seed,
-            huber_delta=delta, level=level, plot_path=None if plot is None else str(plot),
-        )
-        report: FitReport = result["report"]
-        if as_json:
-            fit = report.fit
-            payload = {
-                "run_id": result["run_id"], "db": result["db"], "plot": result["plot"], "form": fit.form,
-                "params": fit.params, "param_ci": {k: list(v) for k, v in fit.param_ci.items()},
-                "loss": fit.loss, "stable": fit.stable, "warning": fit.warning, "n_starts": fit.n_starts,
-                "predictions": [
-                    {"x": float(px_), "x2": None if fit.predict_at_x2 is None else float(fit.predict_at_x2[i]),
-                     "y": float(fit.predictions[i]), "lo": float(fit.pred_lo[i]), "hi": float(fit.pred_hi[i])}
-                    for i, px_ in enumerate(fit.predict_at)
-                ],
-                "validation": None if report.validation is None else {
-                    "are": report.validation.are, "rmsle": report.validation.rmsle,
-                    "baseline_are": report.validation.baseline_are, "beats_baseline": report.validation.beats_baseline,
-                },
-                "selection": None if report.selection is None else report.selection.message,
-            }
-            typer.echo(json.dumps(_finite(payload), indent=2, default=str))
-            return
-        print_report(report)
-        console.print(f"plot: [bold]{result['plot']}[/bold]")
-        console.print(f"stored as run [bold]{result['run_id']}[/bold] in {result['db']} (tables fits, predictions)")

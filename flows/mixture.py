@@ -306,20 +306,3 @@ def _plots(store, run_id, data, grid, table, ot_vals, grid_obj, sel, validation,
     plots["predicted_vs_measured"] = plot_predicted_vs_measured(series, out_dir / f"{run_id}-pred-vs-measured.png",
                                                                 title="predicted vs measured")
     return plots
-
-
-# ------------------------------------------------------------------------------------------- CLI
-def register(app: Any) -> None:
-    """CLI: ``winnow mixture CONFIG``."""
-    import typer
-
-    @app.command(name="mixture")
-    def mixture_cmd(
-        config: Path = typer.Argument(..., help="YAML run config with a 'mixture' section"),
-        db: Optional[str] = typer.Option(None, "--db", help="DuckDB file (default: $WINNOW_DB or ./.winnow/winnow.duckdb)"),
-        as_json: bool = typer.Option(False, "--json", help="print JSON"),
-    ) -> None:
-        """Ingest the config's sources and run OT mixture estimation: OT sweep, pilots, predictor, selection."""
-        from flows.cli import execute_config
-
-        execute_config(config, db, ["mixture"], as_json)

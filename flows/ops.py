@@ -1,6 +1,6 @@
-"""Operations: Prefect server deployments with schedules, triggering runs from the CLI, run reports.
+"""Operations: Prefect server deployments with schedules, triggering runs, server states of runs.
 
-Commands added to ``winnow`` (see docs/operations.md):
+Used by these commands (cli/ops.py; see docs/operations.md):
 
 * ``winnow deploy [CONFIG]``  — register the config as a deployment of the ``pipeline`` flow on the
   Prefect server (``PREFECT_API_URL``), with the cron/interval schedules of its ``deploy:`` section;
@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import nullcontext
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Optional
-
-import typer
 
 from tasks.errors import WinnowError
 
@@ -34,6 +32,26 @@ TERMINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
 # --------------------------------------------------------------------------------------- server
+def configured_api_url() -> str | None:
+    """PREFECT_API_URL from the environment or the active profile, read without importing Prefect.
+
+    Read-only commands use this to decide whether a server is worth asking at all (importing Prefect
+    costs seconds of CPU)."""
+    import os
+    import tomllib
+
+    if os.environ.get("PREFECT_API_URL"):
+        return os.environ["PREFECT_API_URL"]
+    home = Path(os.environ.get("PREFECT_HOME", Path.home() / ".prefect")).expanduser()
+    path = Path(os.environ.get("PREFECT_PROFILES_PATH", home / "profiles.toml")).expanduser()
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    active = os.environ.get("PREFECT_PROFILE") or data.get("active", "ephemeral")
+    return (data.get("profiles", {}).get(active, {}) or {}).get("PREFECT_API_URL") or None
+
+
 def api_url() -> str | None:
     """The configured Prefect API (env var or profile), or None in local ephemeral mode."""
     from prefect.settings import PREFECT_API_URL
@@ -79,12 +97,13 @@ def build_deployment(config_path: Path, db: Optional[str]):
     from prefect.types.entrypoint import EntrypointType
 
     from configs.base import load_config
-    from flows.cli import open_store
-    from flows.pipeline import enabled_stages, pipeline_flow
+    from flows.pipeline import pipeline_flow
+    from flows.stages import enabled_stages
+    from storage.db import Store, resolve_db_path
 
     cfg = load_config(config_path)
     enabled_stages(cfg)
-    store = open_store(db, cfg.db)
+    store = Store(resolve_db_path(db, cfg.db))
     return pipeline_flow.to_deployment(
         name=deployment_name(cfg),
         parameters={"config": cfg.model_dump(mode="json"), "db": str(store.path), "only": None, "progress": False},
@@ -95,7 +114,7 @@ def build_deployment(config_path: Path, db: Optional[str]):
     ), cfg
 
 
-def _ensure_process_pool(name: str) -> None:
+def ensure_process_pool(name: str) -> None:
     from prefect import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectNotFound
@@ -107,7 +126,7 @@ def _ensure_process_pool(name: str) -> None:
             client.create_work_pool(WorkPoolCreate(name=name, type="process"))
 
 
-def _describe_schedules(cfg) -> str:
+def describe_schedules(cfg) -> str:
     if cfg.deploy is None or not cfg.deploy.schedules:
         return "no schedule (trigger it)"
     return ", ".join(f"cron '{s.cron}' {s.timezone}" if s.cron else f"every {s.interval_seconds:g} s" for s in cfg.deploy.schedules)
@@ -184,24 +203,22 @@ def server_states(flow_run_ids: list[str]) -> dict[str, str]:
     return {str(r.id): (r.state.name if r.state else "unknown") for r in runs}
 
 
-def add_server_states(rows: list[dict]) -> list[dict]:
-    """With PREFECT_API_URL set: add ``prefect_state`` (the server's view) next to each DuckDB run row."""
-    if not api_url() or not rows:
-        return rows
+def add_server_states(rows: list[dict]) -> tuple[list[dict], str | None]:
+    """With a Prefect server configured: add ``prefect_state`` (the server's view) next to each DuckDB run
+    row. Returns the rows and a warning when the server could not be asked."""
+    if not rows or not configured_api_url():
+        return rows, None
     try:
         states = server_states([r["prefect_flow_run_id"] for r in rows if r.get("prefect_flow_run_id")])
     except Exception as err:  # noqa: BLE001 - the listing from DuckDB stays useful without the server
-        from flows.cli import err_console
-
-        err_console.print(f"[yellow]warning:[/yellow] Prefect server not reachable, states not shown ({type(err).__name__})")
-        return rows
+        return rows, f"Prefect server not reachable, states not shown ({type(err).__name__})"
     out = []
     for r in rows:
         r = dict(r)
         pid = r.get("prefect_flow_run_id")
         r["prefect_state"] = states.get(str(pid), "not on this server") if pid else None
         out.append(r)
-    return out
+    return out, None
 
 
 def _winnow_run_for(db: str, flow_run_id: str) -> str | None:
@@ -217,12 +234,13 @@ def _winnow_run_for(db: str, flow_run_id: str) -> str | None:
     return None
 
 
-def trigger_run(name: str, assignments: list[str], wait: bool, timeout_s: float, progress: bool = True) -> dict[str, Any]:
-    """Create a flow run of deployment ``name``; with ``wait`` poll it to a final state (spinner)."""
+def trigger_run(name: str, assignments: list[str], wait: bool, timeout_s: float,
+                on_state: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Create a flow run of deployment ``name``; with ``wait`` poll it to a final state, calling
+    ``on_state`` with a short status line at each poll."""
     from prefect import get_client
     from prefect.deployments import run_deployment
     from prefect.exceptions import ObjectNotFound
-    from rich.console import Console
 
     name = full_name(name)
     with get_client(sync_client=True) as client:
@@ -236,13 +254,12 @@ def trigger_run(name: str, assignments: list[str], wait: bool, timeout_s: float,
                            "state": fr.state.name if fr.state else "Scheduled", "db": params.get("db")}
     if wait:
         deadline = time.monotonic() + timeout_s
-        spinner = Console(stderr=True).status(f"waiting for {fr.name}", spinner="dots") if progress else nullcontext()
-        with get_client(sync_client=True) as client, spinner as status:
+        with get_client(sync_client=True) as client:
             while True:
                 fr = client.read_flow_run(fr.id)
                 state = fr.state.name if fr.state else "Scheduled"
-                if status is not None:
-                    status.update(f"flow run {fr.name}: {state}")
+                if on_state is not None:
+                    on_state(f"flow run {fr.name}: {state}")
                 if fr.state is not None and fr.state.type.value in TERMINAL_STATES:
                     break
                 if time.monotonic() > deadline:
@@ -250,91 +267,15 @@ def trigger_run(name: str, assignments: list[str], wait: bool, timeout_s: float,
                                       "(is `winnow serve` or a worker running? raise --timeout)")
                 time.sleep(1.0)
         out["state"] = fr.state.name
+        out["message"] = fr.state.message
         out["final"] = True
         if params.get("db"):
             out["run_id"] = _winnow_run_for(params["db"], str(fr.id))
     return out
 
 
-# ------------------------------------------------------------------------------------------ CLI
-def register(app: typer.Typer) -> None:
-    from flows.cli import DbOption, JsonOption, console, print_json
+def serve_deployments(deployments: list, limit: int | None = 1) -> None:
+    """Execute the deployments' scheduled and triggered runs in this process until stopped."""
+    from prefect import serve as prefect_serve
 
-    @app.command()
-    def deploy(
-        configs: Optional[list[Path]] = typer.Argument(None, help="YAML run configs (default: the shipped demo)"),
-        db: Optional[str] = DbOption,
-        pool: Optional[str] = typer.Option(None, "--pool", help="process work pool (default: the config's deploy.work_pool; none = run by `winnow serve`)"),
-    ) -> None:
-        """Register configs as deployments on the Prefect server, with the schedules of their deploy: section."""
-        require_server()
-        from configs.base import builtin_config
-
-        for path in configs or [builtin_config("demo")]:
-            deployment, cfg = build_deployment(path, db)
-            pool_name = pool or (cfg.deploy.work_pool if cfg.deploy else None)
-            if pool_name:
-                _ensure_process_pool(pool_name)
-            dep_id = deployment.apply(work_pool_name=pool_name)
-            runs_by = f"a worker: prefect worker start --pool {pool_name}" if pool_name else f"winnow serve {path}"
-            console.print(f"deployed [bold]{FLOW_NAME}/{deployment.name}[/bold] ({dep_id}): {_describe_schedules(cfg)}; "
-                          f"db {deployment.parameters['db']}; executed by {runs_by}")
-
-    @app.command()
-    def serve(
-        configs: Optional[list[Path]] = typer.Argument(None, help="YAML run configs (default: the shipped demo)"),
-        db: Optional[str] = DbOption,
-        limit: Optional[int] = typer.Option(1, min=1, help="at most this many runs at once (DuckDB has one writer)"),
-    ) -> None:
-        """Register configs as deployments and execute their scheduled and triggered runs until stopped."""
-        require_server()
-        from prefect import serve as prefect_serve
-
-        from configs.base import builtin_config
-
-        deployments = []
-        for path in configs or [builtin_config("demo")]:
-            deployment, cfg = build_deployment(path, db)
-            deployments.append(deployment)
-            console.print(f"serving [bold]{FLOW_NAME}/{deployment.name}[/bold]: {_describe_schedules(cfg)}; "
-                          f"db {deployment.parameters['db']}")
-        console.print(f"UI: {api_url().rstrip('/').removesuffix('/api')}  (Ctrl-C stops serving and pauses the schedules)")
-        prefect_serve(*deployments, limit=limit, print_starting_message=False)
-
-    @app.command()
-    def trigger(
-        name: str = typer.Argument(..., help="deployment: NAME or pipeline/NAME (see `prefect deployment ls`)"),
-        param: Optional[list[str]] = typer.Option(None, "--param", "-p", help="override a parameter: KEY=VALUE, KEY may be dotted (config.sources.0.max_rows=100)"),
-        wait: bool = typer.Option(False, "--wait", help="wait for the run to finish and report its final state"),
-        timeout: float = typer.Option(3600.0, "--timeout", min=1, help="seconds to wait with --wait"),
-        as_json: bool = JsonOption,
-    ) -> None:
-        """Start a run of a deployment on the Prefect server; print its state and run ids."""
-        require_server()
-        out = trigger_run(name, param or [], wait, timeout, progress=not as_json)
-        if as_json:
-            print_json(out)
-        else:
-            tail = f"  winnow run [bold]{out['run_id']}[/bold] in {out['db']}" if out.get("run_id") else ""
-            console.print(f"{out['state']}  flow run {out['flow_run_id']} ({out['flow_run_name']}){tail}")
-        if out.get("final") and out["state"] != "Completed":
-            raise typer.Exit(1)
-
-    @app.command()
-    def report(
-        run_id: str = typer.Argument(..., help="winnow run id (see `winnow runs`)"),
-        db: Optional[str] = DbOption,
-        out: Path = typer.Option(Path("reports"), "--out", help="folder for the HTML file"),
-        as_json: bool = JsonOption,
-    ) -> None:
-        """Write a self-contained HTML report of a run (plots embedded) and print its path."""
-        from flows.cli import open_store
-        from flows.report import write_report
-
-        result = write_report(open_store(db), run_id, out, progress=not as_json)
-        if as_json:
-            print_json({"run_id": run_id, "path": str(result.path), "sections": result.sections})
-        else:
-            console.print(f"report: [bold]{result.path}[/bold] ({', '.join(result.sections)})")
-
-
+    prefect_serve(*deployments, limit=limit, print_starting_message=False)

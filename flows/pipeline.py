@@ -11,8 +11,8 @@ started; any other failure marks the run 'failed' with the error, and a rerun re
 
 from __future__ import annotations
 
-import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from prefect import flow
@@ -22,52 +22,28 @@ from configs.base import RunConfig
 from flows.ingest import stage_sources_flow
 from flows.report import publish_summary
 from flows.runner import task_runner_scope
+from flows.stages import Stage, enabled_stages
 from storage.db import Store
 from storage.runs import delete_run, finish_run, make_run_id, run_exists, start_run
 from storage.sources import register_sources
 from tasks.errors import WinnowError
 
-# stage name -> the config section that switches it on, in pipeline order
-STAGES = {"embed": "encoder", "prune": "prune", "mixture": "mixture", "extrapolate": "extrapolate", "plan": "plan"}
+def run_label(stages: list[Stage], only: list[str] | None) -> str:
+    return "pipeline" if only is None else ("ingest" if not stages else "+".join(s.name for s in stages))
 
 
-def enabled_stages(config: RunConfig, only: list[str] | None = None) -> list[str]:
-    """Stages the config switches on, restricted to ``only`` when given (in pipeline order)."""
-    on = [s for s, section in STAGES.items() if getattr(config, section) is not None]
-    if only is None:
-        return on
-    for s in only:
-        if s not in STAGES:
-            raise WinnowError(f"unknown stage {s!r} (stages: {', '.join(STAGES)})")
-        if getattr(config, STAGES[s]) is None:
-            raise WinnowError(f"the config has no '{STAGES[s]}' section, so the {s} stage cannot run")
-    return [s for s in STAGES if s in only]
+def run_config(config: RunConfig | str | Path, db: str | None, only: list[str] | None = None, progress: bool = True) -> dict[str, Any]:
+    """Validate a config (a path or a loaded one) and ``--only``, then run :func:`pipeline_flow` on it.
 
+    Everything that can be checked before Prefect starts is checked here: a bad config, an unknown
+    stage or an unusable database path fails without a flow run."""
+    from configs.base import load_config
+    from storage.db import resolve_db_path
 
-def run_label(stages: list[str], only: list[str] | None) -> str:
-    return "pipeline" if only is None else ("ingest" if not stages else "+".join(stages))
-
-
-def _stage_flow(name: str):
-    if name == "embed":
-        from flows.embed import embed_flow
-
-        return embed_flow
-    if name == "prune":
-        from flows.prune import prune_flow
-
-        return prune_flow
-    if name == "mixture":
-        from flows.mixture import mixture_flow
-
-        return mixture_flow
-    if name == "plan":
-        from flows.plan import plan_flow
-
-        return plan_flow
-    from flows.fit import extrapolate_flow
-
-    return extrapolate_flow
+    cfg = config if isinstance(config, RunConfig) else load_config(Path(config))
+    store = Store(resolve_db_path(db, cfg.db))
+    enabled_stages(cfg, only)
+    return pipeline_flow(config=cfg, db=str(store.path), only=only, progress=progress)
 
 
 def _flow_run_id() -> str | None:
@@ -102,15 +78,15 @@ def _run_pipeline(config: RunConfig, db: str, only: list[str] | None, progress: 
              "new": r.created} for r in records
         ]
         for stage in stages:  # input checks of every stage before the first stage writes anything
-            preflight = getattr(sys.modules[_stage_flow(stage).fn.__module__], "preflight", None)
+            preflight = stage.load_preflight()
             if preflight is not None:
                 preflight(config, db)
         for stage in stages:
             ts = time.perf_counter()
-            result = _stage_flow(stage).with_options(task_runner=runner)(config=config, db=db, run_id=run_id, progress=progress)
+            result = stage.load_flow().with_options(task_runner=runner)(config=config, db=db, run_id=run_id, progress=progress)
             result = dict(result or {})
             result["seconds"] = round(time.perf_counter() - ts, 2)
-            summary["stages"][stage] = result
+            summary["stages"][stage.name] = result
         summary["seconds"] = round(time.perf_counter() - t0, 2)
         finish_run(store, run_id, "completed", summary)
         publish_summary(summary)

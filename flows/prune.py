@@ -1,4 +1,4 @@
-"""Prune stage flows and CLI: score -> select -> (evaluate) -> DuckDB; plus the perceptron experiment.
+"""Prune stage flows: score -> select -> (evaluate) -> DuckDB; plus the perceptron experiment.
 
 * :func:`prune_flow` — per source of the config: embeddings via :func:`flows.embed.embed_source`,
   scores / selections / SemDeDup report / pruning curve via :func:`tasks.prune.stage.prune_source`
@@ -7,8 +7,7 @@
 * :func:`prune_eval` — the pruning-curve part alone, as a subflow (PNG + Prefect artifacts).
 * :func:`perceptron_flow` — Sorscher et al. Fig. 1 teacher-student grid, stored and plotted.
 
-CLI (``register(app)``): ``winnow prune CONFIG``, ``winnow export SELECTION --to out.parquet|csv``,
-``winnow selections``, ``winnow experiment perceptron``.
+Commands: cli/prune.py.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ from tasks.prune.evaluate import PruningCurve, plot_pruning_curve
 from tasks.prune.perceptron import perceptron_experiment, plot_perceptron, summarize_perceptron
 from tasks.prune.stage import SourcePruneResult, StageOptions, metric_params_from, prune_source
 
-__all__ = ["prune_flow", "prune_eval", "perceptron_flow", "export_selection", "register", "stage_options"]
+__all__ = ["prune_flow", "prune_eval", "perceptron_flow", "stage_options"]
 
 log = logging.getLogger("winnow.prune")
 
@@ -363,118 +362,3 @@ def _perceptron_table(summary: list[dict]) -> list[dict[str, Any]]:
         row = cells.setdefault((s["alpha_tot"], s["fraction"]), {"alpha_tot": s["alpha_tot"], "f": s["fraction"]})
         row[s["policy"]] = round(s["mean"], 4)
     return [cells[k] for k in sorted(cells, key=lambda k: (k[0], -k[1]))]
-
-
-def export_selection(store: Store, selection_id: str, to: Path, *, force: bool = False) -> dict[str, Any]:
-    """Write the kept example ids (+ source id, row index) of a selection to ``to`` (.parquet or .csv).
-
-    Refuses to overwrite an existing file unless ``force``; the file is written under a temporary
-    name and renamed, so a failure never leaves half a file.
-    """
-    import os
-
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
-
-    from storage.prune import load_selection
-
-    to = Path(to)
-    suffix = to.suffix.lower()
-    if suffix not in (".parquet", ".csv"):
-        raise WinnowError(f"--to {to}: the file must end in .parquet or .csv")
-    if to.exists() and not force:
-        raise WinnowError(f"{to} already exists; pass --force to overwrite it")
-    if to.is_dir():
-        raise WinnowError(f"{to} is a directory")
-    from storage.plan import is_plan, load_plan_members
-
-    if is_plan(store, selection_id):  # a plan's example ids export like a selection
-        plan, members = load_plan_members(store, selection_id)
-        head = {"selection_id": selection_id, "metric": "plan", "policy": "plan", "resolved_policy": "plan",
-                "fraction": None, "reason": f"plan for N={plan['target_n']}"}
-    else:
-        head, members = load_selection(store, selection_id)
-    to.parent.mkdir(parents=True, exist_ok=True)
-    tmp = to.with_name(f".{to.name}.tmp")
-    try:
-        if suffix == ".parquet":
-            pq.write_table(members, tmp)
-        else:
-            pacsv.write_csv(members, tmp)
-        os.replace(tmp, to)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return {"selection_id": head["selection_id"], "path": str(to), "rows": members.num_rows,
-            "metric": head["metric"], "policy": head["policy"], "resolved_policy": head["resolved_policy"],
-            "fraction": head["fraction"], "reason": head["reason"]}
-
-
-def register(app: Any) -> None:
-    """CLI: ``winnow prune``, ``winnow selections``, ``winnow export``, ``winnow experiment perceptron``."""
-    import typer
-
-    db_opt = typer.Option(None, "--db", help="DuckDB file (default: $WINNOW_DB or ./.winnow/winnow.duckdb)")
-    json_opt = typer.Option(False, "--json", help="print JSON")
-
-    @app.command(name="prune")
-    def prune_cmd(config: Path = typer.Argument(..., help="YAML run config with 'encoder' and 'prune' sections"),
-                  db: Optional[str] = db_opt, as_json: bool = json_opt) -> None:
-        """Ingest the config's sources, embed them, score and select (and evaluate) — the prune stage."""
-        from flows.cli import execute_config
-
-        execute_config(config, db, ["prune"], as_json)
-
-    @app.command(name="selections")
-    def selections_cmd(run_id: Optional[str] = typer.Argument(None, help="only this run"),
-                       db: Optional[str] = db_opt, as_json: bool = json_opt) -> None:
-        """List stored selections (id, metric, policy, fraction, kept, reason)."""
-        from flows.cli import open_store, print_rows
-        from storage.prune import list_selections
-
-        print_rows(list_selections(open_store(db), run_id), title="selections", as_json=as_json)
-
-    @app.command(name="export")
-    def export_cmd(selection: str = typer.Argument(..., help="selection id (see `winnow selections`), latest:<source>:<metric>:<policy>:<f=0.3>, or a plan's run id"),
-                   to: Path = typer.Option(..., "--to", help="output file, .parquet or .csv"),
-                   force: bool = typer.Option(False, "--force", help="overwrite an existing file"),
-                   db: Optional[str] = db_opt, as_json: bool = json_opt) -> None:
-        """Write the kept example ids (and source row indices) of a selection to Parquet or CSV."""
-        from flows.cli import console, open_store, print_json
-
-        out = export_selection(open_store(db), selection, to, force=force)
-        if as_json:
-            print_json(out)
-        else:
-            console.print(f"wrote {out['rows']} kept examples of {out['selection_id']} to {out['path']}")
-
-    experiment = typer.Typer(help="Reproducible experiments.", no_args_is_help=True)
-
-    @experiment.command(name="perceptron")
-    def perceptron_cmd(db: Optional[str] = db_opt,
-                       n_dim: int = typer.Option(100, "--n", help="input dimension N"),
-                       alphas: str = typer.Option("1,2,4,8,16,32,64", help="comma-separated alpha_tot = P/N"),
-                       fractions: str = typer.Option("1,0.8,0.6,0.4,0.2,0.1", help="comma-separated keep fractions"),
-                       seeds: int = typer.Option(3, min=1, help="number of seeds (0..seeds-1)"),
-                       theta: float = typer.Option(0.0, help="probe angle to the teacher, radians"),
-                       plot: Optional[Path] = typer.Option(None, "--plot", help="PNG path (default: artifacts folder)"),
-                       as_json: bool = json_opt) -> None:
-        """Teacher-student perceptron pruning (Sorscher et al. 2022, Fig. 1): keep-hard vs keep-easy vs random."""
-        from flows.cli import console, open_store, print_json, print_rows
-
-        def floats(s: str, what: str) -> list[float]:
-            try:
-                return [float(x) for x in s.split(",") if x.strip()]
-            except ValueError:
-                raise WinnowError(f"--{what} {s!r}: expected comma-separated numbers") from None
-
-        store = open_store(db)
-        out = perceptron_flow(db=str(store.path), N=n_dim, alphas=floats(alphas, "alphas"),
-                              fractions=floats(fractions, "fractions"), seeds=list(range(seeds)), theta=theta,
-                              plot_path=None if plot is None else str(plot), progress=not as_json)
-        if as_json:
-            print_json(out)
-        else:
-            print_rows(out["table"], title=f"perceptron test error ({out['run_id']})")
-            console.print(f"plot: {out['plot']}; rows in perceptron_results (view perceptron_summary) of {out['db']}")
-
-    app.add_typer(experiment, name="experiment")

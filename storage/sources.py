@@ -126,6 +126,15 @@ def load_source(store: Store, name: str, version: int | None = None) -> SourceDa
     return _load_row(store, row)
 
 
+def registered_rows(store: Store, source_id: int, content_hash: str) -> int | None:
+    """Row count of a registered source version (None when that version is not in the file)."""
+    if not store.exists:
+        return None
+    with store.read() as con:
+        row = one(con.execute("SELECT n_rows FROM sources WHERE source_id = ? AND content_hash = ?", [source_id, content_hash]))
+    return None if row is None else int(row[0])
+
+
 def load_source_by_id(store: Store, source_id: int) -> SourceData:
     with store.read() as con:
         cur = con.execute("SELECT * FROM sources WHERE source_id = ?", [source_id])

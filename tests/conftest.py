@@ -1,5 +1,8 @@
 """Test fixtures: an isolated Prefect (temp PREFECT_HOME + test harness), temp DuckDB files, CLI runner.
 
+Only test modules that run flows start the Prefect harness (``pytestmark =
+pytest.mark.usefixtures("prefect_harness")``); pure-function tests never import Prefect.
+
 PREFECT_HOME must point into a temp dir *before* prefect is imported, or persisted task caches leak
 between test sessions (see shared/design/prefect-duckdb-notes.md).
 """
@@ -20,13 +23,12 @@ os.environ.pop("PREFECT_API_URL", None)
 os.environ.pop("WINNOW_DB", None)
 os.environ.setdefault("WINNOW_LOCK_TIMEOUT", "30")
 
-import flows._env  # noqa: E402,F401
 import pytest  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def prefect_harness():
     """One isolated Prefect API for the whole session (flows run against it)."""
     import prefect.main  # noqa: F401  (Prefect configures logging on first import: do it outside any test's capture)
@@ -49,9 +51,9 @@ def store(db_path: Path):
 
 
 @pytest.fixture
-def winnow(capsys, monkeypatch):
+def winnow(capsys, monkeypatch, prefect_harness):
     """Run the CLI in-process like the console script: returns (exit_code, stdout, stderr)."""
-    from flows.cli import main
+    from cli.main import main
 
     def run(*args: str) -> tuple[int, str, str]:
         monkeypatch.setattr(sys, "argv", ["winnow", *map(str, args)])

@@ -17,6 +17,8 @@ import pytest
 
 from helpers import db_fingerprint, write_yaml
 
+pytestmark = pytest.mark.usefixtures("prefect_harness")  # these tests run Prefect flows
+
 DIGITS = "  - {name: digits, kind: sklearn_digits, max_rows: 400}\n"
 TAB = "  - {name: tab, kind: csv, path: good.csv, label: y}\n"
 

@@ -12,6 +12,8 @@ import pytest
 
 from helpers import db_fingerprint, write_yaml
 
+pytestmark = pytest.mark.usefixtures("prefect_harness")  # these tests run Prefect flows
+
 
 @pytest.fixture
 def config(tmp_path: Path) -> Path:

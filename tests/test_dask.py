@@ -14,6 +14,8 @@ import pytest
 
 from helpers import db_contents, write_yaml
 
+pytestmark = pytest.mark.usefixtures("prefect_harness")  # these tests run Prefect flows
+
 pytest.importorskip("prefect_dask")
 
 VOLATILE = {"prefect_flow_run_id", "summary", "config", "config_hash", "run_id", "info"}
@@ -35,7 +37,7 @@ def _config(tmp_path: Path, runner: str) -> Path:
 def test_dask_local_cluster_gives_the_same_tables_as_the_sequential_run(tmp_path, monkeypatch):
     from prefect_dask import DaskTaskRunner
 
-    from flows.cli import execute_config
+    from flows.pipeline import run_config
 
     submitted: list[str] = []
     submit = DaskTaskRunner.submit
@@ -46,11 +48,11 @@ def test_dask_local_cluster_gives_the_same_tables_as_the_sequential_run(tmp_path
 
     monkeypatch.setattr(DaskTaskRunner, "submit", spy)
     seq_db, dask_db = tmp_path / "seq" / "w.duckdb", tmp_path / "dask" / "w.duckdb"
-    seq = execute_config(_config(tmp_path, "{kind: sequential}"), str(seq_db), None, as_json=True, progress=False)
+    seq = run_config(_config(tmp_path, "{kind: sequential}"), str(seq_db), None, progress=False)
     assert submitted == []
     # (a different database folder is a different staging folder: no cache hits from the first run)
-    dask = execute_config(_config(tmp_path, "{kind: dask, n_workers: 2, threads_per_worker: 1}"), str(dask_db),
-                          None, as_json=True, progress=False)
+    dask = run_config(_config(tmp_path, "{kind: dask, n_workers: 2, threads_per_worker: 1}"), str(dask_db),
+                      None, progress=False)
     assert submitted.count("stage-source") == 2  # the tasks went to the cluster
     assert [s["rows"] for s in dask["sources"]] == [s["rows"] for s in seq["sources"]] == [300, 500]
     # the configs differ only in task_runner, hence the run ids; everything else must be equal
@@ -69,7 +71,7 @@ def _normalised(db: Path, run_id: str) -> dict[str, list[tuple]]:
 @pytest.mark.slow
 def test_dask_runs_the_stages_too_with_the_same_results(tmp_path):
     """Ingest + embed + prune (whatever stages exist) on a LocalCluster vs sequentially."""
-    from flows.cli import execute_config
+    from flows.pipeline import run_config
 
     stages = textwrap.dedent("""
         encoder: {kind: pca, dim: 8, seed: 0, sources: [digits]}
@@ -84,7 +86,7 @@ def test_dask_runs_the_stages_too_with_the_same_results(tmp_path):
         cfg = _config(tmp_path, kind)
         cfg.write_text(cfg.read_text().replace("max_rows: 500", "max_rows: 600") + stages)
         db = tmp_path / kind.split(",")[0].split()[-1].strip("}") / "w.duckdb"
-        summary = execute_config(cfg, str(db), None, as_json=True, progress=False)
+        summary = run_config(cfg, str(db), None, progress=False)
         assert set(summary["stages"]) == {"embed", "prune"}
         out[kind] = _normalised(db, summary["run_id"])
     seq, dask = out.values()

@@ -16,6 +16,8 @@ from tasks.embed.pca import fit_pca
 from tasks.embed.ssl_cnn import SSLEncoder, augment_batch, embed_images, nt_xent, train_ssl_cnn
 from tasks.errors import WinnowError
 
+pytestmark = pytest.mark.usefixtures("prefect_harness")  # these tests run Prefect flows
+
 SMALL_SSL = dict(dim=16, epochs=1, batch_size=64, width=8, proj_dim=16, progress=False)
 
 

@@ -10,6 +10,8 @@ import pytest
 
 from helpers import write_yaml
 
+pytestmark = pytest.mark.usefixtures("prefect_harness")  # these tests run Prefect flows
+
 FAST = """
 name: mixture-fast
 sources:

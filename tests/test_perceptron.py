@@ -7,6 +7,8 @@ import pytest
 from tasks.errors import WinnowError
 from tasks.prune.perceptron import perceptron_experiment, summarize_perceptron
 
+pytestmark = pytest.mark.usefixtures("prefect_harness")  # these tests run Prefect flows
+
 
 @pytest.fixture(scope="module")
 def grid():

@@ -19,6 +19,8 @@ import pytest
 
 from helpers import VOLATILE, db_fingerprint, write_yaml
 
+pytestmark = pytest.mark.usefixtures("prefect_harness")  # these tests run Prefect flows
+
 SOURCES = """
 name: plan-tiny
 sources:
@@ -60,13 +62,13 @@ POOLS = ["low", "high", "mid"]
 
 @pytest.fixture(scope="module")
 def planned(tmp_path_factory):
-    """(config path, db path, summary) of one plan run through the CLI's execute_config."""
-    from flows.cli import execute_config
+    """(config path, db path, summary) of one plan run through flows.pipeline.run_config."""
+    from flows.pipeline import run_config
 
     tmp = tmp_path_factory.mktemp("plan")
     cfg = write_yaml(tmp / "plan.yaml", TINY)
     db = tmp / "db" / "winnow.duckdb"
-    summary = execute_config(cfg, str(db), ["plan"], as_json=True, progress=False)
+    summary = run_config(cfg, str(db), ["plan"], progress=False)
     return cfg, db, summary
 
 

@@ -13,6 +13,8 @@ import pytest
 from configs.base import parse_config
 from helpers import db_fingerprint, write_yaml
 
+pytestmark = pytest.mark.usefixtures("prefect_harness")  # these tests run Prefect flows
+
 SOURCES = [{"name": "digits", "kind": "sklearn_digits", "test_fraction": 0.25, "seed": 0, "max_rows": 700}]
 ENCODER = {"kind": "pca", "dim": 8, "seed": 0}
 

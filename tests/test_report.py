@@ -16,6 +16,8 @@ import pytest
 
 from helpers import write_yaml
 
+pytestmark = pytest.mark.usefixtures("prefect_harness")  # these tests run Prefect flows
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

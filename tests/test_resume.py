@@ -21,6 +21,8 @@ import pytest
 
 from helpers import db_contents, write_yaml
 
+pytestmark = pytest.mark.usefixtures("prefect_harness")  # these tests run Prefect flows
+
 # Run rows differ in time and Prefect id; the summary holds timings, the db path and per-invocation
 # "new source" flags. Everything else must be equal.
 VOLATILE = {"prefect_flow_run_id", "summary"}
@@ -52,7 +54,7 @@ DRIVER = textwrap.dedent('''
 
     ingest.stage_source = recorded
     pipeline.finish_run = blocking_finish
-    from flows.cli import main
+    from cli.main import main
     sys.argv = ["winnow", "run", *sys.argv[1:]]
     main()
 ''')
@@ -79,10 +81,10 @@ def config(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def clean(config, tmp_path_factory) -> tuple[str, dict]:
     """An uninterrupted run (in-process): its run id and table contents."""
-    from flows.cli import execute_config
+    from flows.pipeline import run_config
 
     db = tmp_path_factory.mktemp("clean") / "winnow.duckdb"
-    summary = execute_config(config, str(db), None, as_json=True, progress=False)
+    summary = run_config(config, str(db), None, progress=False)
     return summary["run_id"], db_contents(db, VOLATILE)
 
 
@@ -115,7 +117,7 @@ def _run_and_kill(config: Path, db: Path, calls: Path, block: str, marker: str) 
 ])
 def test_killed_run_resumes_and_ends_with_the_same_tables(tmp_path, monkeypatch, config, clean, block, marker, restaged):
     import flows.ingest
-    from flows.cli import execute_config
+    from flows.pipeline import run_config
     from tasks.ingest import stage_source
 
     db = tmp_path / "resumed" / "winnow.duckdb"
@@ -130,7 +132,7 @@ def test_killed_run_resumes_and_ends_with_the_same_tables(tmp_path, monkeypatch,
         return stage_source(spec, staging_dir, progress=progress)
 
     monkeypatch.setattr(flows.ingest, "stage_source", recorded)
-    resumed = execute_config(config, str(db), None, as_json=True, progress=False)
+    resumed = run_config(config, str(db), None, progress=False)
     clean_run_id, clean_tables = clean
     assert resumed["run_id"] == clean_run_id
     # work finished before the kill came from the cache; only the rest was read again
@@ -147,15 +149,15 @@ def test_killed_run_resumes_and_ends_with_the_same_tables(tmp_path, monkeypatch,
 
 
 def test_a_source_file_edited_in_place_is_read_again_not_served_from_the_cache(tmp_path):
-    from flows.cli import execute_config
+    from flows.pipeline import run_config
 
     data = tmp_path / "t.csv"
     data.write_text("a,y\n" + "".join(f"{i},{i % 2}\n" for i in range(30)))
     cfg = write_yaml(tmp_path / "run.yaml", "sources:\n  - {name: t, kind: csv, path: t.csv, label: y}\n")
     db = str(tmp_path / "w.duckdb")
-    first = execute_config(cfg, db, [], as_json=True, progress=False)
+    first = run_config(cfg, db, [], progress=False)
     data.write_text("a,y\n" + "".join(f"{i},{i % 2}\n" for i in range(40)))  # same path, same config
-    second = execute_config(cfg, db, [], as_json=True, progress=False)
+    second = run_config(cfg, db, [], progress=False)
     assert [(s["version"], s["rows"]) for s in first["sources"]] == [(1, 30)]
     assert [(s["version"], s["rows"], s["new"]) for s in second["sources"]] == [(2, 40, True)]
 

@@ -12,6 +12,8 @@ import pytest
 
 from helpers import db_fingerprint
 
+pytestmark = pytest.mark.usefixtures("prefect_harness")  # these tests run Prefect flows
+
 DATA = Path(__file__).parent / "data" / "gadre_overtrain_104models.csv"
 
 

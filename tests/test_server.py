@@ -24,6 +24,8 @@ import pytest
 
 from helpers import write_yaml
 
+pytestmark = pytest.mark.usefixtures("prefect_harness")  # these tests run Prefect flows
+
 # The tests on a real server take ~170 s on 2 busy cores (server start-up 30-40 s, two flow runs in
 # subprocesses): over the default suite's budget, hence also slow. Run them with `pytest -m server`.
 on_a_real_server = [pytest.mark.server, pytest.mark.slow]

@@ -21,6 +21,8 @@ from storage.schema import SCHEMA_VERSION
 from storage.sources import list_sources, load_source
 from tasks.errors import SchemaTooNewError, WinnowError
 
+pytestmark = pytest.mark.usefixtures("prefect_harness")  # these tests run Prefect flows
+
 
 def csv_config(path: Path, name: str = "tab"):
     return parse_config({"sources": [{"name": name, "kind": "csv", "path": str(path), "label": "y"}]})

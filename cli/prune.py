@@ -1,0 +1,74 @@
+"""``winnow prune CONFIG``, ``winnow selections``, ``winnow export``, ``winnow experiment perceptron``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cli.app import DbOption, JsonOption, app, console, open_store, print_json, print_rows
+from cli.run import stage_command
+
+stage_command("prune", "prune", "YAML run config with 'encoder' and 'prune' sections",
+              "Ingest the config's sources, embed them, score and select (and evaluate) — the prune stage.")
+
+
+@app.command(name="selections")
+def selections_cmd(run_id: Optional[str] = typer.Argument(None, help="only this run"),
+                   db: Optional[str] = DbOption, as_json: bool = JsonOption) -> None:
+    """List stored selections (id, metric, policy, fraction, kept, reason)."""
+    from storage.prune import list_selections
+
+    print_rows(list_selections(open_store(db), run_id), title="selections", as_json=as_json)
+
+
+@app.command(name="export")
+def export_cmd(selection: str = typer.Argument(..., help="selection id (see `winnow selections`), latest:<source>:<metric>:<policy>:<f=0.3>, or a plan's run id"),
+               to: Path = typer.Option(..., "--to", help="output file, .parquet or .csv"),
+               force: bool = typer.Option(False, "--force", help="overwrite an existing file"),
+               db: Optional[str] = DbOption, as_json: bool = JsonOption) -> None:
+    """Write the kept example ids (and source row indices) of a selection to Parquet or CSV."""
+    from storage.export import export_selection
+
+    out = export_selection(open_store(db), selection, to, force=force)
+    if as_json:
+        print_json(out)
+    else:
+        console.print(f"wrote {out['rows']} kept examples of {out['selection_id']} to {out['path']}")
+
+
+experiment = typer.Typer(help="Reproducible experiments.", no_args_is_help=True)
+app.add_typer(experiment, name="experiment")
+
+
+def _floats(s: str, what: str) -> list[float]:
+    from tasks.errors import WinnowError
+
+    try:
+        return [float(x) for x in s.split(",") if x.strip()]
+    except ValueError:
+        raise WinnowError(f"--{what} {s!r}: expected comma-separated numbers") from None
+
+
+@experiment.command(name="perceptron")
+def perceptron_cmd(db: Optional[str] = DbOption,
+                   n_dim: int = typer.Option(100, "--n", help="input dimension N"),
+                   alphas: str = typer.Option("1,2,4,8,16,32,64", help="comma-separated alpha_tot = P/N"),
+                   fractions: str = typer.Option("1,0.8,0.6,0.4,0.2,0.1", help="comma-separated keep fractions"),
+                   seeds: int = typer.Option(3, min=1, help="number of seeds (0..seeds-1)"),
+                   theta: float = typer.Option(0.0, help="probe angle to the teacher, radians"),
+                   plot: Optional[Path] = typer.Option(None, "--plot", help="PNG path (default: artifacts folder)"),
+                   as_json: bool = JsonOption) -> None:
+    """Teacher-student perceptron pruning (Sorscher et al. 2022, Fig. 1): keep-hard vs keep-easy vs random."""
+    from flows.prune import perceptron_flow
+
+    store = open_store(db)
+    out = perceptron_flow(db=str(store.path), N=n_dim, alphas=_floats(alphas, "alphas"),
+                          fractions=_floats(fractions, "fractions"), seeds=list(range(seeds)), theta=theta,
+                          plot_path=None if plot is None else str(plot), progress=not as_json)
+    if as_json:
+        print_json(out)
+    else:
+        print_rows(out["table"], title=f"perceptron test error ({out['run_id']})")
+        console.print(f"plot: {out['plot']}; rows in perceptron_results (view perceptron_summary) of {out['db']}")
