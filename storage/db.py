@@ -15,6 +15,7 @@ import os
 import random
 import time
 import uuid
+from datetime import datetime, timezone
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -193,6 +194,17 @@ def one(cursor: duckdb.DuckDBPyConnection) -> tuple | None:
     """
     rows = cursor.fetchall()
     return rows[0] if rows else None
+
+
+def rows(cursor: duckdb.DuckDBPyConnection) -> list[dict]:
+    """All rows of an executed query as dicts keyed by column name."""
+    cols = [d[0] for d in cursor.description]
+    return [dict(zip(cols, r)) for r in cursor.fetchall()]
+
+
+def now() -> datetime:
+    """The time stored in TIMESTAMP columns: UTC, without a time zone."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 def insert_arrow(con: duckdb.DuckDBPyConnection, table: str, data: pa.Table) -> None:

@@ -14,36 +14,16 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 
-from storage.db import Store, one
+from storage.db import Store, now, one, rows
 from tasks.errors import WinnowError
 
-DDL: list[str] = [
-    """
-    CREATE TABLE IF NOT EXISTS embeddings (
-        embedding_id VARCHAR PRIMARY KEY,    -- '<source_hash[:16]>-<encoder_hash>'
-        source_id INTEGER NOT NULL,          -- the source version that first produced it
-        source_hash VARCHAR NOT NULL,        -- sources.content_hash
-        encoder_kind VARCHAR NOT NULL,       -- ssl_cnn | minilm | pca | column | raw
-        encoder_hash VARCHAR NOT NULL,       -- EncoderConfig.hash(): only the fields that shape the vectors
-        encoder_config JSON NOT NULL,        -- EncoderConfig.cache_json()
-        dim INTEGER NOT NULL,
-        n_rows BIGINT NOT NULL,
-        parquet_path VARCHAR NOT NULL,       -- relative to the database folder
-        weights_path VARCHAR,                -- fitted encoder state (.pt), NULL when nothing is fitted
-        info JSON,                           -- seconds, training loss, explained variance, ...
-        created_at TIMESTAMP NOT NULL,
-        UNIQUE (source_hash, encoder_hash)
-    )
-    """,
-]
 
 PARQUET_KIND = "embeddings"
 WEIGHTS_KIND = "encoders"
@@ -109,7 +89,7 @@ def save_embeddings(
     encoder_hash: str,
     encoder_config_json: str,
     vectors: np.ndarray,
-    weights: dict[str, torch.Tensor] | None = None,
+    weights: dict[str, Any] | None = None,
     info: dict[str, Any] | None = None,
 ) -> EmbeddingRecord:
     """Write vectors (and encoder weights) as side files and (re)register them in one transaction.
@@ -135,11 +115,13 @@ def save_embeddings(
     if weights is not None:
         staged = store.staging_dir() / f".{eid}.{uuid.uuid4().hex}.pt"
         try:
+            import torch  # only when an encoder has fitted state: listing embeddings must not import torch
+
             torch.save({k: v.detach().cpu().contiguous() for k, v in weights.items()}, staged)
             weights_path = store.adopt_file(staged, WEIGHTS_KIND, f"{eid}.pt")
         finally:
             staged.unlink(missing_ok=True)
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    created = now()
     with store.write() as con:
         con.execute("DELETE FROM embeddings WHERE source_hash = ? AND encoder_hash = ?", [source_hash, encoder_hash])
         con.execute(
@@ -147,10 +129,10 @@ def save_embeddings(
             "dim, n_rows, parquet_path, weights_path, info, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [eid, int(source_id), source_hash, encoder_kind, encoder_hash, encoder_config_json,
              int(vectors.shape[1]), int(vectors.shape[0]), parquet_path, weights_path,
-             json.dumps(info or {}, default=str), now],
+             json.dumps(info or {}, default=str), created],
         )
     return EmbeddingRecord(eid, int(source_id), source_hash, encoder_kind, encoder_hash, int(vectors.shape[1]),
-                           int(vectors.shape[0]), parquet_path, weights_path, dict(info or {}), now)
+                           int(vectors.shape[0]), parquet_path, weights_path, dict(info or {}), created)
 
 
 def find_embeddings(store: Store, source_hash: str, encoder_hash: str) -> EmbeddingRecord | None:
@@ -181,13 +163,15 @@ def load_embeddings(store: Store, record: EmbeddingRecord) -> tuple[np.ndarray, 
     return table.column("row_index").to_numpy().astype(np.int64, copy=False), vectors.astype(np.float32, copy=False)
 
 
-def load_encoder_weights(store: Store, record: EmbeddingRecord) -> dict[str, torch.Tensor] | None:
+def load_encoder_weights(store: Store, record: EmbeddingRecord) -> dict[str, Any] | None:
     """The fitted encoder state saved with the embeddings (``weights_only=True``), or None."""
     if record.weights_path is None:
         return None
     path = store.resolve(record.weights_path)
     if not path.exists():
         raise WinnowError(f"encoder weights file missing: {path}")
+    import torch
+
     return torch.load(path, weights_only=True)
 
 
@@ -199,5 +183,4 @@ def list_embeddings(store: Store) -> list[dict[str, Any]]:
             "e.parquet_path, e.weights_path, e.created_at FROM embeddings e LEFT JOIN sources s USING (source_id) "
             "ORDER BY e.created_at DESC"
         )
-        cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, r)) for r in cur.fetchall()]
+        return rows(cur)

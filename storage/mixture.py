@@ -27,131 +27,6 @@ MIXTURE_TABLES = (
     "predictor_validation", "mixture_extrapolations", "mixture_selections",
 )
 
-DDL: list[str] = [
-    """
-    CREATE TABLE IF NOT EXISTS mixture_pools (
-        run_id VARCHAR NOT NULL,
-        pool_index INTEGER NOT NULL,
-        pool VARCHAR NOT NULL,
-        source VARCHAR NOT NULL,
-        n_rows BIGINT NOT NULL,
-        class_counts JSON NOT NULL,          -- {label name: rows}
-        PRIMARY KEY (run_id, pool_index)
-    )
-    """,
-    """
-    CREATE TABLE IF NOT EXISTS ot_distances (
-        run_id VARCHAR NOT NULL,
-        sweep VARCHAR NOT NULL,              -- weighted | weighted-exact | resample ...
-        mixture_id INTEGER NOT NULL,
-        p DOUBLE[] NOT NULL,
-        solver VARCHAR NOT NULL,
-        reg DOUBLE NOT NULL,                 -- entropic epsilon (0 = exact)
-        n INTEGER,                           -- examples per mixture (resample mode); NULL = weighted union
-        value DOUBLE NOT NULL,
-        grad DOUBLE[],                       -- dOT/dp_i (weighted mode), NULL in resample mode
-        seconds DOUBLE NOT NULL,
-        n_iter INTEGER NOT NULL,
-        PRIMARY KEY (run_id, sweep, mixture_id)
-    )
-    """,
-    """
-    CREATE TABLE IF NOT EXISTS ot_sweeps (
-        run_id VARCHAR NOT NULL,
-        sweep VARCHAR NOT NULL,
-        solver VARCHAR NOT NULL,
-        mode VARCHAR NOT NULL,               -- kernel-float32 | kernel-float64 | log-... | emd | resample-nN
-        reg DOUBLE NOT NULL,
-        n_mixtures INTEGER NOT NULL,
-        setup_seconds DOUBLE NOT NULL,
-        total_seconds DOUBLE NOT NULL,
-        PRIMARY KEY (run_id, sweep)
-    )
-    """,
-    """
-    CREATE TABLE IF NOT EXISTS pilot_results (
-        run_id VARCHAR NOT NULL,
-        kind VARCHAR NOT NULL,               -- pilot | target (real trainings at the target N)
-        mixture_id INTEGER NOT NULL,         -- grid index; -1 = the selected mixture
-        p DOUBLE[] NOT NULL,
-        n INTEGER NOT NULL,
-        rep INTEGER NOT NULL,
-        seed UBIGINT NOT NULL,
-        metric VARCHAR NOT NULL,
-        value DOUBLE NOT NULL,
-        seconds DOUBLE NOT NULL,
-        PRIMARY KEY (run_id, kind, mixture_id, n, rep)
-    )
-    """,
-    """
-    CREATE TABLE IF NOT EXISTS predictor_fits (
-        run_id VARCHAR NOT NULL,
-        n INTEGER NOT NULL,
-        form VARCHAR NOT NULL,
-        coefficients JSON NOT NULL,          -- {name: value}
-        ridge DOUBLE NOT NULL,
-        train_rmse DOUBLE NOT NULL,
-        chosen BOOLEAN NOT NULL,             -- the form that validated best (the default predictor)
-        PRIMARY KEY (run_id, n, form)
-    )
-    """,
-    """
-    CREATE TABLE IF NOT EXISTS predictor_validation (
-        run_id VARCHAR NOT NULL,
-        n INTEGER NOT NULL,
-        form VARCHAR NOT NULL,
-        split VARCHAR NOT NULL,              -- projektor (p2 >= 0.5 held out) | random
-        mae DOUBLE NOT NULL,
-        rmse DOUBLE NOT NULL,
-        r2 DOUBLE,
-        n_train INTEGER NOT NULL,
-        n_test INTEGER NOT NULL,
-        PRIMARY KEY (run_id, n, form, split)
-    )
-    """,
-    """
-    CREATE TABLE IF NOT EXISTS mixture_extrapolations (
-        run_id VARCHAR NOT NULL,
-        mixture_id INTEGER NOT NULL,
-        p DOUBLE[] NOT NULL,
-        n_target INTEGER NOT NULL,
-        method VARCHAR NOT NULL,             -- power_law | log_n_map | naive_largest_pilot
-        basis VARCHAR NOT NULL,              -- pilots (measured medians) | predictor (stage-1 predictions)
-        predicted DOUBLE NOT NULL,
-        measured DOUBLE,                     -- median accuracy of real trainings at n_target (NULL if none)
-        PRIMARY KEY (run_id, mixture_id, method, basis)
-    )
-    """,
-    """
-    CREATE TABLE IF NOT EXISTS mixture_selections (
-        run_id VARCHAR PRIMARY KEY,
-        p DOUBLE[] NOT NULL,
-        n_target INTEGER NOT NULL,
-        form VARCHAR NOT NULL,
-        extrapolation VARCHAR NOT NULL,
-        predicted DOUBLE NOT NULL,
-        predicted_lo DOUBLE,
-        predicted_hi DOUBLE,
-        measured DOUBLE,                     -- real trainings of the chosen p at n_target
-        best_grid_p DOUBLE[],
-        best_grid_measured DOUBLE,
-        regret DOUBLE,                       -- best_grid_measured - measured
-        best_pilot_grid_p DOUBLE[],          -- best grid point by measured pilots at the largest N
-        pilot_pick_regret DOUBLE,
-        path JSON NOT NULL                   -- iterates of the winning start
-    )
-    """,
-    """
-    CREATE OR REPLACE VIEW mixture_surface AS
-    SELECT r.run_id, r.n, r.mixture_id, r.p, median(r.value) AS accuracy, stddev_samp(r.value) AS accuracy_std,
-           count(*) AS reps, any_value(o.value) AS ot
-    FROM pilot_results r
-    LEFT JOIN ot_distances o ON o.run_id = r.run_id AND o.mixture_id = r.mixture_id AND o.sweep = 'weighted'
-    WHERE r.kind = 'pilot'
-    GROUP BY r.run_id, r.n, r.mixture_id, r.p
-    """,
-]
-
 
 def _f(x: float) -> float | None:
     return None if x is None or not np.isfinite(x) else float(x)
@@ -173,9 +48,9 @@ def _tables(o: MixtureOutcome, run_id: str) -> dict[str, pa.Table]:
         for g in range(len(s.values)):
             grad = None if np.isnan(s.grads[g]).any() else _plist(s.grads[g])
             t["ot_distances"].append(dict(run_id=run_id, sweep=rec.label, mixture_id=g, p=_plist(s.grid[g]), solver=s.solver,
-                                          reg=float(s.reg), n=rec.n, value=float(s.values[g]), grad=grad,
+                                          reg=float(s.reg if s.regs is None else s.regs[g]), n=rec.n, value=float(s.values[g]), grad=grad,
                                           seconds=float(s.seconds[g]), n_iter=int(s.n_iter[g])))
-    for kind, rows in (("pilot", o.pilots), ("target", o.target_runs)):
+    for kind, rows in (("pilot", o.pilots), ("target", o.target_runs), *o.final_runs.items()):
         for r in rows:
             t["pilot_results"].append(dict(run_id=run_id, kind=kind, mixture_id=r.mixture_id, p=_plist(r.p), n=r.n, rep=r.rep,
                                            seed=int(r.seed), metric="accuracy", value=float(r.accuracy), seconds=float(r.seconds)))
@@ -215,18 +90,6 @@ def _rows(store: Store, sql: str, params: list[Any]) -> list[dict]:
 
 def load_pilot_results(store: Store, run_id: str, kind: str = "pilot") -> list[dict]:
     return _rows(store, "SELECT * FROM pilot_results WHERE run_id = ? AND kind = ? ORDER BY n, mixture_id, rep", [run_id, kind])
-
-
-def load_ot_distances(store: Store, run_id: str, sweep: str = "weighted") -> list[dict]:
-    return _rows(store, "SELECT * FROM ot_distances WHERE run_id = ? AND sweep = ? ORDER BY mixture_id", [run_id, sweep])
-
-
-def load_predictor_fits(store: Store, run_id: str) -> list[dict]:
-    return _rows(store, "SELECT * FROM predictor_fits WHERE run_id = ? ORDER BY n, form", [run_id])
-
-
-def load_validation(store: Store, run_id: str) -> list[dict]:
-    return _rows(store, "SELECT * FROM predictor_validation WHERE run_id = ? ORDER BY split, n, mae", [run_id])
 
 
 def load_selection(store: Store, run_id: str) -> dict | None:

@@ -2,6 +2,9 @@
 
 Every save is idempotent: delete the run's rows, then insert, in one transaction (a rerun of the same
 config replaces them). Bulk rows go in as registered Arrow tables, never as formatted SQL.
+:func:`save_prune` stores a whole :class:`~tasks.prune.outcome.PruneOutcome`: ranked selections and
+de-duplication selections alike (policy ``dedup``, one per threshold, members = the kept rows), so
+``winnow export`` works on both and :func:`load_removed` gives the rows a de-duplication removed.
 
 Views
 -----
@@ -14,20 +17,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 
-from storage.db import Store, one
+from storage.db import Store, replace_run_rows
 from tasks.errors import WinnowError
 
+if TYPE_CHECKING:  # the outcome type only: reading selections must not import torch
+    from tasks.prune.outcome import PruneOutcome
+
 __all__ = [
-    "DDL",
     "PRUNE_TABLES",
     "SelectionHeader",
+    "save_prune",
     "save_prune_results",
+    "load_removed",
     "save_perceptron",
     "list_selections",
     "load_selection",
@@ -37,111 +44,6 @@ __all__ = [
     "load_scores",
 ]
 
-DDL: list[str] = [
-    """
-    CREATE TABLE IF NOT EXISTS scores (
-        run_id VARCHAR NOT NULL,
-        source_id INTEGER NOT NULL,
-        example_id BIGINT NOT NULL,
-        metric VARCHAR NOT NULL,
-        seed INTEGER NOT NULL,
-        score DOUBLE NOT NULL,              -- higher = harder
-        group_key INTEGER                   -- cluster (label-free metrics) or class (supervised)
-    )
-    """,
-    """
-    CREATE TABLE IF NOT EXISTS selections (
-        run_id VARCHAR NOT NULL,
-        selection_id VARCHAR NOT NULL,      -- '<run_id>:<source>:<metric>:<policy>:<budget>'
-        source_id INTEGER NOT NULL,
-        source_name VARCHAR NOT NULL,
-        metric VARCHAR NOT NULL,
-        policy VARCHAR NOT NULL,            -- as requested (hard | easy | auto | ccs | random)
-        resolved_policy VARCHAR NOT NULL,   -- what ran (auto -> hard | easy)
-        balance VARCHAR NOT NULL,
-        fraction DOUBLE NOT NULL,           -- n_kept / n_pool
-        budget_spec VARCHAR NOT NULL,       -- 'f=0.3' or 'n=1000'
-        n_pool BIGINT NOT NULL,
-        n_kept BIGINT NOT NULL,
-        reason VARCHAR NOT NULL,            -- how the rows were chosen (auto: which branch and why)
-        created_at TIMESTAMP NOT NULL
-    )
-    """,
-    """
-    CREATE TABLE IF NOT EXISTS selection_members (
-        run_id VARCHAR NOT NULL,
-        selection_id VARCHAR NOT NULL,
-        example_id BIGINT NOT NULL,
-        source_id INTEGER NOT NULL,
-        row_index BIGINT NOT NULL
-    )
-    """,
-    """
-    CREATE TABLE IF NOT EXISTS pruning_curve (
-        run_id VARCHAR NOT NULL,
-        source_id INTEGER NOT NULL,
-        metric VARCHAR NOT NULL,            -- 'full' for the all-rows probe
-        policy VARCHAR NOT NULL,
-        resolved_policy VARCHAR NOT NULL,
-        fraction DOUBLE NOT NULL,
-        seed INTEGER NOT NULL,
-        n_kept BIGINT NOT NULL,
-        accuracy DOUBLE NOT NULL
-    )
-    """,
-    """
-    CREATE TABLE IF NOT EXISTS semdedup_report (
-        run_id VARCHAR NOT NULL,
-        source_id INTEGER NOT NULL,
-        eps DOUBLE NOT NULL,
-        n_pool BIGINT NOT NULL,
-        n_removed BIGINT NOT NULL
-    )
-    """,
-    """
-    CREATE TABLE IF NOT EXISTS perceptron_results (
-        run_id VARCHAR NOT NULL,
-        n_dim INTEGER NOT NULL,
-        theta DOUBLE NOT NULL,
-        alpha_tot DOUBLE NOT NULL,
-        fraction DOUBLE NOT NULL,
-        policy VARCHAR NOT NULL,
-        seed INTEGER NOT NULL,
-        n_train BIGINT NOT NULL,
-        n_kept BIGINT NOT NULL,
-        test_error DOUBLE NOT NULL
-    )
-    """,
-    """
-    CREATE OR REPLACE VIEW latest_selection AS
-    WITH ranked AS (
-        SELECT *, row_number() OVER (
-            PARTITION BY source_id, metric, policy, budget_spec ORDER BY created_at DESC, selection_id
-        ) AS rn
-        FROM selections
-    )
-    SELECT r.selection_id, r.run_id, r.source_name, r.metric, r.policy, r.resolved_policy, r.fraction,
-           m.example_id, m.source_id, m.row_index
-    FROM ranked r JOIN selection_members m ON m.run_id = r.run_id AND m.selection_id = r.selection_id
-    WHERE r.rn = 1
-    """,
-    """
-    CREATE OR REPLACE VIEW pruning_curve_summary AS
-    SELECT run_id, source_id, metric, policy, fraction,
-           string_agg(DISTINCT resolved_policy, ',') AS resolved_policy,
-           avg(accuracy) AS mean_accuracy, coalesce(stddev_pop(accuracy), 0) AS std_accuracy,
-           count(*) AS n_seeds, avg(n_kept) AS n_kept
-    FROM pruning_curve
-    GROUP BY run_id, source_id, metric, policy, fraction
-    """,
-    """
-    CREATE OR REPLACE VIEW perceptron_summary AS
-    SELECT run_id, n_dim, theta, alpha_tot, fraction, policy,
-           avg(test_error) AS mean_error, coalesce(stddev_pop(test_error), 0) AS std_error, count(*) AS n_seeds
-    FROM perceptron_results
-    GROUP BY run_id, n_dim, theta, alpha_tot, fraction, policy
-    """,
-]
 
 PRUNE_TABLES = ("scores", "selections", "selection_members", "pruning_curve", "semdedup_report")
 
@@ -168,16 +70,10 @@ def _now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
-def _insert(con: duckdb.DuckDBPyConnection, table: str, data: pa.Table | None, columns: list[str]) -> None:
-    if data is None or data.num_rows == 0:
-        return
-    name = f"_winnow_{table}_rows"
-    con.register(name, data)
-    try:
-        cols = ", ".join(columns)
-        con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {name}")
-    finally:
-        con.unregister(name)
+def _with_run(t: pa.Table | None, run_id: str) -> pa.Table | None:
+    if t is None:
+        return None
+    return t.append_column("run_id", pa.array([run_id] * t.num_rows, pa.string()))
 
 
 def save_prune_results(
@@ -189,7 +85,7 @@ def save_prune_results(
     members: pa.Table | None,
     curve: pa.Table | None = None,
     semdedup: pa.Table | None = None,
-) -> None:
+) -> dict[str, int]:
     """Replace everything the prune stage stored for ``run_id`` in one transaction.
 
     Parameters
@@ -201,51 +97,97 @@ def save_prune_results(
     """
     ids = [s.selection_id for s in selections]
     if len(set(ids)) != len(ids):
-        raise WinnowError("duplicate selection ids in one prune run")
+        raise ValueError("duplicate selection ids in one prune run")
     created = _now()
-    with store.write() as con:
-        for table in PRUNE_TABLES:
-            con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+    tables: dict[str, pa.Table | None] = {"scores": _with_run(scores, run_id)}
+    if selections:
+        tables["selections"] = pa.table({
+            "run_id": [run_id] * len(selections),
+            "selection_id": ids,
+            "source_id": pa.array([s.source_id for s in selections], pa.int32()),
+            "source_name": [s.source_name for s in selections],
+            "metric": [s.metric for s in selections],
+            "policy": [s.policy for s in selections],
+            "resolved_policy": [s.resolved_policy for s in selections],
+            "balance": [s.balance for s in selections],
+            "fraction": [float(s.fraction) for s in selections],
+            "budget_spec": [s.budget_spec for s in selections],
+            "n_pool": [int(s.n_pool) for s in selections],
+            "n_kept": [int(s.n_kept) for s in selections],
+            "reason": [s.reason for s in selections],
+            "created_at": pa.array([created] * len(selections), pa.timestamp("us")),
+        })
+    tables["selection_members"] = _with_run(members, run_id)
+    tables["pruning_curve"] = _with_run(curve, run_id)
+    tables["semdedup_report"] = _with_run(semdedup, run_id)
+    return replace_run_rows(store, run_id, PRUNE_TABLES, {k: v for k, v in tables.items() if v is not None})
 
-        def with_run(t: pa.Table | None) -> pa.Table | None:
-            if t is None:
-                return None
-            return t.append_column("run_id", pa.array([run_id] * t.num_rows, pa.string()))
 
-        _insert(con, "scores", with_run(scores),
-                ["run_id", "source_id", "example_id", "metric", "seed", "score", "group_key"])
-        if selections:
-            head = pa.table({
-                "run_id": [run_id] * len(selections),
-                "selection_id": ids,
-                "source_id": [s.source_id for s in selections],
-                "source_name": [s.source_name for s in selections],
-                "metric": [s.metric for s in selections],
-                "policy": [s.policy for s in selections],
-                "resolved_policy": [s.resolved_policy for s in selections],
-                "balance": [s.balance for s in selections],
-                "fraction": [float(s.fraction) for s in selections],
-                "budget_spec": [s.budget_spec for s in selections],
-                "n_pool": [int(s.n_pool) for s in selections],
-                "n_kept": [int(s.n_kept) for s in selections],
-                "reason": [s.reason for s in selections],
-                "created_at": pa.array([created] * len(selections), pa.timestamp("us")),
-            })
-            _insert(con, "selections", head, list(head.column_names))
-        _insert(con, "selection_members", with_run(members),
-                ["run_id", "selection_id", "example_id", "source_id", "row_index"])
-        _insert(con, "pruning_curve", with_run(curve),
-                ["run_id", "source_id", "metric", "policy", "resolved_policy", "fraction", "seed", "n_kept", "accuracy"])
-        _insert(con, "semdedup_report", with_run(semdedup),
-                ["run_id", "source_id", "eps", "n_pool", "n_removed"])
+_CURVE_SCHEMA = pa.schema([("source_id", pa.int32()), ("metric", pa.string()), ("policy", pa.string()),
+                           ("resolved_policy", pa.string()), ("fraction", pa.float64()), ("seed", pa.int32()),
+                           ("n_kept", pa.int64()), ("accuracy", pa.float64())])
+_SEMDEDUP_SCHEMA = pa.schema([("source_id", pa.int32()), ("eps", pa.float64()), ("n_pool", pa.int64()),
+                              ("n_removed", pa.int64())])
+
+
+def _members(sid: str, source_id: int, ids: np.ndarray, rows: np.ndarray) -> pa.Table:
+    k = ids.size
+    return pa.table({"selection_id": pa.array([sid] * k, pa.string()), "example_id": pa.array(ids),
+                     "source_id": pa.array(np.full(k, source_id, dtype=np.int32)), "row_index": pa.array(rows)})
+
+
+def save_prune(store: Store, run_id: str, outcome: "PruneOutcome") -> dict[str, int]:
+    """Replace the run's rows in every prune table with ``outcome`` (one transaction); rows per table.
+
+    Selection ids are ``<run_id>:<source>:<metric>:<policy>:<budget>``; a de-duplication's policy
+    is ``dedup`` and its budget the threshold's spec (``rel=0.25``, ``eps=0.01``, ``exact``).
+    """
+    scores, headers, members, curve, sem = [], [], [], [], []
+    for so in outcome.sources:
+        res, ids, rows = so.result, so.example_ids, so.row_index
+        for m, ms in res.scores.items():
+            n = ms.scores.shape[0]
+            scores.append(pa.table({
+                "source_id": pa.array(np.full(n, so.source_id, dtype=np.int32)),
+                "example_id": pa.array(ids),
+                "metric": pa.array([m] * n, pa.string()),
+                "seed": pa.array(np.full(n, outcome.seed, dtype=np.int32)),
+                "score": pa.array(ms.scores.astype(np.float64)),
+                "group_key": pa.array(ms.groups.astype(np.int32)) if ms.groups is not None else pa.nulls(n, pa.int32()),
+            }))
+        for rs in res.selections:
+            sel = rs.selection
+            sid = f"{run_id}:{so.name}:{rs.metric}:{rs.policy}:{rs.spec}"
+            headers.append(SelectionHeader(sid, so.source_id, so.name, rs.metric, rs.policy, sel.resolved_policy,
+                                           sel.balance, sel.fraction, rs.spec, sel.n, sel.budget, sel.reason))
+            members.append(_members(sid, so.source_id, ids[sel.indices], rows[sel.indices]))
+        for d in res.dedup:
+            sid = f"{run_id}:{so.name}:{d.method}:dedup:{d.spec}"
+            kept = np.flatnonzero(d.keep)
+            reason = f"{d.reason}; removed {d.n_removed} of {d.n} ({d.n_removed / d.n:.1%})"
+            headers.append(SelectionHeader(sid, so.source_id, so.name, d.method, "dedup", "dedup", "none",
+                                           kept.size / d.n, d.spec, d.n, kept.size, reason))
+            members.append(_members(sid, so.source_id, ids[kept], rows[kept]))
+            if d.eps is not None:
+                sem.append({"source_id": so.source_id, "eps": d.eps, "n_pool": d.n, "n_removed": d.n_removed})
+        if res.curve is not None:
+            curve += [{"source_id": so.source_id, "metric": p.metric, "policy": p.policy,
+                       "resolved_policy": p.resolved_policy, "fraction": p.fraction, "seed": p.seed,
+                       "n_kept": p.n_kept, "accuracy": p.accuracy} for p in res.curve.points]
+    sem = list({(r["source_id"], r["eps"]): r for r in sem}.values())  # two specs may resolve to one eps
+    return save_prune_results(
+        store, run_id,
+        scores=pa.concat_tables(scores) if scores else None,
+        selections=headers,
+        members=pa.concat_tables(members) if members else None,
+        curve=pa.Table.from_pylist(curve, schema=_CURVE_SCHEMA) if curve else None,
+        semdedup=pa.Table.from_pylist(sem, schema=_SEMDEDUP_SCHEMA) if sem else None,
+    )
 
 
 def save_perceptron(store: Store, run_id: str, rows: pa.Table) -> None:
     """Replace the perceptron rows of ``run_id``; columns as in the ``perceptron_results`` table."""
-    with store.write() as con:
-        con.execute("DELETE FROM perceptron_results WHERE run_id = ?", [run_id])
-        _insert(con, "perceptron_results", rows.append_column("run_id", pa.array([run_id] * rows.num_rows, pa.string())),
-                ["run_id", "n_dim", "theta", "alpha_tot", "fraction", "policy", "seed", "n_train", "n_kept", "test_error"])
+    replace_run_rows(store, run_id, ["perceptron_results"], {"perceptron_results": _with_run(rows, run_id)})
 
 
 def _dicts(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
@@ -295,6 +237,23 @@ def load_selection(store: Store, selection_id: str) -> tuple[dict[str, Any], pa.
     return head, members
 
 
+def load_removed(store: Store, selection_id: str) -> pa.Table:
+    """The pool rows a selection left out (example_id, source_id, row_index; by example_id).
+
+    For a de-duplication (policy ``dedup``) these are the removed duplicates. The pool is the
+    selection's source's ``train`` rows, as in the prune stage. ``selection_id`` as in
+    :func:`load_selection`.
+    """
+    head, _ = load_selection(store, selection_id)
+    with store.read() as con:
+        return con.sql(
+            "SELECT e.example_id, e.source_id, e.row_index FROM examples e "
+            "WHERE e.source_id = ? AND e.split = 'train' AND NOT EXISTS ("
+            "  SELECT 1 FROM selection_members m WHERE m.run_id = ? AND m.selection_id = ? "
+            "  AND m.example_id = e.example_id) ORDER BY e.example_id",
+            params=[head["source_id"], head["run_id"], head["selection_id"]]).to_arrow_table()
+
+
 def load_scores(store: Store, run_id: str, metric: str | None = None) -> pa.Table:
     with store.read() as con:
         if metric is None:
@@ -320,13 +279,3 @@ def load_perceptron_summary(store: Store, run_id: str) -> list[dict[str, Any]]:
     with store.read() as con:
         return _dicts(con.execute(
             "SELECT * FROM perceptron_summary WHERE run_id = ? ORDER BY alpha_tot, fraction DESC, policy", [run_id]))
-
-
-def count_rows(store: Store, table: str, run_id: str | None = None) -> int:
-    """Rows in one of this module's tables (optionally of a run) — for tests and summaries."""
-    if table not in PRUNE_TABLES + ("perceptron_results",):
-        raise WinnowError(f"{table!r} is not a prune table")
-    with store.read() as con:
-        if run_id is None:
-            return int(one(con.execute(f"SELECT count(*) FROM {table}"))[0])
-        return int(one(con.execute(f"SELECT count(*) FROM {table} WHERE run_id = ?", [run_id]))[0])

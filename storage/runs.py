@@ -5,14 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
-from storage.db import Store, one
+from storage.db import Store, now, one, rows
 from tasks.errors import WinnowError
 
 RUN_TABLES_QUERY = """
@@ -47,10 +46,6 @@ def code_version() -> str:
     return f"{v}+{sha}" if sha else v
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
 def start_run(store: Store, run_id: str, flow: str, name: str, config_json: str, prefect_flow_run_id: str | None) -> None:
     """Insert or reset the run row to status 'running' (a rerun keeps the same id)."""
     with store.write() as con:
@@ -58,7 +53,7 @@ def start_run(store: Store, run_id: str, flow: str, name: str, config_json: str,
         con.execute(
             "INSERT INTO runs (run_id, flow, name, config, config_hash, code_version, status, started_at, prefect_flow_run_id) "
             "VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?)",
-            [run_id, flow, name, config_json, run_id.rsplit("-", 1)[-1], code_version(), _now(), prefect_flow_run_id],
+            [run_id, flow, name, config_json, run_id.rsplit("-", 1)[-1], code_version(), now(), prefect_flow_run_id],
         )
 
 
@@ -66,18 +61,13 @@ def finish_run(store: Store, run_id: str, status: str, summary: dict[str, Any] |
     with store.write() as con:
         con.execute(
             "UPDATE runs SET status = ?, finished_at = ?, summary = ?, error = ? WHERE run_id = ?",
-            [status, _now(), json.dumps(summary, default=str) if summary is not None else None, error, run_id],
+            [status, now(), json.dumps(summary, default=str) if summary is not None else None, error, run_id],
         )
-
-
-def _rows(cur: duckdb.DuckDBPyConnection) -> list[dict]:
-    cols = [d[0] for d in cur.description]
-    return [dict(zip(cols, r)) for r in cur.fetchall()]
 
 
 def list_runs(store: Store, limit: int = 50) -> list[dict]:
     with store.read() as con:
-        return _rows(con.execute(
+        return rows(con.execute(
             "SELECT run_id, flow, name, status, started_at, finished_at, "
             "round(epoch(finished_at) - epoch(started_at), 1) AS seconds, prefect_flow_run_id "
             "FROM runs ORDER BY started_at DESC LIMIT ?", [limit]))
@@ -86,13 +76,13 @@ def list_runs(store: Store, limit: int = 50) -> list[dict]:
 def show_run(store: Store, run_id: str) -> dict:
     """The run row, its sources and the number of rows it owns in every table keyed by run_id."""
     with store.read() as con:
-        runs = _rows(con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id]))
+        runs = rows(con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id]))
         if not runs:
             near = [r[0] for r in con.execute("SELECT run_id FROM runs WHERE run_id LIKE ? LIMIT 5", [f"%{run_id}%"]).fetchall()]
             hint = f" (did you mean: {', '.join(near)})" if near else " (see `winnow runs`)"
             raise WinnowError(f"no run {run_id!r}{hint}")
         run = runs[0]
-        run["sources"] = _rows(con.execute(
+        run["sources"] = rows(con.execute(
             "SELECT s.source_id, s.name, s.version, s.n_rows FROM run_sources r JOIN sources s USING (source_id) "
             "WHERE r.run_id = ? ORDER BY s.name", [run_id]))
         counts = {}
@@ -104,7 +94,7 @@ def show_run(store: Store, run_id: str) -> dict:
         return run
 
 
-def delete_run_rows(con: duckdb.DuckDBPyConnection, table: str, run_id: str) -> None:
+def delete_runrows(con: duckdb.DuckDBPyConnection, table: str, run_id: str) -> None:
     """Delete a run's rows from one table (the first half of an idempotent delete-then-insert)."""
     con.execute(f'DELETE FROM "{table}" WHERE run_id = ?', [run_id])
 
@@ -123,7 +113,7 @@ def delete_run(store: Store, run_id: str, drop_sources: list[int] = ()) -> None:
     files: list[str] = []
     with store.write() as con:
         for (table,) in con.execute(RUN_TABLES_QUERY).fetchall():
-            delete_run_rows(con, table, run_id)
+            delete_runrows(con, table, run_id)
         con.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
         for sid in drop_sources:
             if one(con.execute("SELECT count(*) FROM run_sources WHERE source_id = ?", [sid]))[0]:

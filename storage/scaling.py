@@ -13,53 +13,6 @@ from datetime import datetime, timezone
 
 from storage.db import Store
 
-DDL: list[str] = [
-    """
-    CREATE TABLE IF NOT EXISTS fits (
-        run_id VARCHAR NOT NULL,
-        fit_key VARCHAR NOT NULL,            -- what was fitted: a mixture name, or the CSV's y column
-        form VARCHAR NOT NULL,
-        formula VARCHAR NOT NULL,
-        x_col VARCHAR NOT NULL,
-        x2_col VARCHAR,
-        y_col VARCHAR NOT NULL,
-        space VARCHAR NOT NULL,              -- 'error' (1 - accuracy), 'loss' or 'as given'
-        n_points INTEGER NOT NULL,
-        n_groups INTEGER NOT NULL,
-        n_starts INTEGER NOT NULL,
-        loss DOUBLE NOT NULL,                -- summed Huber loss on log residuals at the optimum
-        stable BOOLEAN NOT NULL,
-        warning VARCHAR,
-        params JSON NOT NULL,                -- {name: value}
-        param_ci JSON NOT NULL,              -- {name: [lo, hi]} run-bootstrap percentile (approximate)
-        bootstrap INTEGER NOT NULL,
-        level DOUBLE NOT NULL,
-        holdout_largest INTEGER NOT NULL,
-        holdout_are DOUBLE,
-        holdout_rmsle DOUBLE,
-        baseline_are JSON,                   -- {last_value: .., best_small: ..} on the same held-out points
-        beats_baseline BOOLEAN,
-        selection VARCHAR,                   -- form 'auto': why this form
-        plot_path VARCHAR,
-        created_at TIMESTAMP NOT NULL,
-        PRIMARY KEY (run_id, fit_key)
-    )
-    """,
-    """
-    CREATE TABLE IF NOT EXISTS predictions (
-        run_id VARCHAR NOT NULL,
-        fit_key VARCHAR NOT NULL,
-        kind VARCHAR NOT NULL,               -- 'target' (requested size) or 'holdout' (validation point)
-        x DOUBLE NOT NULL,
-        x2 DOUBLE,
-        y_pred DOUBLE,
-        y_lo DOUBLE,
-        y_hi DOUBLE,
-        y_obs DOUBLE,
-        level DOUBLE
-    )
-    """,
-]
 
 FIT_COLUMNS = (
     "run_id", "fit_key", "form", "formula", "x_col", "x2_col", "y_col", "space", "n_points", "n_groups",

@@ -1,8 +1,6 @@
-"""The versioned schema: one list of migrations, applied in order, version stored in the file.
-
-Each stage module declares its tables in ``DDL``; version 1 is all of them. A later change appends a
-migration (a list of statements) to :data:`MIGRATIONS` — never edit a released one. A file whose
-version is higher than :data:`SCHEMA_VERSION` was written by a newer winnow and is refused.
+"""The versioned schema: the frozen migrations of :mod:`storage.migrations`, applied in order, version
+stored in the file. A file whose version is higher than :data:`SCHEMA_VERSION` was written by a newer
+winnow and is refused untouched.
 """
 
 from __future__ import annotations
@@ -11,14 +9,10 @@ from pathlib import Path
 
 import duckdb
 
-from storage import core, embeddings, mixture, plan, prune, scaling
 from storage.db import one
+from storage.migrations import MIGRATIONS
 from tasks.errors import SchemaTooNewError
 
-MIGRATIONS: dict[int, list[str]] = {
-    1: core.DDL + embeddings.DDL + prune.DDL + mixture.DDL + scaling.DDL,
-    2: plan.DDL,  # the joint planner's tables
-}
 SCHEMA_VERSION = max(MIGRATIONS)
 
 _META = "CREATE TABLE IF NOT EXISTS winnow_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)"

@@ -6,14 +6,13 @@ from collections import OrderedDict
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 
-from storage.db import Store, one
+from storage.db import Store, now, one, rows
 from tasks.data import SourceData, example_ids_for
 from tasks.errors import WinnowError
 from tasks.ingest import StagedSource
@@ -62,7 +61,7 @@ def register_source(con: duckdb.DuckDBPyConnection, store: Store, staged: Staged
                 source_id, staged.name, version, staged.kind, staged.uri, staged.content_hash, staged.n_rows,
                 staged.n_train, staged.n_test, staged.n_features, staged.label_column, staged.label_names,
                 list(staged.image_shape) if staged.image_shape else None, json.dumps(staged.schema),
-                json.dumps(staged.options), rel, datetime.now(timezone.utc).replace(tzinfo=None),
+                json.dumps(staged.options), rel, now(),
             ],
         )
         con.execute(
@@ -104,8 +103,7 @@ def list_sources(store: Store) -> list[dict]:
             "SELECT source_id, name, version, kind, n_rows, n_train, n_test, n_features, label_names, "
             "image_shape, content_hash, uri, ingested_at FROM sources ORDER BY name, version DESC"
         )
-        cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, r)) for r in cur.fetchall()]
+        return rows(cur)
 
 
 def source_row(con: duckdb.DuckDBPyConnection, name: str, version: int | None = None) -> dict:
