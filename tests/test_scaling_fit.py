@@ -189,13 +189,16 @@ def test_tool_says_when_no_form_beats_the_last_value():
 
 
 def test_auto_choice_is_by_held_out_error_and_skips_forms_with_too_few_points():
-    x = np.geomspace(10, 1e6, 7)
+    x = np.geomspace(10, 1e6, 6)
     y = m2_curve(x) * np.exp(np.random.default_rng(0).normal(0, 0.003, x.size))
     rep = fit_report(x, y, form="auto", holdout_largest=2, candidates=["m1", "m2", "bnsl"])
     sel = rep.selection
-    assert "only 5 data point" in sel.validations["bnsl"].error  # 6 parameters, 5 training points
-    ranked = sorted((v.are, n) for n, v in sel.validations.items() if v.error is None)
-    assert sel.form == ranked[0][1] == rep.fit.form
+    # 6 parameters, 4 training points + 1 exponent prior: still too few
+    assert "only 4 data point" in sel.validations["bnsl"].error
+    assert set(sel.validations) == {"m1", "m2", "bnsl", "last_value", "best_small"}  # naive forecasts compete
+    ranked = sorted((v.rmsle, n) for n, v in sel.validations.items() if v.error is None)
+    assert sel.form == ranked[0][1] == rep.predictor == rep.fit.form
+    assert [r[0] for r in sel.ranking()][: len(ranked)] == [n for _, n in ranked]
     with pytest.raises(WinnowError, match="holdout_largest >= 1"):
         fit_report(x, y, form="auto", holdout_largest=0)
 

@@ -426,10 +426,16 @@ class MultiStartFit:
     seconds: float
     n_evals: int
     status_counts: dict[str, int] = field(default_factory=dict)
+    near_theta: Array | None = None  # (k, p) fit coordinates of the near-best solutions (best first)
+    unpinned: tuple[str, ...] = ()  # parameters whose near-best spread exceeds spread_tol
+    prior: dict[str, tuple[float, float]] | None = None  # Gaussian prior used, {name: (mean, sd)} in fit coordinates
 
 
-def check_xy(form: Form, x: Array, y: Array, x2: Array | None, weights: Array | None = None) -> tuple[Array, Array, Array | None]:
-    """Validate fit inputs; one :class:`WinnowError` naming the problem."""
+def check_xy(
+    form: Form, x: Array, y: Array, x2: Array | None, weights: Array | None = None, n_prior: int = 0
+) -> tuple[Array, Array, Array | None]:
+    """Validate fit inputs; one :class:`WinnowError` naming the problem. ``n_prior`` parameters with a
+    prior count as observations for the "enough points" check."""
     x = np.asarray(x, dtype=np.float64).ravel()
     y = np.asarray(y, dtype=np.float64).ravel()
     if x.shape != y.shape:
@@ -462,7 +468,7 @@ def check_xy(form: Form, x: Array, y: Array, x2: Array | None, weights: Array | 
                 i = int(np.argmax(nonpos))
                 raise WinnowError(f"{name} must be > 0 for a power law in log space; index {i} has {name}={float(v[i])!r}")
     n_eff = x.size if weights is None else int(np.count_nonzero(np.asarray(weights) > 0))
-    if n_eff < form.p:
+    if n_eff + n_prior < form.p:
         raise WinnowError(
             f"form {form.name!r} has {form.p} parameters ({', '.join(form.names)}) but only {n_eff} data point(s); "
             f"add points or choose a form with fewer parameters"
@@ -487,6 +493,7 @@ def fit_form(
     ftol: float = 1e-9,
     gtol: float = 1e-8,
     polish: int = 32,
+    prior: dict[str, tuple[float, float]] | None = None,
 ) -> MultiStartFit:
     """Fit ``form`` from every start of its grid (or ``starts``) in one batch and keep the best.
 
@@ -505,15 +512,20 @@ def fit_form(
     ftol, gtol : tolerances of the first pass over all starts (scipy's L-BFGS-B defaults are looser:
         ftol ~2e-9 absolute). The ``polish`` best starts are then refined to ftol=1e-13,
         gtol=1e-11, and the near-best spread is measured on them.
+    prior : ``{name: (mean, sd)}`` Gaussian prior on fit coordinates (e.g. ``{"c": (0.3, 0.2)}`` on an
+        exponent): adds ``sum ((theta_j - mean) / sd)^2 / 2`` to the loss. Lets a short curve (fewer
+        points than parameters) be fitted; a parameter with a prior counts as one observation.
     """
     if not delta > 0:
         raise WinnowError(f"huber_delta={delta!r} must be > 0")
-    x, y, x2 = check_xy(form, x, y, x2, weights)
+    x, y, x2 = check_xy(form, x, y, x2, weights, n_prior=len(prior or {}))
     t0 = time.perf_counter()
     th0 = form.grid(x, x2, y) if starts is None else np.atleast_2d(np.asarray(starts, dtype=np.float64))
     if th0.shape[1] != form.p:
         raise WinnowError(f"starts have {th0.shape[1]} columns; form {form.name!r} has {form.p} parameters")
     fun = huber_objective(form, x, y, x2, weights=weights, delta=delta)
+    if prior:
+        fun = with_prior(fun, form, prior)
     res = minimize_lbfgs_batched(
         fun, th0, form.lower, form.upper, max_iter=max_iter, race=race, stall_horizon=stall_horizon, ftol=ftol, gtol=gtol
     )
@@ -551,6 +563,7 @@ def fit_form(
         if c:
             counts[name] = c
     theta = theta_all[best]
+    order = np.flatnonzero(near)[np.argsort(f_all[near])]
     return MultiStartFit(
         form=form.name,
         theta=theta,
@@ -565,4 +578,31 @@ def fit_form(
         seconds=seconds,
         n_evals=res.n_evals,
         status_counts=counts,
+        near_theta=theta_all[order],
+        unpinned=tuple(wide),
+        prior=dict(prior) if prior else None,
     )
+
+
+def with_prior(fun: BatchFn, form: Form, prior: dict[str, tuple[float, float]]) -> BatchFn:
+    """``fun`` plus a Gaussian penalty ``sum ((theta_j - mean_j) / sd_j)^2 / 2`` on named fit coordinates."""
+    idx, mu, sd = [], [], []
+    for name, (m, s) in prior.items():
+        if name not in form.names:
+            raise ValueError(f"prior on {name!r}: form {form.name!r} has parameters {form.names}")
+        if not s > 0:
+            raise ValueError(f"prior sd for {name!r} must be > 0, got {s!r}")
+        idx.append(form.names.index(name))
+        mu.append(m)
+        sd.append(s)
+    j, m, v = np.array(idx), np.array(mu), np.array(sd) ** 2
+
+    def penalised(theta: Array, rows: Array) -> tuple[Array, Array]:
+        f, g = fun(theta, rows)
+        d = theta[:, j] - m
+        f = f + 0.5 * np.sum(d * d / v, axis=1)
+        g = g.copy()
+        g[:, j] += d / v
+        return f, g
+
+    return penalised

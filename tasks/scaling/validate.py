@@ -13,7 +13,12 @@ largest ones and fits on everything smaller. Errors:
 Every report carries two naive baselines fitted on the same training points: the *last value*
 (``y`` at the largest training scale) and the *best small model* (lowest training ``y``). A form
 that does not beat the better baseline is reported as such (Alabdulmohsin et al. 2022 show M2
-losing to last-value on some NMT curves); automatic selection only ranks held-out error.
+losing to last-value on some NMT curves). Automatic selection ranks held-out RMSLE only, and the
+naive forecasts are candidates like any form: when one of them wins the held-out check it is the
+predictor (``Selection.form`` is then ``"last_value"`` or ``"best_small"``).
+
+Short curves: a form with more parameters than training points is fitted with a Gaussian prior on
+its exponent (:data:`EXPONENT_PRIOR`) instead of being skipped; the fit says so (``Validation.prior``).
 """
 
 from __future__ import annotations
@@ -29,6 +34,12 @@ from tasks.scaling.forms import get_form
 
 Array = np.ndarray
 BASELINES = ("last_value", "best_small")
+NAIVE = BASELINES  # the naive forecasts, usable as predictors by ``select_form``
+# Prior on the exponent for curves too short to pin it down: data-scaling exponents reported by
+# Hestness et al. 2017 and Alabdulmohsin et al. 2022 lie mostly in 0.05..0.7 (fit coordinate = c).
+EXPONENT_PRIOR: dict[str, tuple[str, float, float]] = {
+    "m1": ("c", 0.3, 0.2), "m2": ("c", 0.3, 0.2), "pow4": ("c", 0.3, 0.2), "bnsl": ("c0", 0.3, 0.2),
+}
 
 
 def are(y: Array, y_hat: Array) -> float:
@@ -66,10 +77,18 @@ def holdout_mask(x: Array, k: int, origin: int = 0) -> tuple[Array, Array]:
     return train, test
 
 
+def size_of(x: Array, x2: Array | None) -> Array:
+    """Overall scale of each point for the last-value baseline: ``x``, or ``N * D`` (D = tokens seen)."""
+    x = np.asarray(x, dtype=np.float64)
+    if x2 is None:
+        return x
+    x2 = np.asarray(x2, dtype=np.float64)
+    return x * (x2[:, 0] if x2.ndim == 2 else x2)
+
+
 def baseline_predictions(x: Array, y: Array, x2: Array | None = None) -> dict[str, float]:
     """Constant predictions of the naive baselines from training points."""
-    x = np.asarray(x, dtype=np.float64)
-    size = x if x2 is None else x * np.asarray(x2, dtype=np.float64)
+    size = size_of(x, x2)
     last = float(np.mean(np.asarray(y)[size == size.max()]))
     return {"last_value": last, "best_small": float(np.min(y))}
 
@@ -94,6 +113,9 @@ class Validation:
     points: Array
     warning: str | None
     error: str | None = None
+    params: dict[str, float] | None = None  # the validated fit (origin 0, training points only)
+    prior: dict[str, tuple[float, float]] | None = None  # exponent prior used on a short curve
+    unpinned: tuple[str, ...] = ()  # parameters the validated fit does not pin down
 
     @property
     def best_baseline(self) -> str:
@@ -110,42 +132,56 @@ def rolling_origin(
     origins: int = 1,
     delta: float = 1e-3,
     train_mask: Array | None = None,
+    allow_prior: bool = False,
 ) -> Validation:
     """Fit on smaller scales, predict the held-out largest ones, compare with the baselines.
 
+    ``form_name`` may also be a naive forecast (:data:`NAIVE`): its "fit" is the baseline value.
     ``train_mask`` (n,) optionally restricts the training points of origin 0 further (e.g. the five
-    runs Gadre et al. fit on); the held-out points are unchanged.
+    runs Gadre et al. fit on); the held-out points are unchanged. ``allow_prior``: a form with more
+    parameters than training points is fitted with :data:`EXPONENT_PRIOR` rather than refused.
     """
-    form = get_form(form_name)
+    naive = form_name in NAIVE
+    form = None if naive else get_form(form_name)
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     x2 = None if x2 is None else np.asarray(x2, dtype=np.float64)
     ares, rmsles, b_are, b_rmsle = [], [], {b: [] for b in BASELINES}, {b: [] for b in BASELINES}
     points = np.empty((0, 4))
     warning = None
+    params = prior_used = None
+    unpinned: tuple[str, ...] = ()
     n_train = n_test = 0
     for o in range(origins):
         train, test = holdout_mask(scale_of(x, x2), holdout_largest, o)
         if o == 0 and train_mask is not None:
             train = train & np.asarray(train_mask, dtype=bool)
         xt2 = None if x2 is None else x2[train]
-        fit = fit_form(form, x[train], y[train], xt2, delta=delta)
-        pred = form.predict(fit.theta, x[test], None if x2 is None else x2[test])
+        base = baseline_predictions(x[train], y[train], xt2)
+        if naive:
+            pred = np.full(int(test.sum()), base[form_name])
+            fit = None
+        else:
+            prior = short_curve_prior(form.name, int(train.sum())) if allow_prior else None
+            fit = fit_form(form, x[train], y[train], xt2, delta=delta, prior=prior)
+            pred = form.predict(fit.theta, x[test], None if x2 is None else x2[test])
         ares.append(are(y[test], pred))
         rmsles.append(rmsle(y[test], pred))
-        base = baseline_predictions(x[train], y[train], xt2)
         for b, v in base.items():
             b_are[b].append(are(y[test], np.full(test.sum(), v)))
             b_rmsle[b].append(rmsle(y[test], np.full(test.sum(), v)))
         if o == 0:
             n_train, n_test = int(train.sum()), int(test.sum())
-            x2t = np.full(test.sum(), np.nan) if x2 is None else x2[test]
+            x2t = np.full(test.sum(), np.nan) if x2 is None else (x2[test][:, 0] if x2.ndim == 2 else x2[test])
             points = np.column_stack([x[test], x2t, y[test], pred])
-            warning = fit.warning
+            if fit is not None:
+                warning, params, prior_used, unpinned = fit.warning, fit.params, fit.prior, fit.unpinned
+            else:
+                params = {form_name: float(pred[0]) if pred.size else float("nan")}
     mean_b = {b: float(np.mean(v)) for b, v in b_are.items()}
     a = float(np.mean(ares))
     return Validation(
-        form=form.name,
+        form=form_name,
         holdout_largest=holdout_largest,
         origins=origins,
         are=a,
@@ -157,17 +193,46 @@ def rolling_origin(
         n_test=n_test,
         points=points,
         warning=warning,
+        params=params,
+        prior=prior_used,
+        unpinned=unpinned,
     )
+
+
+def short_curve_prior(form_name: str, n_train: int) -> dict[str, tuple[float, float]] | None:
+    """The exponent prior for ``form_name`` when ``n_train`` points cannot pin down its parameters."""
+    form = get_form(form_name)
+    if n_train >= form.p or form_name not in EXPONENT_PRIOR:
+        return None
+    name, mean, sd = EXPONENT_PRIOR[form_name]
+    return {name: (mean, sd)}
 
 
 @dataclass(frozen=True)
 class Selection:
-    """Outcome of automatic form choice: the form with the lowest held-out ARE."""
+    """Outcome of automatic choice: the predictor (form or naive forecast) with the lowest held-out RMSLE.
+
+    ``form`` is the chosen predictor (a form name, or ``"last_value"`` / ``"best_small"``);
+    ``best_form`` the best-ranked fitted form (None when no form could be validated).
+    """
 
     form: str
     validations: dict[str, Validation]
     beats_baseline: bool
     message: str
+    best_form: str | None = None
+
+    @property
+    def naive(self) -> bool:
+        return self.form in NAIVE
+
+    def ranking(self) -> list[tuple[str, float, float, str]]:
+        """``(predictor, RMSLE, ARE, note)`` rows, best first; failed candidates last."""
+        ok = sorted((v.rmsle, n) for n, v in self.validations.items() if v.error is None and np.isfinite(v.rmsle))
+        rows = [(n, self.validations[n].rmsle, self.validations[n].are, "chosen" if n == self.form else "") for _, n in ok]
+        rows += [(n, float("nan"), float("nan"), v.error or "not finite") for n, v in self.validations.items()
+                 if not (v.error is None and np.isfinite(v.rmsle))]
+        return rows
 
 
 def select_form(
@@ -179,31 +244,53 @@ def select_form(
     holdout_largest: int = 1,
     origins: int = 1,
     delta: float = 1e-3,
+    naive: bool = True,
+    allow_prior: bool = True,
 ) -> Selection:
-    """Choose among ``candidates`` by rolling-origin held-out ARE only (never by training fit).
+    """Choose among ``candidates`` (and, with ``naive``, the naive forecasts) by rolling-origin
+    held-out RMSLE only (never by training fit).
 
-    Forms with more parameters than training points are skipped (recorded with ``error``).
+    A form with more parameters than training points is fitted with an exponent prior when it has
+    one (:data:`EXPONENT_PRIOR`, ``allow_prior``), otherwise skipped (recorded with ``error``).
     """
     if candidates is None:
-        candidates = ["chinchilla", "gadre"] if x2 is not None else ["m1", "m2", "pow4", "bnsl"]
+        if x2 is None:
+            candidates = ["m1", "m2", "pow4", "bnsl"]
+        elif np.ndim(x2) == 2:
+            candidates = ["data_constrained", "data_constrained_ot", "chinchilla", "gadre"]
+        else:
+            candidates = ["chinchilla", "gadre"]
+    forms = [c for c in candidates if c not in NAIVE]
+    pool = list(forms) + [b for b in NAIVE if naive or b in candidates]
     vals: dict[str, Validation] = {}
-    for name in candidates:
+    for name in pool:
+        xs2 = x2
+        if name in ("chinchilla", "gadre") and x2 is not None and np.ndim(x2) == 2:
+            xs2 = np.asarray(x2)[:, 0]  # two-variable forms see D = tokens seen
         try:
-            vals[name] = rolling_origin(name, x, y, x2, holdout_largest=holdout_largest, origins=origins, delta=delta)
+            vals[name] = rolling_origin(name, x, y, xs2, holdout_largest=holdout_largest, origins=origins, delta=delta,
+                                        allow_prior=allow_prior)
         except WinnowError as err:
             vals[name] = Validation(name, holdout_largest, origins, np.nan, np.nan, {}, {}, False, 0, 0, np.empty((0, 4)), None, str(err))
-    ok = {n: v for n, v in vals.items() if v.error is None and np.isfinite(v.are)}
+    ok = {n: v for n, v in vals.items() if v.error is None and np.isfinite(v.rmsle)}
     if not ok:
         reasons = "; ".join(f"{n}: {v.error}" for n, v in vals.items())
         raise WinnowError(f"no candidate form could be validated ({reasons})")
-    best = min(ok, key=lambda n: ok[n].are)
+    rank = {b: i + 1 for i, b in enumerate(NAIVE)}  # ties: a form, then last value, then best small
+    best = min(ok, key=lambda n: (ok[n].rmsle, rank.get(n, 0)))
+    ok_forms = [n for n in ok if n not in NAIVE]
+    best_form = min(ok_forms, key=lambda n: ok[n].rmsle) if ok_forms else None
     v = ok[best]
-    bname = v.best_baseline
-    if v.beats_baseline:
-        msg = f"chose {best}: held-out ARE {v.are:.4f} vs best baseline {bname} {v.baseline_are[bname]:.4f}"
+    if best in NAIVE:
+        runner = f"best form {best_form} has held-out RMSLE {ok[best_form].rmsle:.4g}" if best_form else "no form could be validated"
+        msg = (f"chose the naive forecast {best.replace('_', ' ')}: held-out RMSLE {v.rmsle:.4g}; {runner}. "
+               "no form beats the naive baseline, so the prediction is the naive forecast")
+        beats = False
     else:
-        msg = (
-            f"no form beats the naive baseline: best form {best} has held-out ARE {v.are:.4f}, "
-            f"{bname} has {v.baseline_are[bname]:.4f}; treat the extrapolation with suspicion"
-        )
-    return Selection(form=best, validations=vals, beats_baseline=v.beats_baseline, message=msg)
+        bname = min(v.baseline_rmsle, key=v.baseline_rmsle.__getitem__)
+        msg = f"chose {best}: held-out RMSLE {v.rmsle:.4g} vs best naive forecast {bname.replace('_', ' ')} {v.baseline_rmsle[bname]:.4g}"
+        beats = v.rmsle < v.baseline_rmsle[bname]
+        if not beats:
+            msg = (f"no form beats the naive baseline: best form {best} has held-out RMSLE {v.rmsle:.4g}, "
+                   f"{bname} has {v.baseline_rmsle[bname]:.4g}; treat the extrapolation with suspicion")
+    return Selection(form=best, validations=vals, beats_baseline=beats, message=msg, best_form=best_form)

@@ -1,0 +1,122 @@
+"""Repeated data (Muennighoff et al. 2023's data-constrained law), `auto` with the naive forecasts as
+candidates, short curves, and prediction intervals that carry the near-optimal spread."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tasks.errors import WinnowError
+from tasks.scaling.api import fit_curve, fit_report
+from tasks.scaling.fit import fit_form
+from tasks.scaling.forms import R_STAR_D, R_STAR_N, effective_data, get_form, repetitions
+from tasks.scaling.validate import are
+
+# Muennighoff et al. 2023's fitted constants (their Appendix, rounded).
+TRUTH = {"E": 1.87, "A": 521.0, "B": 1488.0, "alpha": 0.353, "beta": 0.353, "Rstar_D": R_STAR_D, "Rstar_N": R_STAR_N}
+
+
+def repeated_epoch_runs(seed: int = 0, noise: float = 0.003):
+    """5 model sizes x 3 unique-data budgets x 1..64 epochs; loss from the data-constrained law."""
+    rng = np.random.default_rng(seed)
+    N, U, ep = (a.ravel() for a in np.meshgrid(np.geomspace(2e7, 2e9, 5), [1e8, 1e9, 1e10], [1, 2, 4, 8, 16, 32, 64.0], indexing="ij"))
+    x2 = np.column_stack([U * ep, U])
+    form = get_form("data_constrained")
+    y = form.predict(form.from_natural(TRUTH), N, x2) * np.exp(rng.normal(0.0, noise, N.size))
+    return N, x2, ep, y
+
+
+def test_effective_data_saturates_at_unique_times_one_plus_r_star():
+    U = 1e9
+    assert effective_data(U, U, 15.4) == pytest.approx(U)  # one epoch: every token is new
+    assert effective_data(U, 0.5 * U, 15.4) == pytest.approx(U)  # less than an epoch: R = 0
+    assert float(effective_data(U, 2 * U, 15.4)) == pytest.approx(U * (1 + 15.4 * (1 - np.exp(-1 / 15.4))))
+    assert float(effective_data(U, 1e6 * U, 15.4)) == pytest.approx(U * 16.4, rel=1e-6)
+    assert repetitions([3e9, 5e8], [1e9, 1e9]).tolist() == [2.0, 0.0]
+    with pytest.raises(ValueError, match="r_star"):
+        effective_data(U, U, 0.0)
+
+
+def test_data_constrained_fit_recovers_r_star_and_exponents_where_chinchilla_fails():
+    N, x2, ep, y = repeated_epoch_runs()
+    train, test = ep <= 16, ep > 16  # extrapolate to 32 and 64 epochs
+    form = get_form("data_constrained")
+    fit = fit_form(form, N[train], y[train], x2[train])
+    for k in ("alpha", "beta", "Rstar_D", "Rstar_N"):
+        assert fit.params[k] == pytest.approx(TRUTH[k], rel=0.10), (k, fit.params)
+    held = are(y[test], form.predict(fit.theta, N[test], x2[test]))
+    chin = get_form("chinchilla")
+    cfit = fit_form(chin, N[train], y[train], x2[train, 0])  # D = tokens seen
+    chin_held = are(y[test], chin.predict(cfit.theta, N[test], x2[test, 0]))
+    assert held < 0.01 and chin_held > 0.05, (held, chin_held)
+
+
+def test_auto_on_repeated_data_prefers_the_data_constrained_form():
+    N, x2, ep, y = repeated_epoch_runs(seed=1)
+    rep = fit_report(N, y, x2=x2, form="auto", holdout_largest=1, candidates=["data_constrained", "chinchilla"],
+                     predict_at=[[4e9, 6.4e11, 1e10]])
+    assert rep.predictor == "data_constrained" and "chose data_constrained" in rep.selection.message
+    assert rep.selection.validations["data_constrained"].rmsle < rep.selection.validations["chinchilla"].rmsle
+    assert rep.pred_lo[0] < rep.predictions[0] < rep.pred_hi[0]
+
+
+def test_auto_falls_back_to_the_last_value_when_it_wins_the_held_out_check_and_says_so():
+    x = np.geomspace(10, 1e5, 14)
+    y = 3.0 * x**-0.25
+    y[-5:] = y[-6] * np.array([0.999, 0.998, 0.9975, 0.9972, 0.997])  # the curve has flattened
+    rep = fit_report(x, y, form="auto", holdout_largest=3, predict_at=[1e6])
+    assert rep.predictor == "last_value" and rep.naive
+    assert "chose the naive forecast last value" in rep.selection.message
+    assert any("naive last value forecast" in n for n in rep.notes)
+    assert rep.predictions[0] == pytest.approx(np.mean(y[x == x.max()]))
+    assert rep.pred_lo[0] < rep.predictions[0] < rep.pred_hi[0]  # the held-out error band
+
+
+def test_short_curve_is_fitted_with_an_exponent_prior_and_a_wider_interval():
+    def law(x):
+        return 0.2 + 5.0 * x**-0.4
+
+    short = np.array([100.0, 1000.0, 10000.0])
+    rep = fit_report(short, law(short), form="m2", holdout_largest=1, predict_at=[1e6])
+    assert rep.validation.prior == {"c": (0.3, 0.2)}  # 2 training points for 3 parameters
+    assert any("prior on its exponent" in n for n in rep.notes)
+    auto = fit_report(short, law(short), form="auto", holdout_largest=1, predict_at=[1e6])  # does not refuse
+    assert np.isfinite(auto.predictions[0]) and auto.pred_lo[0] <= auto.predictions[0] <= auto.pred_hi[0]
+    long = np.geomspace(100.0, 1e4, 12)
+    rng = np.random.default_rng(0)
+    ref = fit_report(long, law(long) * np.exp(rng.normal(0, 0.002, 12)), form="m2", holdout_largest=1, predict_at=[1e6])
+    width = lambda r: np.log(r.pred_hi[0] / r.pred_lo[0])  # noqa: E731
+    assert width(rep) > 2 * width(ref)
+
+
+def test_unstable_fit_interval_contains_every_near_optimal_prediction_and_names_the_parameter():
+    # every run at D = 20 N: the N and D terms of Chinchilla cannot be told apart
+    rng = np.random.default_rng(0)
+    N = np.geomspace(1e7, 1e9, 12)
+    form = get_form("chinchilla")
+    y = form.predict(form.from_natural({"E": 1.8, "A": 480.0, "B": 2000.0, "alpha": 0.35, "beta": 0.37}), N, 20 * N)
+    y = y * np.exp(rng.normal(0, 0.01, N.size))
+    targets = np.array([[1e10, 2e11], [7e10, 1.4e12], [1e10, 1e13]])
+    rep = fit_report(N, y, x2=20 * N, form="chinchilla", holdout_largest=0, bootstrap=0, predict_at=targets)
+    ms = fit_form(form, N, y, 20 * N)
+    assert not ms.stable and len(ms.near_theta) > 1 and ms.unpinned
+    near_preds = form.predict(ms.near_theta, targets[:, 0], targets[:, 1])
+    assert np.all(near_preds >= rep.pred_lo[None, :] * (1 - 1e-9)) and np.all(near_preds <= rep.pred_hi[None, :] * (1 + 1e-9))
+    assert np.all(rep.pred_hi - rep.pred_lo > 0)  # no bootstrap, yet an interval
+    assert "near-optimal" in rep.interval_method and ms.unpinned[0] in rep.interval_method
+    assert any(n in (rep.fit.warning or "") for n in ms.unpinned)
+
+
+def test_holdout_larger_than_the_number_of_scales_is_one_clear_error():
+    with pytest.raises(WinnowError, match=r"--holdout-largest 5 needs at least 6 distinct x values.*have 4"):
+        fit_report([1.0, 2.0, 3.0, 4.0], [1.0, 0.8, 0.7, 0.65], form="m1", holdout_largest=5)
+
+
+def test_parameter_on_a_box_bound_gets_a_specific_warning():
+    x = np.geomspace(10, 1e5, 12)
+    rep = fit_report(x, 0.5 * x**0.05, form="m1", holdout_largest=0)  # a rising curve: the exponent stops at 0
+    assert any(w.startswith("c sits on its lower bound (0)") for w in rep.warnings), rep.warnings
+    fit = fit_curve(x, 4.0 * x**-0.3, form="m1", bootstrap=20, predict_at=[1e6])  # a perfect fit: every replicate agrees
+    from tasks.scaling.api import interval_warnings
+
+    assert any("zero width" in w for w in interval_warnings(fit))
