@@ -9,7 +9,6 @@ from pathlib import Path
 
 import duckdb
 
-from storage.db import one
 from storage.migrations import MIGRATIONS
 from tasks.errors import SchemaTooNewError
 
@@ -20,13 +19,13 @@ _META = "CREATE TABLE IF NOT EXISTS winnow_meta (key VARCHAR PRIMARY KEY, value 
 
 def file_version(con: duckdb.DuckDBPyConnection) -> int:
     """Schema version recorded in an open file (0 for a new, empty file)."""
-    has_meta = one(con.execute(
+    has_meta = con.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_name = 'winnow_meta'"
-    ))[0]
+    ).fetchall()[0][0]
     if not has_meta:
         return 0
-    row = one(con.execute("SELECT value FROM winnow_meta WHERE key = 'schema_version'"))
-    return int(row[0]) if row else 0
+    rows = con.execute("SELECT value FROM winnow_meta WHERE key = 'schema_version'").fetchall()
+    return int(rows[0][0]) if rows else 0
 
 
 def _too_new(found: int, path: Path) -> SchemaTooNewError:

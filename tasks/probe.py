@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tasks.embed._common import progress_bar
+from tasks.progress import progress_bar
 from tasks.errors import WinnowError
 
 __all__ = [

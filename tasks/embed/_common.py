@@ -1,17 +1,8 @@
-"""Shared helpers of the encoders: output validation, L2 normalisation, progress bars."""
+"""Shared helpers of the encoders: output validation and L2 normalisation."""
 
 from __future__ import annotations
 
 import numpy as np
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-
 from tasks.errors import WinnowError
 
 
@@ -48,16 +39,3 @@ def l2_normalize(E: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     """Rows scaled to unit L2 norm (all-zero rows stay zero). (n, d) float32 -> (n, d) float32."""
     norms = np.linalg.norm(E, axis=1, keepdims=True)
     return (E / np.maximum(norms, eps)).astype(np.float32, copy=False)
-
-
-def progress_bar(enabled: bool) -> Progress:
-    """A rich progress bar (disabled = no output) with count, elapsed and remaining time."""
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        disable=not enabled,
-        transient=True,
-    )

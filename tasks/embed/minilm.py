@@ -14,7 +14,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from tasks.embed._common import check_embeddings, l2_normalize, progress_bar
+from tasks.embed._common import check_embeddings, l2_normalize
+from tasks.progress import progress_bar
 from tasks.errors import WinnowError
 
 __all__ = ["MINILM_DIM", "PIP_HINT", "embed_texts", "load_minilm"]

@@ -35,7 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tasks.embed._common import check_embeddings, l2_normalize, progress_bar
+from tasks.embed._common import check_embeddings, l2_normalize
+from tasks.progress import progress_bar
 from tasks.errors import WinnowError
 
 __all__ = [
