@@ -83,12 +83,13 @@ def report(
     run_id: str = typer.Argument(..., help="winnow run id (see `winnow runs`)"),
     db: Optional[str] = DbOption,
     out: Path = typer.Option(Path("reports"), "--out", help="folder for the HTML file"),
+    force: bool = typer.Option(False, "--force", help="overwrite an existing report of this run"),
     as_json: bool = JsonOption,
 ) -> None:
     """Write a self-contained HTML report of a run (plots embedded) and print its path."""
     from flows.report import write_report
 
-    result = write_report(open_store(db), run_id, out, progress=not as_json)
+    result = write_report(open_store(db), run_id, out, progress=not as_json, force=force)
     if as_json:
         print_json({"run_id": run_id, "path": str(result.path), "sections": result.sections})
     else:

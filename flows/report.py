@@ -17,6 +17,8 @@ from typing import Any
 
 from rich.text import Text
 
+from tasks.errors import WinnowError
+
 
 # ------------------------------------------------------------------------------ markdown artifacts
 def _plain(line: str) -> str:
@@ -88,17 +90,20 @@ class ReportResult:
     sections: list[str]
 
 
-def write_report(store: Any, run_id: str, out_dir: Path, progress: bool = False) -> ReportResult:
-    """Read the run from ``store`` and write ``<out_dir>/<run_id>.html`` (atomically); return where."""
+def write_report(store: Any, run_id: str, out_dir: Path, progress: bool = False, force: bool = False) -> ReportResult:
+    """Read the run from ``store`` and write ``<out_dir>/<run_id>.html``; return where.
+
+    An existing report is kept unless ``force``; the page goes through :func:`storage.db.safe_write`
+    (fresh temporary name, fsync, rename: a planted symlink is never followed)."""
+    from storage.db import check_target, safe_write
     from storage.report import load_report_data
     from tasks.report import render_report
 
+    if not run_id or "/" in run_id or "\\" in run_id or run_id.startswith(".") or "\x00" in run_id:
+        raise WinnowError(f"run id {run_id!r} is not a winnow run id (see `winnow runs`)")
+    path = Path(out_dir) / f"{run_id}.html"
+    check_target(path, force=force, what="report", option="--out")
     data = load_report_data(store, run_id)
     page, sections = render_report(data, progress)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{run_id}.html"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
+    safe_write(path, lambda fh: fh.write(page.encode("utf-8")), force=force, what="report", option="--out")
     return ReportResult(path=path.resolve(), sections=sections)

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import os
 import random
+import stat
+import tempfile
 import time
-import uuid
 from datetime import datetime, timezone
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import duckdb
 import pyarrow as pa
@@ -28,15 +30,135 @@ from tasks.errors import SchemaTooNewError, StoreLockedError, WinnowError
 
 DEFAULT_DB = Path(".winnow") / "winnow.duckdb"
 STORAGE_COMPATIBILITY = "v1.5.0"
-LOCK_TIMEOUT_S = float(os.environ.get("WINNOW_LOCK_TIMEOUT", "120"))
+DEFAULT_LOCK_TIMEOUT_S = 120.0
+
+
+def env_lock_timeout_s() -> float:
+    """Seconds a writer waits for the file lock: ``WINNOW_LOCK_TIMEOUT`` (default 120)."""
+    raw = os.environ.get("WINNOW_LOCK_TIMEOUT", "").strip()
+    if not raw:
+        return DEFAULT_LOCK_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not (0 <= value <= 86_400):  # also refuses NaN and inf
+        raise WinnowError(f"WINNOW_LOCK_TIMEOUT={raw!r}: expected seconds between 0 and 86400 (e.g. 120); "
+                          "fix or unset the environment variable")
+    return value
 
 
 def resolve_db_path(cli_value: str | Path | None = None, config_value: str | Path | None = None) -> Path:
     """``--db`` beats ``WINNOW_DB`` beats the config's ``db`` beats ``./.winnow/winnow.duckdb``."""
-    for value in (cli_value, os.environ.get("WINNOW_DB") or None, config_value):
+    if cli_value is not None and not str(cli_value).strip():
+        raise WinnowError("--db is empty: give the path of a DuckDB file (or leave --db out for $WINNOW_DB "
+                          "or ./.winnow/winnow.duckdb)")
+    env = os.environ.get("WINNOW_DB")
+    if env is not None and env != "" and not env.strip():
+        raise WinnowError("WINNOW_DB is blank: set it to the path of a DuckDB file, or unset it")
+    for value in (cli_value, env or None, config_value):
         if value:
             return Path(value).expanduser()
     return DEFAULT_DB
+
+
+def special_file_kind(path: Path) -> str | None:
+    """'a FIFO', 'a socket', 'a device' for special files (which would block or never end), else None.
+
+    Uses ``stat`` (follows symlinks) and never opens the file."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return None
+
+
+# ------------------------------------------------------------------------------------- safe writes
+def safe_write(target: str | Path, write: Callable[[BinaryIO], None], *, force: bool = False,
+               what: str = "file", option: str = "") -> Path:
+    """Write a file the safe way; every file winnow writes goes through here.
+
+    ``write`` receives a binary file object opened on a fresh temporary file that ``mkstemp`` created
+    (``O_CREAT | O_EXCL``: it never opens a name that exists, so a symlink planted at any temp name is
+    not followed) in the target's folder; the data is fsynced, then moved onto ``target`` in one step.
+    Without ``force`` the move is a hard link that fails if ``target`` appeared meanwhile (nothing is
+    ever overwritten); with ``force`` it is a rename, which replaces a symlink at ``target`` itself,
+    never the file it points to. The temporary file is removed on every exit path.
+
+    Problems with the place (a file where a folder should be, a directory or special file at the
+    target, no permission) are :class:`WinnowError` naming ``option`` (e.g. ``--to``).
+    """
+    target = Path(target)
+    label = f"{option} {target}" if option else str(target)
+    parent = check_target(target, force=force, what=what, option=option)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
+    except OSError as err:
+        raise WinnowError(f"cannot write {label}: {err.strerror or err}") from None
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if force:
+            os.replace(tmp, target)
+        else:
+            try:
+                os.link(tmp, target, follow_symlinks=False)
+            except FileExistsError:
+                raise WinnowError(f"{label} already exists; pass --force to overwrite it") from None
+            except OSError:  # no hard links on this file system: check, then rename
+                if target.is_symlink() or target.exists():
+                    raise WinnowError(f"{label} already exists; pass --force to overwrite it") from None
+                os.replace(tmp, target)
+        _fsync_dir(parent)
+    except OSError as err:
+        raise WinnowError(f"cannot write {label}: {err.strerror or err}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def check_target(target: str | Path, *, force: bool = False, what: str = "file", option: str = "") -> Path:
+    """The checks of :func:`safe_write` without writing (call it before expensive work); returns the folder."""
+    target = Path(target)
+    label = f"{option} {target}" if option else str(target)
+    parent = target.parent if str(target.parent) else Path(".")
+    for up in [parent, *parent.parents]:  # the first existing ancestor must be a folder
+        if up.exists() or up.is_symlink():
+            if not up.is_dir():
+                raise WinnowError(f"{label}: {up} is a file, not a folder; choose another {what} path")
+            break
+    if target.is_symlink() or target.exists():
+        kind = special_file_kind(target) if target.exists() else None
+        if target.is_dir():
+            raise WinnowError(f"{label} is a directory; give a file name inside it")
+        if kind is not None:
+            raise WinnowError(f"{label} is {kind}, not a regular file; choose another {what} path")
+        if not force:
+            raise WinnowError(f"{label} already exists; pass --force to overwrite it")
+    return parent
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _is_lock_error(err: Exception) -> bool:
@@ -49,7 +171,7 @@ class Store:
 
     def __init__(self, path: str | Path, *, lock_timeout_s: float | None = None) -> None:
         self.path = Path(path).expanduser().resolve()
-        self.lock_timeout_s = LOCK_TIMEOUT_S if lock_timeout_s is None else lock_timeout_s
+        self.lock_timeout_s = env_lock_timeout_s() if lock_timeout_s is None else lock_timeout_s
         self._schema_checked = False
 
     # ------------------------------------------------------------------ paths
@@ -71,9 +193,21 @@ class Store:
         return self.path.is_file()
 
     # ------------------------------------------------------------ connections
-    def _check_location(self) -> None:
+    def _check_type(self) -> None:
+        """Refuse a directory or a special file (FIFO, socket, device) by type, before opening it."""
         if self.path.is_dir():
-            raise WinnowError(f"database path is a directory, not a DuckDB file: {self.path}")
+            raise WinnowError(f"database path is a directory, not a DuckDB file: {self.path} (use --db or WINNOW_DB)")
+        kind = special_file_kind(self.path)
+        if kind is not None:
+            raise WinnowError(f"database path {self.path} is {kind}, not a DuckDB file (use --db or WINNOW_DB)")
+        for up in self.path.parents:
+            if up.exists():
+                if not up.is_dir():
+                    raise WinnowError(f"database path {self.path}: {up} is a file, not a folder (use --db or WINNOW_DB)")
+                break
+
+    def _check_location(self) -> None:
+        self._check_type()
         parent = self.path.parent
         if parent.exists() and not os.access(parent, os.W_OK):
             raise WinnowError(f"cannot write the database: folder {parent} is not writable (use --db or WINNOW_DB)")
@@ -105,8 +239,34 @@ class Store:
         from storage.schema import migrate
 
         if not self._schema_checked:
-            migrate(con, self.path)
+            self._check_winnow_file(con)
+            try:
+                migrate(con, self.path)
+            except WinnowError:
+                raise
+            except (duckdb.Error, ValueError) as err:
+                raise self._not_winnow(str(err).splitlines()[0]) from None
             self._schema_checked = True
+
+    def _not_winnow(self, why: str) -> WinnowError:
+        return WinnowError(f"{self.path} is not a usable winnow database ({why}); it was left untouched: "
+                           "pass --db with a winnow file or a new path")
+
+    def _check_winnow_file(self, con: duckdb.DuckDBPyConnection) -> None:
+        """A file without winnow's version table must be empty: never add tables to someone else's DuckDB file."""
+        try:
+            names = [r[0] for r in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database()").fetchall()]
+            if "winnow_meta" not in names:
+                if names:
+                    raise self._not_winnow(f"it holds other tables ({', '.join(sorted(names)[:5])}) and no winnow_meta")
+                return
+            rows = con.execute("SELECT value FROM winnow_meta WHERE key = 'schema_version'").fetchall()
+        except duckdb.Error as err:
+            raise self._not_winnow(str(err).splitlines()[0]) from None
+        value = rows[0][0] if rows else None
+        if value is None or not str(value).strip().isdigit():
+            raise self._not_winnow(f"winnow_meta.schema_version is {value!r}, not a version number")
 
     @contextmanager
     def write(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -127,6 +287,7 @@ class Store:
     @contextmanager
     def read(self, *, sandboxed: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         """A read-only connection. ``sandboxed`` also forbids file access, ATTACH and config changes."""
+        self._check_type()
         if not self.exists:
             raise WinnowError(f"no winnow database at {self.path}: run `winnow demo` or `winnow run CONFIG` first (or pass --db)")
         config = {"enable_external_access": False, "lock_configuration": True} if sandboxed else {}
@@ -144,7 +305,13 @@ class Store:
         try:
             from storage.schema import check_readable
 
-            check_readable(con, self.path)
+            self._check_winnow_file(con)
+            try:
+                check_readable(con, self.path)
+            except WinnowError:
+                raise
+            except (duckdb.Error, ValueError) as err:
+                raise self._not_winnow(str(err).splitlines()[0]) from None
             yield con
         finally:
             con.close()
@@ -157,15 +324,8 @@ class Store:
         never sees half a file. Keys should be content-derived so that a rerun rewrites the same file.
         """
         target = self.artifacts_dir / kind / f"{key}.parquet"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            pq.write_table(table, tmp, compression="zstd", use_dictionary=False)
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+        safe_write(target, lambda fh: pq.write_table(table, fh, compression="zstd", use_dictionary=False),
+                   force=True, what="artifact")
         return self.relative(target)
 
     def adopt_file(self, staged: Path, kind: str, name: str) -> str:
@@ -183,7 +343,24 @@ class Store:
             d.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise WinnowError(f"cannot create the artifacts folder next to the database: {err}") from None
+        _sweep_dead_staging(d)
         return d
+
+
+def _sweep_dead_staging(folder: Path) -> None:
+    """Remove staged files left by processes that no longer exist (a SIGKILLed run)."""
+    from tasks.ingest import staged_owner_pid
+
+    for p in folder.glob("*.parquet"):
+        pid = staged_owner_pid(p)
+        if pid is None or pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            p.unlink(missing_ok=True)
+        except OSError:  # alive under another user
+            pass
 
 
 def one(cursor: duckdb.DuckDBPyConnection) -> tuple | None:

@@ -13,6 +13,7 @@ Staged file columns: ``row_index`` int64, ``label`` string (raw label; codes com
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
 import uuid
@@ -63,6 +64,26 @@ class StagedSource:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+# staged files this process created: whatever is still there when it exits (not registered, on any
+# exit path but SIGKILL) is removed; a killed process's files are swept by Store.staging_dir()
+_LIVE_STAGED: set[Path] = set()
+
+
+@atexit.register
+def _remove_unregistered_staged() -> None:
+    for p in list(_LIVE_STAGED):
+        try:
+            p.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+def staged_owner_pid(path: Path) -> int | None:
+    """The id of the process that staged ``path`` (``<source>-<pid>-<hex>.parquet``), None if not named so."""
+    parts = path.stem.rsplit("-", 2)
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+
+
 def _err(spec: SourceConfig, msg: str) -> WinnowError:
     where = f" ({spec.path})" if spec.path is not None else ""
     return WinnowError(f"source {spec.name!r}{where}: {msg}")
@@ -94,7 +115,8 @@ class _SourceWriter:
         self.labelled = labelled
         self.is_text = is_text
         staging_dir.mkdir(parents=True, exist_ok=True)
-        self.path = staging_dir / f"{spec.name}-{uuid.uuid4().hex}.parquet"
+        self.path = staging_dir / f"{spec.name}-{os.getpid()}-{uuid.uuid4().hex}.parquet"
+        _LIVE_STAGED.add(self.path)
         self.writer: pq.ParquetWriter | None = None
         self.n = 0
         self.n_test = 0
