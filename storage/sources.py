@@ -1,10 +1,19 @@
-"""Sources and examples: register staged sources (versioned, idempotent) and load them back."""
+"""Sources and examples: register staged sources (versioned, idempotent) and load them back.
+
+Lineage: a run reads exactly the source versions it registered (``run_sources``). The pipeline pins
+them (:func:`pinned`) around its stages, and :func:`load_source` by name returns the pinned version;
+outside a pinned block it returns the latest version. Before registration a pin may be the staged
+file itself, so preflight checks see the data the run will register without writing anything.
+"""
 
 from __future__ import annotations
 
 from collections import OrderedDict
 
 import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,15 +90,39 @@ def register_source(con: duckdb.DuckDBPyConnection, store: Store, staged: Staged
                         staged.n_train, staged.n_test, rel, created=True)
 
 
-def register_sources(store: Store, staged: list[StagedSource], run_id: str | None = None) -> list[SourceRecord]:
-    """Register every staged source in ONE transaction (all or nothing); link them to ``run_id``."""
+def register_sources(store: Store, staged: list[StagedSource], run_id: str | None = None,
+                     attempt_id: str | None = None) -> list[SourceRecord]:
+    """Register every staged source in ONE transaction (all or nothing); with ``run_id`` link them to the run."""
+    return register_run_sources(store, staged, run_id, attempt_id)[0]
+
+
+def register_run_sources(store: Store, staged: list[StagedSource], run_id: str | None = None,
+                         attempt_id: str | None = None, latest: frozenset[str] | set[str] = frozenset(),
+                         ) -> tuple[list[SourceRecord], dict[str, int]]:
+    """Register every staged source in ONE transaction (all or nothing) and pin the run's versions.
+
+    Returns the records and the pins ``{name: source_id}``: the registered version of each staged
+    source, or for names in ``latest`` (config ``version: latest``) the newest version of that name at
+    this moment. With ``run_id`` the run's ``run_sources`` become exactly the pinned versions (a rerun
+    whose file changed reads the new version, never both); with ``attempt_id`` the attempt records them.
+    """
     try:
         with store.write() as con:
             records = [register_source(con, store, s) for s in staged]
+            pins = {r.name: r.source_id for r in records}
+            for name in latest:
+                pins[name] = int(source_row(con, name)["source_id"])
             if run_id is not None:
-                for r in records:
-                    con.execute("INSERT OR IGNORE INTO run_sources VALUES (?, ?)", [run_id, r.source_id])
-            return records
+                con.execute("DELETE FROM run_sources WHERE run_id = ?", [run_id])
+                for sid in sorted(set(pins.values())):
+                    con.execute("INSERT INTO run_sources VALUES (?, ?)", [run_id, sid])
+            if attempt_id is not None:
+                described = rows(con.execute(
+                    "SELECT name, version, source_id FROM sources WHERE list_contains(?, source_id) ORDER BY name",
+                    [sorted(set(pins.values()))]))
+                con.execute("UPDATE run_attempts SET source_ids = ?, sources = ? WHERE attempt_id = ?",
+                            [sorted(set(pins.values())), json.dumps(described), attempt_id])
+            return records, pins
     except BaseException:
         for s in staged:
             s.path.unlink(missing_ok=True)
@@ -117,10 +150,66 @@ def source_row(con: duckdb.DuckDBPyConnection, name: str, version: int | None = 
     return dict(zip([d[0] for d in cur.description], row))
 
 
+#: the source versions the current run reads, set by :func:`pinned`: (database path, {name: pin}) where a
+#: pin is a registered ``source_id`` or a :class:`StagedSource` not registered yet (preflight checks).
+_PINS: ContextVar[tuple[str, dict[str, "int | StagedSource"]] | None] = ContextVar("winnow_source_pins", default=None)
+
+
+@contextmanager
+def pinned(store: Store, pins: Mapping[str, "int | StagedSource"]) -> Iterator[None]:
+    """Within the block, :func:`load_source` of a pinned name (in ``store``) returns the pinned version."""
+    token = _PINS.set((str(store.path), dict(pins)))
+    try:
+        yield
+    finally:
+        _PINS.reset(token)
+
+
+def current_pin(store: Store, name: str) -> "int | StagedSource | None":
+    """The version of ``name`` pinned for the current run in ``store`` (None when not pinned)."""
+    active = _PINS.get()
+    if active is None or active[0] != str(store.path):
+        return None
+    return active[1].get(name)
+
+
+def resolve_version(store: Store, name: str, version: "int | str") -> int:
+    """The source_id of version ``version`` of ``name`` (``'latest'``: the newest registered one)."""
+    with store.read() as con:
+        row = source_row(con, name, None if version == "latest" else int(version))
+    return int(row["source_id"])
+
+
+def registered_id(store: Store, name: str, content_hash: str) -> int | None:
+    """The source_id of an already registered version with this content (None if new or no database)."""
+    if not store.exists:
+        return None
+    with store.read() as con:
+        row = one(con.execute("SELECT source_id FROM sources WHERE name = ? AND content_hash = ?", [name, content_hash]))
+    return None if row is None else int(row[0])
+
+
 def load_source(store: Store, name: str, version: int | None = None) -> SourceData:
-    """Load a source version (latest by default) with its features/texts, labels and split."""
+    """Load a source with its features/texts, labels and split: version ``version``; without one the
+    version pinned for the current run (:func:`pinned`), else the latest."""
+    if version is None:
+        pin = current_pin(store, name)
+        if isinstance(pin, int):
+            return load_source_by_id(store, pin)
+        if pin is not None:
+            return load_staged(store, pin)
     with store.read() as con:
         row = source_row(con, name, version)
+    return _load_row(store, row)
+
+
+def load_staged(store: Store, staged: StagedSource) -> SourceData:
+    """A staged (validated, not yet registered) source as :class:`SourceData`, for checks before any write.
+
+    It has no source_id yet: ``source_id`` and ``version`` are 0, so its example ids are provisional."""
+    row = {"source_id": 0, "name": staged.name, "version": 0, "kind": staged.kind, "content_hash": staged.content_hash,
+           "label_names": staged.label_names, "image_shape": list(staged.image_shape) if staged.image_shape else None,
+           "parquet_path": str(staged.path)}
     return _load_row(store, row)
 
 
@@ -199,6 +288,3 @@ def _read_row(path, row: dict) -> SourceData:
         image_shape=tuple(row["image_shape"]) if row["image_shape"] is not None else None,
     )
 
-
-def resolve_sources(store: Store, names: list[str]) -> dict[str, SourceData]:
-    return {n: load_source(store, n) for n in names}

@@ -16,12 +16,6 @@ def example_ids_for(source_id: int, row_index: np.ndarray) -> np.ndarray:
     return (np.int64(source_id) << np.int64(32)) | row_index.astype(np.int64)
 
 
-def split_example_id(example_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Inverse of :func:`example_ids_for`: ``(source_id, row_index)``."""
-    example_id = np.asarray(example_id, dtype=np.int64)
-    return example_id >> np.int64(32), example_id & np.int64(0xFFFFFFFF)
-
-
 @dataclass(frozen=True)
 class SourceData:
     """Rows of one source version.
