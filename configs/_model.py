@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict
 class StrictModel(BaseModel):
     """Pydantic model that forbids unknown keys (a typo in a config must never be ignored)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    # allow_inf_nan=False: a non-finite number (YAML .inf/.nan) is refused in every float field
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False)
 
     def canonical_json(self) -> str:
         """Stable JSON of the validated values (sorted keys), the input of :meth:`hash`."""

@@ -8,7 +8,10 @@ Every model forbids unknown keys, and :func:`load_config` turns any validation f
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +31,9 @@ BUILTIN_KINDS = ("sklearn_digits", "mnist", "bbc_news")
 SourceKind = Literal["parquet", "csv", "jsonl", "npy", "npz", "image_dir", "sklearn_digits", "mnist", "bbc_news"]
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 CONFIG_DIR = Path(__file__).resolve().parent
+MAX_SEED = 2**32 - 1
+MAX_IMAGE_SIDE = 4096
+MAX_CONFIG_BYTES = 1 << 20
 
 
 class SourceConfig(StrictModel):
@@ -47,14 +53,46 @@ class SourceConfig(StrictModel):
     text: str | None = Field(default=None, description="text column (csv/jsonl/parquet text sources)")
     split: str | None = None
     test_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
-    seed: int = 0
-    max_rows: int | None = Field(default=None, gt=0, description="keep only the first max_rows rows (per split for built-ins)")
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
+    max_rows: int | None = Field(default=None, gt=0, description=(
+        "keep at most max_rows rows: the first ones of a file; for built-ins a class-stratified sample "
+        "(per split), so every class keeps its share"))
     labels_path: Path | None = Field(default=None, description="npy: a second .npy holding the labels")
     features_key: str = "X"
     labels_key: str = "y"
-    image_size: tuple[int, int] | None = Field(default=None, description="image_dir: resize every image to (h, w)")
-    delimiter: str = ","
-    batch_rows: int = Field(default=65_536, gt=0, description="rows per streamed batch")
+    image_size: tuple[int, int] | None = Field(default=None, description=f"image_dir: resize every image to (h, w), 1..{MAX_IMAGE_SIDE}")
+    delimiter: str = Field(default=",", description="csv: one character, not a quote, newline or NUL")
+    bad_cells: Literal["error", "drop_column"] = Field(default="error", description=(
+        "csv/jsonl: a numeric-looking column with non-numeric cells is an error naming the column and row, "
+        "or (drop_column) left out of the features with a warning"))
+    batch_rows: int = Field(default=65_536, gt=0, le=10_000_000, description="rows per streamed batch")
+
+    @field_validator("image_size")
+    @classmethod
+    def _image_size_ok(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
+        if v is not None and not all(1 <= side <= MAX_IMAGE_SIDE for side in v):
+            raise ValueError(f"image_size sides must be between 1 and {MAX_IMAGE_SIDE} pixels, got {list(v)}")
+        return v
+
+    @field_validator("features")
+    @classmethod
+    def _features_ok(cls, v: list[str] | str | None) -> list[str] | str | None:
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("features is an empty list: name at least one column, or leave 'features' out")
+            dup = sorted({f for f in v if v.count(f) > 1})
+            if dup:
+                raise ValueError(f"features names {dup[0]!r} twice")
+        if v is not None and any(not f.strip() for f in ([v] if isinstance(v, str) else v)):
+            raise ValueError("features holds an empty column name")
+        return v
+
+    @field_validator("delimiter")
+    @classmethod
+    def _delimiter_ok(cls, v: str) -> str:
+        if len(v) != 1 or v in "\"\r\n\x00":
+            raise ValueError(f"delimiter must be exactly one character other than a quote, newline or NUL, got {v!r}")
+        return v
 
     @field_validator("name")
     @classmethod
@@ -145,19 +183,38 @@ class RunConfig(StrictModel):
 def _format_error(err: ValidationError, origin: str) -> str:
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    msg = first["msg"]
+    msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
     extra = f" (and {err.error_count() - 1} more problem(s))" if err.error_count() > 1 else ""
     got = first.get("input")
-    shown = f" (got {got!r})" if first["type"] not in ("extra_forbidden", "missing") and not isinstance(got, (dict, list)) else ""
+    shown = f" (got {got!r})" if (first["type"] not in ("extra_forbidden", "missing") and first["type"] != "value_error"
+                                  and not isinstance(got, (dict, list))) else ""
     return f"{origin}: key '{loc}': {msg}{shown}{extra}"
 
 
+def _check_values(data: Any, origin: str, path: str = "") -> None:
+    """Checks on the raw mapping that hold for every section: finite numbers, seeds in range."""
+    if isinstance(data, dict):
+        for k, v in data.items():
+            key = f"{path}.{k}" if path else str(k)
+            if isinstance(k, str) and (k == "seed" or k == "seeds"):
+                for s in v if isinstance(v, list) else [v]:
+                    if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED:
+                        raise WinnowError(f"{origin}: key '{key}': a seed must be a whole number from 0 to {MAX_SEED} (got {s!r})")
+            _check_values(v, origin, key)
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            _check_values(v, origin, f"{path}.{i}")
+    elif isinstance(data, float) and not math.isfinite(data):
+        raise WinnowError(f"{origin}: key '{path}': numbers must be finite (got {data!r}); write a finite value")
+
+
 def parse_config(data: Any, origin: str = "<config>", base_dir: Path | None = None) -> RunConfig:
-    """Validate a config mapping; relative source paths resolve against ``base_dir``."""
+    """Validate a config mapping; relative source paths and ``db`` resolve against ``base_dir``."""
     if not isinstance(data, dict):
         raise WinnowError(f"{origin}: a config must be a YAML mapping with at least 'sources', got {type(data).__name__}")
+    _check_values(data, origin)
     try:
         cfg = RunConfig.model_validate(data)
     except ValidationError as err:
@@ -168,25 +225,72 @@ def parse_config(data: Any, origin: str = "<config>", base_dir: Path | None = No
                 p = getattr(s, attr)
                 if p is not None and not p.is_absolute():
                     setattr(s, attr, (base_dir / p).resolve())
+        if cfg.db is not None:
+            if not str(cfg.db).strip():
+                raise WinnowError(f"{origin}: key 'db' is empty: give a DuckDB file path or leave 'db' out")
+            db = cfg.db.expanduser()
+            cfg.db = db if db.is_absolute() else (base_dir / db).resolve()
     return cfg
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a mapping with the same key twice (YAML would silently keep the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                hash(key)
+            except TypeError:
+                raise yaml.constructor.ConstructorError(None, None, "a mapping key must be a plain value", key_node.start_mark) from None
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in the same mapping (first at line {seen[key].line + 1}); keep one",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_config_text(p: Path) -> str:
+    """The config's text; refuses a missing path, a folder or a special file (FIFO, device, socket) by type,
+    before opening it (a FIFO would block forever, /dev/zero never end)."""
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise WinnowError(f"config file not found: {p}") from None
+    except OSError as err:
+        raise WinnowError(f"{p}: cannot read config: {err.strerror or err}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise WinnowError(f"config path is a directory, not a YAML file: {p}")
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else "a device"
+        raise WinnowError(f"config path {p} is {kind}, not a YAML file; save the config to a file")
+    if st.st_size > MAX_CONFIG_BYTES:
+        raise WinnowError(f"{p}: {st.st_size:,} bytes is too large for a run config (at most {MAX_CONFIG_BYTES:,}); is it the right file?")
+    try:
+        with open(p, "rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise WinnowError(f"{p}: not a UTF-8 text file (byte {err.start}); save the config as UTF-8 YAML") from None
+    except OSError as err:
+        raise WinnowError(f"{p}: cannot read config: {err.strerror or err}") from None
 
 
 def load_config(path: str | Path) -> RunConfig:
     """Read and validate a YAML run config; every problem is a WinnowError naming the file and key."""
     p = Path(path)
-    if not p.exists():
-        raise WinnowError(f"config file not found: {p}")
-    if p.is_dir():
-        raise WinnowError(f"config path is a directory, not a YAML file: {p}")
+    text = _read_config_text(p)
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise WinnowError(f"{p}: not valid YAML{where}: {problem}") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise WinnowError(f"{p}: cannot read config: {err}") from None
+    except RecursionError:
+        raise WinnowError(f"{p}: the YAML is nested too deeply to be a run config") from None
     return parse_config(data, origin=str(p), base_dir=p.resolve().parent)
 
 

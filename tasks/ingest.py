@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import logging
 import os
+import stat
+import warnings
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -233,7 +236,23 @@ def _row_hashes(payload: Any, labels: np.ndarray | None, is_text: bool) -> list[
 
 
 # ------------------------------------------------------------------------------------------ readers
+def _special_kind(path: Path) -> str | None:
+    """'a FIFO' / 'a socket' / 'a device' for special files (reading one blocks or never ends), else None."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return None
+
+
 def _check_file(spec: SourceConfig, path: Path | None, *, want_dir: bool = False) -> Path:
+    """Refuse a missing path, the wrong kind of path, or a special file, by type and before opening it."""
     if path is None:
         raise _err(spec, "no path given")
     if not path.exists():
@@ -243,6 +262,9 @@ def _check_file(spec: SourceConfig, path: Path | None, *, want_dir: bool = False
     if not want_dir:
         if path.is_dir():
             raise _err(spec, f"path is a directory, expected a {spec.kind} file: {path}")
+        kind = _special_kind(path)
+        if kind is not None:
+            raise _err(spec, f"{path} is {kind}, not a regular {spec.kind} file; copy the data to a file")
         if not os.access(path, os.R_OK):
             raise _err(spec, f"file is not readable: {path}")
         if path.stat().st_size == 0:
@@ -250,15 +272,29 @@ def _check_file(spec: SourceConfig, path: Path | None, *, want_dir: bool = False
     return path
 
 
-def _pick_columns(spec: SourceConfig, schema: pa.Schema) -> tuple[list[str], str | None]:
+def _pick_columns(spec: SourceConfig, schema: pa.Schema, dropped: set[str] | None = None) -> tuple[list[str], str | None]:
     """Feature columns (or one list column) and the text column, validated against the file's schema."""
     names = schema.names
     shown = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
     hint = " (wrong delimiter? set 'delimiter')" if spec.kind == "csv" and len(names) == 1 else ""
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise _err(spec, f"column name {dup[0]!r} appears {names.count(dup[0])} times in the header; give every column its own name")
     for col, role in ((spec.label, "label"), (spec.split, "split"), (spec.text, "text")):
         if col is not None and col not in names:
             raise _err(spec, f"{role} column {col!r} not found; columns are: {shown}{hint}")
+    if spec.label is not None:
+        t = schema.field(spec.label).type
+        if pa.types.is_dictionary(t):
+            t = t.value_type
+        if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t)
+                or pa.types.is_boolean(t) or pa.types.is_floating(t)):
+            raise _err(spec, f"label column {spec.label!r} has type {t}; labels must be strings or numbers (one per row)")
     if spec.text is not None:
+        t = schema.field(spec.text).type
+        if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
+            raise _err(spec, f"text column {spec.text!r} holds {t}, not text; name a string column in 'text' "
+                             "(or use 'features' for numeric columns)")
         return [], spec.text
     if spec.features is not None:
         feats = [spec.features] if isinstance(spec.features, str) else list(spec.features)
@@ -277,6 +313,8 @@ def _pick_columns(spec: SourceConfig, schema: pa.Schema) -> tuple[list[str], str
         return feats, None
     skip = {spec.label, spec.split} | RESERVED
     feats = [n for n in names if n not in skip and (pa.types.is_integer(schema.field(n).type) or pa.types.is_floating(schema.field(n).type))]
+    if dropped is not None:
+        feats = [n for n in feats if n not in dropped]
     if not feats:
         lists = [n for n in names if n not in skip and (pa.types.is_list(schema.field(n).type) or pa.types.is_fixed_size_list(schema.field(n).type))]
         if len(lists) == 1:
@@ -312,6 +350,37 @@ def _features_from_table(spec: SourceConfig, table: pa.Table | pa.RecordBatch, f
     return np.stack(cols, axis=1)
 
 
+def _parses_as_number(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _numeric_looking(spec: SourceConfig, rb: pa.RecordBatch) -> dict[str, tuple[int, str]]:
+    """String columns of a CSV's first rows whose cells are mostly numbers: name -> (first bad row, cell).
+
+    pyarrow types a column as text when one cell is not a number, so without this check a feature column
+    with a typo would silently leave the features."""
+    if spec.kind != "csv" or spec.text is not None or spec.features is not None:
+        return {}
+    out = {}
+    for name in rb.schema.names:
+        if name in {spec.label, spec.split} | RESERVED:
+            continue
+        t = rb.schema.field(name).type
+        if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
+            continue
+        cells = rb.column(name).to_pylist()
+        filled = [(i, c) for i, c in enumerate(cells) if c is not None and c.strip() != ""]
+        good = sum(_parses_as_number(c) for _, c in filled)
+        if filled and good * 2 >= len(filled) and good < len(filled):
+            row, cell = next((i, c) for i, c in filled if not _parses_as_number(c))
+            out[name] = (row, cell)
+    return out
+
+
 def _batches_from_arrow(spec: SourceConfig, batches: Iterator[pa.RecordBatch], schema: pa.Schema) -> Iterator[Batch]:
     picked = None
     offset = 0
@@ -319,7 +388,15 @@ def _batches_from_arrow(spec: SourceConfig, batches: Iterator[pa.RecordBatch], s
         if rb.num_rows == 0:
             continue
         if picked is None:  # column roles are checked on the first rows (a header-only CSV has no types)
-            picked = _pick_columns(spec, rb.schema)
+            bad = _numeric_looking(spec, rb)
+            for name, (row, cell) in bad.items():
+                where = f"column {name!r} looks numeric but row {row} holds {cell!r}"
+                if spec.bad_cells == "error":
+                    raise _err(spec, f"{where}; fix the cell, list the feature columns in 'features', "
+                                     "or set bad_cells: drop_column to leave the column out")
+                logging.getLogger("winnow.ingest").warning("source %r: %s: the column is left out of the features "
+                                                           "(bad_cells: drop_column)", spec.name, where)
+            picked = _pick_columns(spec, rb.schema, set(bad))
         feats, text_col = picked
         labels = rb.column(spec.label).to_numpy(zero_copy_only=False) if spec.label else None
         split = rb.column(spec.split).to_numpy(zero_copy_only=False) if spec.split else None
@@ -359,7 +436,34 @@ def _read_csv(spec: SourceConfig) -> Iterator[Batch]:
     try:
         yield from _batches_from_arrow(spec, reader, reader.schema)
     except (pa.ArrowInvalid, OSError) as err:
-        raise _err(spec, f"cannot parse CSV: {err}") from None
+        raise _err(spec, _csv_error(spec, path, reader.schema, err)) from None
+
+
+def _csv_error(spec: SourceConfig, path: Path, schema: pa.Schema, err: Exception) -> str:
+    """Turn pyarrow's 'CSV conversion error ... column #k' into the column name and the first bad row."""
+    import re
+
+    import pyarrow.csv as pcsv
+
+    m = re.search(r"column #(\d+)", str(err))
+    if m is None or int(m.group(1)) >= len(schema.names):
+        return f"cannot parse CSV: {str(err).splitlines()[0]}"
+    name = schema.names[int(m.group(1))]
+    try:
+        reader = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=1 << 22),
+                               parse_options=pcsv.ParseOptions(delimiter=spec.delimiter),
+                               convert_options=pcsv.ConvertOptions(include_columns=[name], column_types={name: pa.string()},
+                                                                   strings_can_be_null=True))
+        row = 0
+        for rb in reader:
+            for cell in rb.column(0).to_pylist():
+                if cell is not None and not _parses_as_number(cell):
+                    return (f"column {name!r} is numeric in the first rows but row {row} holds {cell!r}; fix the cell "
+                            "(or list the feature columns in 'features')")
+                row += 1
+    except (pa.ArrowInvalid, OSError):
+        pass
+    return f"cannot parse CSV column {name!r}: {str(err).splitlines()[0]}"
 
 
 def _read_jsonl(spec: SourceConfig) -> Iterator[Batch]:
@@ -390,7 +494,7 @@ def _load_npy(spec: SourceConfig, path: Path, what: str) -> np.ndarray:
 def _numeric_2d(spec: SourceConfig, X: np.ndarray, what: str) -> tuple[np.ndarray, tuple[int, int] | None]:
     if X.dtype.kind not in "iufb":
         raise _err(spec, f"{what} must be numeric, got dtype {X.dtype}")
-    if X.ndim == 1:
+    if X.ndim < 2:
         raise _err(spec, f"{what} must be (n, d) or (n, h, w), got shape {X.shape}")
     image_shape = (int(X.shape[1]), int(X.shape[2])) if X.ndim == 3 else None
     if X.ndim > 3:
@@ -419,9 +523,34 @@ def _read_npy(spec: SourceConfig, meta: dict) -> Iterator[Batch]:
     yield from _array_batches(spec, X, y)
 
 
+def _check_npz_headers(spec: SourceConfig, path: Path) -> None:
+    """Read every member's .npy header (shape, dtype) and compare with its stored size, before any array is
+    loaded: a header that declares more data than the member holds would otherwise allocate it."""
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            with zf.open(info) as fh:
+                try:
+                    version = np.lib.format.read_magic(fh)
+                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                    shape, _, dtype = read(fh)
+                except ValueError as err:
+                    raise _err(spec, f"array {info.filename[:-4]!r} has no valid .npy header: {err}") from None
+                header_len = fh.tell()
+            if dtype.hasobject:
+                raise _err(spec, f"array {info.filename[:-4]!r} holds Python objects (ragged rows?); save numeric arrays")
+            need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            have = info.file_size - header_len
+            if need != have:
+                raise _err(spec, f"array {info.filename[:-4]!r} declares shape {tuple(shape)} of {dtype} ({need:,} bytes) "
+                                 f"but holds {max(have, 0):,} bytes; the file is corrupt or truncated: save it again")
+
+
 def _read_npz(spec: SourceConfig, meta: dict) -> Iterator[Batch]:
     path = _check_file(spec, spec.path)
     try:
+        _check_npz_headers(spec, path)
         with np.load(path, allow_pickle=False) as npz:
             keys = list(npz.keys())
             if spec.features_key not in keys:
@@ -459,21 +588,57 @@ def _read_image_dir(spec: SourceConfig, meta: dict) -> Iterator[Batch]:
         chunk = files[start : start + spec.batch_rows]
         pixels, labels = [], []
         for cls, f in chunk:
+            kind = _special_kind(f)
+            if kind is not None or not f.is_file():
+                raise _err(spec, f"{f} is {kind or 'not a regular file'}, not an image; remove it from the folder")
             try:
-                with Image.open(f) as im:
-                    im = im.convert("L")
-                    if size is None:
-                        size = (im.height, im.width)
-                    elif (im.height, im.width) != tuple(size):
-                        if spec.image_size is None:
-                            raise _err(spec, f"image {f} is {im.height}x{im.width} but earlier images are {size[0]}x{size[1]}; set image_size to resize")
-                        im = im.resize((size[1], size[0]), Image.BILINEAR)
-                    pixels.append(np.asarray(im, dtype=np.float32).reshape(-1) / 255.0)
-            except (UnidentifiedImageError, OSError, SyntaxError) as err:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error", Image.DecompressionBombWarning)  # a warning would be a 2nd stderr line
+                    with Image.open(f) as im:
+                        im = im.convert("L")
+                        if size is None:
+                            size = (im.height, im.width)
+                        elif (im.height, im.width) != tuple(size):
+                            if spec.image_size is None:
+                                raise _err(spec, f"image {f} is {im.height}x{im.width} but earlier images are {size[0]}x{size[1]}; set image_size to resize")
+                            im = im.resize((size[1], size[0]), Image.BILINEAR)
+                        pixels.append(np.asarray(im, dtype=np.float32).reshape(-1) / 255.0)
+            except WinnowError:
+                raise
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+                raise _err(spec, f"image {f} is too large to decode safely ({err}); shrink it first") from None
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
                 raise _err(spec, f"not a readable image: {f} ({err})") from None
             labels.append(cls)
         meta["image_shape"] = (int(size[0]), int(size[1]))
         yield Batch(np.stack(pixels), None, np.array(labels))
+
+
+def stratified_head(labels: np.ndarray, n: int) -> np.ndarray:
+    """Indices (in their original order) of ``n`` rows that keep every class's share: class ``c`` gets
+    ``n * count_c / total`` rows (largest remainder, so the quotas sum to ``n``), its first ones.
+
+    ``max_rows`` on a built-in uses this: built-in rows are sorted by class, so the first ``n`` rows
+    would hold one or two classes only.
+
+    >>> stratified_head(np.array([0, 0, 0, 0, 1, 1, 1, 1]), 4).tolist()
+    [0, 1, 4, 5]
+    """
+    labels = np.asarray(labels)
+    if n >= labels.shape[0]:
+        return np.arange(labels.shape[0])
+    classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    exact = counts * (n / labels.shape[0])
+    quota = np.floor(exact).astype(np.int64)
+    rest = n - int(quota.sum())
+    if rest > 0:  # largest remainders first; ties to the larger class, then the first class
+        order = np.lexsort((np.arange(len(classes)), -counts, -(exact - quota)))
+        quota[order[:rest]] += 1
+    rank = np.empty(labels.shape[0], dtype=np.int64)  # position of each row within its class
+    for c in range(len(classes)):
+        members = np.flatnonzero(inverse == c)
+        rank[members] = np.arange(members.shape[0])
+    return np.flatnonzero(rank < quota[inverse])
 
 
 def _read_sklearn_digits(spec: SourceConfig, meta: dict) -> Iterator[Batch]:
@@ -482,7 +647,8 @@ def _read_sklearn_digits(spec: SourceConfig, meta: dict) -> Iterator[Batch]:
     d = load_digits()
     X, y = d.data, d.target
     if spec.max_rows is not None:
-        X, y = X[: spec.max_rows], y[: spec.max_rows]
+        keep = stratified_head(y, spec.max_rows)
+        X, y = X[keep], y[keep]
     meta["image_shape"] = (8, 8)
     for b in _array_batches(spec, X, y, scale=1.0 / 16.0):
         yield b
@@ -510,7 +676,8 @@ def _read_mnist(spec: SourceConfig, meta: dict) -> Iterator[Batch]:
     meta["image_shape"] = (28, 28)
     for X, y, split in ((Xtr, ytr, "train"), (Xte, yte, "test")):
         if spec.max_rows is not None:
-            X, y = X[: spec.max_rows], y[: spec.max_rows]
+            keep = stratified_head(y, spec.max_rows)
+            X, y = X[keep], y[keep]
         X = X.reshape(X.shape[0], -1)
         for b in _array_batches(spec, X, y, scale=1.0 / 255.0):
             b.split = np.full(b.X.shape[0], split)
@@ -531,7 +698,8 @@ def _read_bbc_news(spec: SourceConfig, meta: dict) -> Iterator[Batch]:
                 texts.append(f.read_bytes().decode("utf-8", errors="replace").strip())
                 labels.append(topic)
     if spec.max_rows is not None:
-        texts, labels = texts[: spec.max_rows], labels[: spec.max_rows]
+        keep = stratified_head(np.array(labels), spec.max_rows)
+        texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
     for start in range(0, len(texts), spec.batch_rows):
         yield Batch(None, texts[start : start + spec.batch_rows], np.array(labels[start : start + spec.batch_rows]))
 
