@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from tasks.prune.evaluate import PruningCurve, plot_pruning_curve, pruning_curve  # noqa: E402
 from tasks.prune.registry import MetricParams  # noqa: E402
+from tasks.prune.select import SelectOptions  # noqa: E402
 from tasks.prune.supervised import DynamicsConfig  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
@@ -127,7 +128,7 @@ def run_mnist(args) -> None:
         for bal in dict.fromkeys(b for *_, b in SERIES):
             pairs = [(m, p) for _, m, p, b in SERIES if b == bal]
             c = pruning_curve(Etr, ytr, Ete, yte, series=pairs, fractions=FRACTIONS if bal == "none" else FRACTIONS[1:],
-                              seeds=[seed], params=params, balance=bal, ccs_beta=args.ccs_beta,
+                              seeds=[seed], params=params, select=SelectOptions(balance=bal, ccs_beta=args.ccs_beta),
                               probe_max_iter=args.probe_iters)
             points += _tag(c, bal)
         print(f"seed {seed}: {time.perf_counter() - ts:.0f} s", flush=True)
@@ -177,7 +178,8 @@ def run_digits(args) -> None:
             for bal in ("none", "proportional"):
                 pairs = [(m, p) for _, m, p, b in series if b == bal]
                 c = pruning_curve(Etr, ytr, Ete, yte, series=pairs, fractions=fr if bal == "none" else fr[1:],
-                                  seeds=[split], params=MetricParams(k=k), balance=bal, probe_fn=sk_probe)
+                                  seeds=[split], params=MetricParams(k=k), select=SelectOptions(balance=bal),
+                                  probe_fn=sk_probe)
                 pts += _tag(c, bal)
         results[k] = PruningCurve(tuple(pts))
     ref = [("full data", "full", "none", 1.0, 0.968), ("random", "random", "random", 0.05, 0.851),

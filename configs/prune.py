@@ -3,15 +3,17 @@
 Example::
 
     prune:
-      metrics: [ssp, semdedup, dbp, random]
+      metrics: [ssp, semdedup, dbp, exact_dedup, random]
       policies: [auto]
-      fractions: [0.9, 0.7, 0.5, 0.3, 0.1]
-      k: 10
+      fractions: [0.9, 0.7, 0.5, 0.3, 0.1]     # or counts: [500] alone (then only the counts run)
+      semdedup_rel_eps: [0.25]                 # eps = 0.25 x the encoder's median nearest-neighbour distance
+      semdedup_remove: [0.05]                  # or: the eps that removes 5 % of the pool
       evaluate: {fractions: [1, 0.5, 0.1, 0.05], seeds: [0, 1, 2]}
 
 Scores are computed on each pruned source's ``train`` rows; selections (one per metric x policy x
-budget) go to DuckDB and can be exported with ``winnow export``. With ``evaluate`` set and labels
-present, a linear probe trained on each kept subset is tested on the ``test`` rows.
+budget, and one per de-duplication threshold) go to DuckDB and can be exported with ``winnow
+export``. With ``evaluate`` set and labels present, a linear probe trained on each kept subset is
+tested on the ``test`` rows, and any series that loses to random beyond noise is flagged.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from pydantic import Field, field_validator, model_validator
 from configs._model import StrictModel
 
 MetricName = Literal[
-    "ssp", "semdedup", "dbp", "moderate", "random", "el2n", "grand", "forgetting", "aum", "supervised_prototypes"
+    "ssp", "semdedup", "dbp", "moderate", "random", "el2n", "grand", "forgetting", "aum", "supervised_prototypes",
+    "exact_dedup",
 ]
+DEFAULT_FRACTIONS = (0.9, 0.7, 0.5, 0.3, 0.1)
 PolicyName = Literal["hard", "easy", "auto", "ccs", "random"]
 
 
@@ -58,18 +62,27 @@ class PruneConfig(StrictModel):
     sources: list[str] | None = Field(default=None, description="sources to prune; default: every source")
     metrics: list[MetricName] = Field(default_factory=lambda: ["ssp", "semdedup", "dbp", "random"], min_length=1)
     policies: list[PolicyName] = Field(default_factory=lambda: ["auto"], min_length=1)
-    fractions: list[float] = Field(default_factory=lambda: [0.9, 0.7, 0.5, 0.3, 0.1])
+    fractions: list[float] = Field(default_factory=lambda: list(DEFAULT_FRACTIONS),
+                                   description="keep fractions; default 0.9..0.1, or none when only counts are given")
     counts: list[int] = Field(default_factory=list, description="budgets as example counts (besides fractions)")
     seed: int = 0
-    k: int | None = Field(default=None, ge=1, description="k-means clusters; default: number of classes, else 10")
+    k: int | None = Field(default=None, ge=1, description="k-means clusters; default: from the data, "
+                          "round(sqrt(n_pool)) clipped to [classes, 10 x classes] (classes: 10 when unlabelled)")
     kmeans_iters: int = Field(default=20, ge=1)
     chunk: int = Field(default=65_536, ge=1, description="rows per matmul block when scoring")
-    balance: Literal["none", "proportional", "equal"] = "none"
+    balance: Literal["auto", "none", "proportional", "equal"] = Field(
+        default="auto", description="auto: each cluster / class keeps its share of the pool (proportional)")
     min_cluster_share: float = Field(default=0.0, ge=0.0, le=1.0)
     auto_alpha: float = Field(default=3.0, gt=0.0, description="auto: keep-hard when kept/(groups*dim) >= this")
     ccs_beta: float = Field(default=0.1, ge=0.0, lt=1.0)
     ccs_strata: int = Field(default=50, ge=1)
-    semdedup_eps: list[float] = Field(default_factory=lambda: [0.001, 0.005, 0.01, 0.05])
+    semdedup_eps: list[float] = Field(default_factory=list, description="raw cosine-distance thresholds")
+    semdedup_rel_eps: list[float] = Field(
+        default_factory=lambda: [0.1, 0.25], description="thresholds as multiples of the encoder's median "
+        "nearest-neighbour cosine distance (the same value means the same on any encoder)")
+    semdedup_remove: list[float] = Field(default_factory=list, description="removal targets: the eps that removes "
+                                         "about this share of the pool")
+    semdedup_warn: float = Field(default=0.2, gt=0.0, le=1.0, description="warn when a threshold removes more than this share")
     semdedup_keep: Literal["farthest", "nearest"] = "farthest"
     semdedup_block: int | None = Field(default=2048, ge=1, description="rows per similarity block; null = whole clusters")
     semdedup_max_pairs: int = Field(default=2**27, ge=1, description="refuse settings holding more similarities at once")
@@ -103,9 +116,36 @@ class PruneConfig(StrictModel):
                 raise ValueError(f"semdedup_eps[{i}]: eps={e} must be in (0, 2)")
         return v
 
+    @field_validator("semdedup_rel_eps")
+    @classmethod
+    def _rel_eps(cls, v: list[float]) -> list[float]:
+        for i, e in enumerate(v):
+            if not (0.0 < e <= 10.0):
+                raise ValueError(f"semdedup_rel_eps[{i}]: {e} must be in (0, 10] (a multiple of the median "
+                                 "nearest-neighbour distance)")
+        return v
+
+    @field_validator("semdedup_remove")
+    @classmethod
+    def _remove(cls, v: list[float]) -> list[float]:
+        for i, r in enumerate(v):
+            if not (0.0 < r < 1.0):
+                raise ValueError(f"semdedup_remove[{i}]: {r} must be a share of the pool in (0, 1)")
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _counts_only(cls, data):
+        # `counts: [500]` alone means only that budget, not counts plus the default fractions
+        if isinstance(data, dict) and data.get("counts") and "fractions" not in data:
+            data = {**data, "fractions": []}
+        return data
+
     @model_validator(mode="after")
     def _budgets(self) -> "PruneConfig":
-        if not self.fractions and not self.counts:
+        dedup_only = "exact_dedup" in self.metrics or ("semdedup" in self.metrics and (
+            self.semdedup_eps or self.semdedup_rel_eps or self.semdedup_remove))
+        if not self.fractions and not self.counts and not dedup_only:
             raise ValueError("give at least one budget in fractions or counts")
         if self.proxy_read_epoch > self.proxy_epochs:
             raise ValueError(f"proxy_read_epoch={self.proxy_read_epoch} must be <= proxy_epochs={self.proxy_epochs}")

@@ -1,10 +1,11 @@
-"""Prune stage flows: score -> select -> (evaluate) -> DuckDB; plus the perceptron experiment.
+"""Prune stage flows: score -> select -> de-duplicate -> (evaluate) -> DuckDB; plus the perceptron experiment.
 
-* :func:`prune_flow` — per source of the config: embeddings via :func:`flows.embed.embed_source`,
-  scores / selections / SemDeDup report / pruning curve via :func:`tasks.prune.stage.prune_source`
-  (a Prefect task), then one idempotent write (:func:`storage.prune.save_prune_results`). Every
-  input check runs before the write, so bad input leaves the tables untouched.
-* :func:`prune_eval` — the pruning-curve part alone, as a subflow (PNG + Prefect artifacts).
+* :func:`prune_flow` — per source of the config: embeddings via :func:`flows.embed.embed_source`
+  (train and test rows embedded once), scores / selections / de-duplications / pruning curve via
+  :func:`tasks.prune.stage.prune_source` (a Prefect task), the curve's PNG and artifacts, then one
+  idempotent write of the :class:`~tasks.prune.outcome.PruneOutcome` (:func:`storage.prune.save_prune`).
+  The options are built once (:meth:`~tasks.prune.options.PruneOptions.from_config`) and checked
+  against every pool in :func:`preflight`, before any stage writes.
 * :func:`perceptron_flow` — Sorscher et al. Fig. 1 teacher-student grid, stored and plotted.
 
 Commands: cli/prune.py.
@@ -14,9 +15,8 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-import numpy as np
 import pyarrow as pa
 from prefect import flow, task
 from prefect.cache_policies import NONE as NO_CACHE
@@ -24,13 +24,15 @@ from prefect.cache_policies import NONE as NO_CACHE
 from configs.base import RunConfig
 from configs.prune import PruneConfig
 from storage.db import Store
-from storage.prune import SelectionHeader, save_perceptron, save_prune_results
+from storage.prune import save_perceptron, save_prune
 from tasks.errors import WinnowError
 from tasks.prune.evaluate import PruningCurve, plot_pruning_curve
+from tasks.prune.options import PoolInfo, PruneOptions
+from tasks.prune.outcome import PruneOutcome, SourceOutcome
 from tasks.prune.perceptron import perceptron_experiment, plot_perceptron, summarize_perceptron
-from tasks.prune.stage import SourcePruneResult, StageOptions, metric_params_from, prune_source
+from tasks.prune.stage import prune_source
 
-__all__ = ["prune_flow", "prune_eval", "perceptron_flow", "stage_options"]
+__all__ = ["prune_flow", "perceptron_flow", "preflight", "pool_info"]
 
 log = logging.getLogger("winnow.prune")
 
@@ -39,28 +41,11 @@ prune_source_task = task(name="prune-source", cache_policy=NO_CACHE, persist_res
 perceptron_task = task(name="perceptron-grid", cache_policy=NO_CACHE, persist_result=False)(perceptron_experiment)
 
 
-def stage_options(cfg: PruneConfig, k: int, *, evaluate: bool = True) -> StageOptions:
-    """:class:`StageOptions` for one source from the prune config and the resolved k."""
-    ev = cfg.evaluate if evaluate else None
-    return StageOptions(
-        metrics=tuple(cfg.metrics),
-        policies=tuple(cfg.policies),
-        fractions=tuple(cfg.fractions),
-        counts=tuple(cfg.counts),
-        seed=cfg.seed,
-        balance=cfg.balance,
-        min_cluster_share=cfg.min_cluster_share,
-        auto_alpha=cfg.auto_alpha,
-        ccs_beta=cfg.ccs_beta,
-        ccs_strata=cfg.ccs_strata,
-        semdedup_eps=tuple(cfg.semdedup_eps),
-        params=metric_params_from(cfg, k),
-        eval_fractions=None if ev is None else tuple(ev.fractions),
-        eval_seeds=(0,) if ev is None else tuple(ev.seeds),
-        eval_policies=None if ev is None or ev.policies is None else tuple(ev.policies),
-        probe_max_iter=200 if ev is None else ev.probe_max_iter,
-        probe_weight_decay=1e-4 if ev is None else ev.probe_weight_decay,
-    )
+def pool_info(src) -> PoolInfo:
+    """What the option checks need to know about a source's pool (its train rows)."""
+    n_pool = int((src.split == "train").sum())
+    return PoolInfo(name=src.name, n_pool=n_pool, n_test=src.n - n_pool, has_labels=src.has_labels,
+                    n_classes=src.n_classes)
 
 
 def _curve_rows(curve: PruningCurve) -> list[dict[str, Any]]:
@@ -86,73 +71,6 @@ def _publish_curve(run_id: str, source: str, curve: PruningCurve, png: str | Non
         create_table_artifact(table=rows, key=key + "-table", description=f"pruning curve of {source}")
     except Exception as err:  # noqa: BLE001 - reporting must not fail a finished computation
         log.warning("could not publish the pruning-curve artifact %s: %s", key, err)
-
-
-@flow(name="prune-eval", log_prints=True)
-def prune_eval(config: RunConfig, db: str, run_id: str, source: str, progress: bool = True) -> PruningCurve:
-    """Pruning curve of one source: probe accuracy vs kept fraction per metric x policy against
-    random, several seeds; writes a PNG next to the database and publishes Prefect artifacts.
-
-    Reads the source and its (cached) embeddings; writes nothing to DuckDB (the caller stores the
-    returned curve with the rest of the stage, in one transaction).
-    """
-    from flows.embed import embed_source
-    from storage.sources import load_source
-    from tasks.prune.evaluate import pruning_curve
-
-    cfg = config.prune or PruneConfig()
-    if config.encoder is None:
-        raise WinnowError("the prune stage needs an 'encoder' section (e.g. encoder: {kind: pca, dim: 32})")
-    store = Store(db)
-    src = load_source(store, source)
-    pool, test = src.train(), src.test()
-    if pool.y is None or test.n == 0:
-        raise WinnowError(f"prune.evaluate needs labels and test rows; source {source!r} has "
-                          f"{'no labels' if pool.y is None else 'no test rows'}")
-    opts = stage_options(cfg, cfg.k or (src.n_classes or 10), evaluate=True)
-    E_all = embed_source(store, src, config.encoder, progress=progress)
-    is_train = src.split == "train"
-    curve = pruning_curve(
-        E_all[is_train], pool.y, E_all[~is_train], test.y, metrics=opts.metrics,
-        policies=opts.eval_policies or opts.policies, fractions=opts.eval_fractions, seeds=opts.eval_seeds,
-        params=opts.params, balance=opts.balance, min_group_share=opts.min_cluster_share,
-        auto_threshold=opts.auto_alpha, ccs_beta=opts.ccs_beta, ccs_strata=opts.ccs_strata,
-        probe_max_iter=opts.probe_max_iter, probe_weight_decay=opts.probe_weight_decay, progress=progress,
-    )
-    png = str(store.artifacts_dir / "prune" / f"{run_id}-{source}-curve.png")
-    Path(png).parent.mkdir(parents=True, exist_ok=True)
-    plot_pruning_curve(curve, png, title=f"pruning curve — {source} ({config.encoder.kind} embeddings)")
-    _publish_curve(run_id, source, curve, png)
-    return curve
-
-
-def _tables_for(run_id: str, src, res: SourcePruneResult, pool_ids: np.ndarray, pool_rows: np.ndarray, seed: int):
-    score_parts, headers, member_parts = [], [], []
-    for m, ms in res.scores.items():
-        n = ms.scores.shape[0]
-        score_parts.append(pa.table({
-            "source_id": pa.array(np.full(n, src.source_id, dtype=np.int32)),
-            "example_id": pa.array(pool_ids),
-            "metric": pa.array([m] * n, pa.string()),
-            "seed": pa.array(np.full(n, seed, dtype=np.int32)),
-            "score": pa.array(ms.scores.astype(np.float64)),
-            "group_key": pa.array(ms.groups.astype(np.int32)) if ms.groups is not None else pa.nulls(n, pa.int32()),
-        }))
-    for m, pol, spec, sel in res.selections:
-        sid = f"{run_id}:{src.name}:{m}:{pol}:{spec}"
-        headers.append(SelectionHeader(
-            selection_id=sid, source_id=src.source_id, source_name=src.name, metric=m, policy=pol,
-            resolved_policy=sel.resolved_policy, balance=sel.balance, fraction=sel.fraction, budget_spec=spec,
-            n_pool=sel.n, n_kept=sel.budget, reason=sel.reason,
-        ))
-        k = sel.indices.size
-        member_parts.append(pa.table({
-            "selection_id": pa.array([sid] * k, pa.string()),
-            "example_id": pa.array(pool_ids[sel.indices]),
-            "source_id": pa.array(np.full(k, src.source_id, dtype=np.int32)),
-            "row_index": pa.array(pool_rows[sel.indices]),
-        }))
-    return score_parts, headers, member_parts
 
 
 def resolve_sources(config: RunConfig, store: Store) -> tuple[dict[str, Any], list[str]]:
@@ -183,8 +101,9 @@ def resolve_sources(config: RunConfig, store: Store) -> tuple[dict[str, Any], li
     if not sources:
         raise WinnowError(f"no source of this config can be embedded by encoder kind {config.encoder.kind!r}: "
                           + "; ".join(lines))
-    for src in sources.values():  # every input check that needs no embeddings, before any write
-        _precheck(cfg, src)
+    opts = PruneOptions.from_config(cfg)
+    for src in sources.values():  # the same check the task runs, before anything is embedded or written
+        opts.check_against(pool_info(src))
     return sources, lines
 
 
@@ -199,85 +118,48 @@ def preflight(config: RunConfig, db: str) -> None:
 
 @flow(name="prune", log_prints=True)
 def prune_flow(config: RunConfig, db: str, run_id: str, progress: bool = True) -> dict[str, Any]:
-    """Score, select (and evaluate) every source of ``config`` named by ``prune.sources``; one write.
+    """Score, select, de-duplicate (and evaluate) every source of ``prune.sources``; one write.
 
     Returns the stage summary ``{"lines": [...], "selections": n, "curve": [...]}``.
     """
     from flows.embed import embed_source
 
     cfg = config.prune or PruneConfig()
+    opts = PruneOptions.from_config(cfg)
     store = Store(db)
     sources, lines = resolve_sources(config, store)
-    scores_t, headers, members_t, curve_rows, sem_rows = [], [], [], [], []
+    outcomes: list[SourceOutcome] = []
     curve_summary: list[dict[str, Any]] = []
     for name, src in sources.items():
-        pool = src.train()
-        k = cfg.k or (src.n_classes if src.n_classes else 10)
-        opts = stage_options(cfg, k, evaluate=False)
+        pool, test = src.train(), src.test()
         E_all = embed_source(store, src, config.encoder, progress=progress)
         is_train = src.split == "train"
-        E_pool = E_all[is_train]
-        res = prune_source_task(E_pool, pool.y, opts, n_classes=src.n_classes, progress=progress)
-        curve = None
-        if cfg.evaluate is not None:
-            curve = prune_eval(config=config, db=db, run_id=run_id, source=name, progress=progress)
-            lines.append(f"{name}: pruning curve plot {store.artifacts_dir / 'prune' / f'{run_id}-{name}-curve.png'}")
-        s_parts, h, m_parts = _tables_for(run_id, src, res, pool.example_ids, pool.row_index, cfg.seed)
-        scores_t += s_parts
-        headers += h
-        members_t += m_parts
-        for eps, nr in res.semdedup_removed.items():
-            sem_rows.append({"source_id": src.source_id, "eps": eps, "n_pool": res.n_pool, "n_removed": nr})
-            lines.append(f"{name}: semdedup eps={eps:g} removes {nr} of {res.n_pool} ({nr / res.n_pool:.1%})")
-        autos = {sel.reason for m, pol, _, sel in res.selections if pol == "auto"}
-        lines.append(f"{name}: {len(res.selections)} selections over {len(res.scores)} metrics, pool {res.n_pool} rows, k={k}")
-        lines += [f"{name}: {r}" for r in sorted(autos)]
-        if curve is not None:
-            for p in curve.points:
-                curve_rows.append({"source_id": src.source_id, "metric": p.metric, "policy": p.policy,
-                                   "resolved_policy": p.resolved_policy, "fraction": p.fraction, "seed": p.seed,
-                                   "n_kept": p.n_kept, "accuracy": p.accuracy})
-            for s in curve.summary():
-                curve_summary.append({"source": name, **s})
-            lines += _curve_table_lines(name, curve) + _best_vs_random_lines(name, curve)
-    curve_schema = pa.schema([("source_id", pa.int32()), ("metric", pa.string()), ("policy", pa.string()),
-                              ("resolved_policy", pa.string()), ("fraction", pa.float64()), ("seed", pa.int32()),
-                              ("n_kept", pa.int64()), ("accuracy", pa.float64())])
-    sem_schema = pa.schema([("source_id", pa.int32()), ("eps", pa.float64()), ("n_pool", pa.int64()), ("n_removed", pa.int64())])
-    save_prune_results(
-        store, run_id,
-        scores=pa.concat_tables(scores_t) if scores_t else None,
-        selections=headers,
-        members=pa.concat_tables(members_t) if members_t else None,
-        curve=pa.Table.from_pylist(curve_rows, schema=curve_schema) if curve_rows else None,
-        semdedup=pa.Table.from_pylist(sem_rows, schema=sem_schema) if sem_rows else None,
-    )
-    lines.append(f"export one with: winnow export {headers[0].selection_id} --to kept.parquet" if headers else "no selections")
-    return {"lines": lines, "selections": len(headers), "curve": curve_summary}
-
-
-def _precheck(cfg: PruneConfig, src) -> None:
-    """Refuse, before embedding or writing anything, what can be refused from the source alone."""
-    from tasks.prune.registry import metric_spec
-
-    n_pool = int((src.split == "train").sum())
-    if n_pool == 0:
-        raise WinnowError(f"source {src.name!r} has no train rows to prune")
-    for m in cfg.metrics:
-        if metric_spec(m).needs_labels and not src.has_labels:
-            raise WinnowError(
-                f"metric {m!r} needs labels but source {src.name!r} has none; use label-free metrics "
-                "(ssp, semdedup, dbp, moderate, random) or ingest a label column"
-            )
-    if cfg.evaluate is not None and (not src.has_labels or n_pool == src.n):
-        raise WinnowError(f"prune.evaluate needs labels and test rows; source {src.name!r} has "
-                          f"{'no labels' if not src.has_labels else 'no test rows'}")
-    for c in cfg.counts:
-        if c > n_pool:
-            raise WinnowError(f"count={c} exceeds the {n_pool} train rows of source {src.name!r}; lower prune.counts")
-    k = cfg.k or (src.n_classes or 10)
-    if k > n_pool:
-        raise WinnowError(f"k={k} clusters exceeds the {n_pool} train rows of source {src.name!r}; lower prune.k")
+        res = prune_source_task(
+            E_all[is_train], pool.y, opts, n_classes=src.n_classes, name=name,
+            E_test=E_all[~is_train] if opts.evaluate is not None else None,
+            y_test=test.y if opts.evaluate is not None else None,
+            content=pool.X if pool.X is not None else pool.texts, progress=progress)
+        outcomes.append(SourceOutcome(src.source_id, name, pool.example_ids, pool.row_index, res))
+        lines += res.lines(name)
+        if res.curve is not None:
+            png = store.artifacts_dir / "prune" / f"{run_id}-{name}-curve.png"
+            png.parent.mkdir(parents=True, exist_ok=True)
+            plot_pruning_curve(res.curve, str(png), title=f"pruning curve — {name} ({config.encoder.kind} embeddings)")
+            _publish_curve(run_id, name, res.curve, str(png))
+            lines.append(f"{name}: pruning curve plot {png}")
+            curve_summary += [{"source": name, **s} for s in res.curve.summary()]
+            lines += _curve_table_lines(name, res.curve) + _best_vs_random_lines(name, res.curve)
+    save_prune(store, run_id, PruneOutcome(seed=opts.seed, sources=tuple(outcomes)))
+    n_sel = sum(len(o.result.selections) + len(o.result.dedup) for o in outcomes)
+    first = next((o for o in outcomes if o.result.selections or o.result.dedup), None)
+    if first is not None:
+        r = first.result
+        sid = (f"{run_id}:{first.name}:{r.selections[0].metric}:{r.selections[0].policy}:{r.selections[0].spec}"
+               if r.selections else f"{run_id}:{first.name}:{r.dedup[0].method}:dedup:{r.dedup[0].spec}")
+        lines.append(f"export one with: winnow export {sid} --to kept.parquet")
+    else:
+        lines.append("no selections")
+    return {"lines": lines, "selections": n_sel, "curve": curve_summary}
 
 
 def _curve_table_lines(name: str, curve: PruningCurve) -> list[str]:

@@ -16,14 +16,12 @@ Views
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 
-from storage.db import Store, replace_run_rows
+from storage.db import Store, now, replace_run_rows, rows
 from tasks.errors import WinnowError
 
 if TYPE_CHECKING:  # the outcome type only: reading selections must not import torch
@@ -66,10 +64,6 @@ class SelectionHeader:
     reason: str
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
 def _with_run(t: pa.Table | None, run_id: str) -> pa.Table | None:
     if t is None:
         return None
@@ -98,7 +92,7 @@ def save_prune_results(
     ids = [s.selection_id for s in selections]
     if len(set(ids)) != len(ids):
         raise ValueError("duplicate selection ids in one prune run")
-    created = _now()
+    created = now()
     tables: dict[str, pa.Table | None] = {"scores": _with_run(scores, run_id)}
     if selections:
         tables["selections"] = pa.table({
@@ -130,10 +124,10 @@ _SEMDEDUP_SCHEMA = pa.schema([("source_id", pa.int32()), ("eps", pa.float64()), 
                               ("n_removed", pa.int64())])
 
 
-def _members(sid: str, source_id: int, ids: np.ndarray, rows: np.ndarray) -> pa.Table:
+def _members(sid: str, source_id: int, ids: np.ndarray, row_index: np.ndarray) -> pa.Table:
     k = ids.size
     return pa.table({"selection_id": pa.array([sid] * k, pa.string()), "example_id": pa.array(ids),
-                     "source_id": pa.array(np.full(k, source_id, dtype=np.int32)), "row_index": pa.array(rows)})
+                     "source_id": pa.array(np.full(k, source_id, dtype=np.int32)), "row_index": pa.array(row_index)})
 
 
 def save_prune(store: Store, run_id: str, outcome: "PruneOutcome") -> dict[str, int]:
@@ -144,7 +138,7 @@ def save_prune(store: Store, run_id: str, outcome: "PruneOutcome") -> dict[str, 
     """
     scores, headers, members, curve, sem = [], [], [], [], []
     for so in outcome.sources:
-        res, ids, rows = so.result, so.example_ids, so.row_index
+        res, ids, row_idx = so.result, so.example_ids, so.row_index
         for m, ms in res.scores.items():
             n = ms.scores.shape[0]
             scores.append(pa.table({
@@ -160,14 +154,14 @@ def save_prune(store: Store, run_id: str, outcome: "PruneOutcome") -> dict[str, 
             sid = f"{run_id}:{so.name}:{rs.metric}:{rs.policy}:{rs.spec}"
             headers.append(SelectionHeader(sid, so.source_id, so.name, rs.metric, rs.policy, sel.resolved_policy,
                                            sel.balance, sel.fraction, rs.spec, sel.n, sel.budget, sel.reason))
-            members.append(_members(sid, so.source_id, ids[sel.indices], rows[sel.indices]))
+            members.append(_members(sid, so.source_id, ids[sel.indices], row_idx[sel.indices]))
         for d in res.dedup:
             sid = f"{run_id}:{so.name}:{d.method}:dedup:{d.spec}"
             kept = np.flatnonzero(d.keep)
             reason = f"{d.reason}; removed {d.n_removed} of {d.n} ({d.n_removed / d.n:.1%})"
             headers.append(SelectionHeader(sid, so.source_id, so.name, d.method, "dedup", "dedup", "none",
                                            kept.size / d.n, d.spec, d.n, kept.size, reason))
-            members.append(_members(sid, so.source_id, ids[kept], rows[kept]))
+            members.append(_members(sid, so.source_id, ids[kept], row_idx[kept]))
             if d.eps is not None:
                 sem.append({"source_id": so.source_id, "eps": d.eps, "n_pool": d.n, "n_removed": d.n_removed})
         if res.curve is not None:
@@ -185,14 +179,9 @@ def save_prune(store: Store, run_id: str, outcome: "PruneOutcome") -> dict[str, 
     )
 
 
-def save_perceptron(store: Store, run_id: str, rows: pa.Table) -> None:
+def save_perceptron(store: Store, run_id: str, results: pa.Table) -> None:
     """Replace the perceptron rows of ``run_id``; columns as in the ``perceptron_results`` table."""
-    replace_run_rows(store, run_id, ["perceptron_results"], {"perceptron_results": _with_run(rows, run_id)})
-
-
-def _dicts(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
-    cols = [d[0] for d in cur.description]
-    return [dict(zip(cols, r)) for r in cur.fetchall()]
+    replace_run_rows(store, run_id, ["perceptron_results"], {"perceptron_results": _with_run(results, run_id)})
 
 
 def list_selections(store: Store, run_id: str | None = None) -> list[dict[str, Any]]:
@@ -201,8 +190,8 @@ def list_selections(store: Store, run_id: str | None = None) -> list[dict[str, A
            "n_kept, n_pool, reason FROM selections")
     with store.read() as con:
         if run_id is None:
-            return _dicts(con.execute(sql + " ORDER BY created_at DESC, selection_id"))
-        return _dicts(con.execute(sql + " WHERE run_id = ? ORDER BY selection_id", [run_id]))
+            return rows(con.execute(sql + " ORDER BY created_at DESC, selection_id"))
+        return rows(con.execute(sql + " WHERE run_id = ? ORDER BY selection_id", [run_id]))
 
 
 def load_selection(store: Store, selection_id: str) -> tuple[dict[str, Any], pa.Table]:
@@ -215,17 +204,17 @@ def load_selection(store: Store, selection_id: str) -> tuple[dict[str, Any], pa.
             parts = selection_id.split(":")
             if len(parts) != 5:
                 raise WinnowError(f"{selection_id!r}: use latest:<source>:<metric>:<policy>:<f=0.3|n=1000>")
-            rows = _dicts(con.execute(
+            found = rows(con.execute(
                 "SELECT * FROM selections WHERE source_name = ? AND metric = ? AND policy = ? AND budget_spec = ? "
                 "ORDER BY created_at DESC, selection_id LIMIT 1", parts[1:]))
         else:
-            rows = _dicts(con.execute("SELECT * FROM selections WHERE selection_id = ?", [selection_id]))
-        if not rows:
+            found = rows(con.execute("SELECT * FROM selections WHERE selection_id = ?", [selection_id]))
+        if not found:
             known = [r[0] for r in con.execute(
                 "SELECT selection_id FROM selections ORDER BY created_at DESC, selection_id LIMIT 5").fetchall()]
             hint = f" (recent: {', '.join(known)})" if known else " (no selections stored yet: run `winnow prune CONFIG`)"
             raise WinnowError(f"no selection {selection_id!r}{hint}")
-        head = rows[0]
+        head = found[0]
         # no ORDER BY: members are stored in example_id order, so a plain scan (DuckDB keeps insertion
         # order) is usually sorted already; checking that is ~0.5 ms against ~4 ms for the SQL sort
         members = con.sql(
@@ -265,17 +254,17 @@ def load_scores(store: Store, run_id: str, metric: str | None = None) -> pa.Tabl
 
 def load_pruning_curve(store: Store, run_id: str) -> list[dict[str, Any]]:
     with store.read() as con:
-        return _dicts(con.execute(
+        return rows(con.execute(
             "SELECT * FROM pruning_curve WHERE run_id = ? ORDER BY source_id, metric, policy, fraction DESC, seed", [run_id]))
 
 
 def load_pruning_curve_summary(store: Store, run_id: str) -> list[dict[str, Any]]:
     with store.read() as con:
-        return _dicts(con.execute(
+        return rows(con.execute(
             "SELECT * FROM pruning_curve_summary WHERE run_id = ? ORDER BY source_id, metric, policy, fraction DESC", [run_id]))
 
 
 def load_perceptron_summary(store: Store, run_id: str) -> list[dict[str, Any]]:
     with store.read() as con:
-        return _dicts(con.execute(
+        return rows(con.execute(
             "SELECT * FROM perceptron_summary WHERE run_id = ? ORDER BY alpha_tot, fraction DESC, policy", [run_id]))

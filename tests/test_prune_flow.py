@@ -61,8 +61,8 @@ def test_prune_flow_stores_scores_selections_and_auto_reason(pruned_db):
     # 4 metrics score every pool row once
     assert _rows(db_path, "SELECT metric, count(*) FROM scores GROUP BY 1 ORDER BY 1") == [
         ("dbp", n_pool), ("random", n_pool), ("semdedup", n_pool), ("ssp", n_pool)]
-    # 3 metrics x 2 policies x 2 fractions + random x 2 fractions
-    assert out["selections"] == 14
+    # 3 metrics x 2 policies x 2 fractions + random x 2 fractions + SemDeDup at 2 raw and 2 relative eps
+    assert out["selections"] == 14 + 4
     sel = _rows(db_path, "SELECT selection_id, fraction, n_kept, n_pool, resolved_policy, reason FROM selections "
                          "WHERE metric = 'ssp' AND policy = 'auto' ORDER BY fraction")
     # auto: alpha = kept/(10 classes * 8 dims): 0.1*n_pool/80 < 3 <= 0.5*n_pool/80 for 480 <= n_pool <= 2400
@@ -78,7 +78,7 @@ def test_prune_flow_stores_scores_selections_and_auto_reason(pruned_db):
                          "WHERE e.split <> 'train' OR (m.example_id & 4294967295) <> m.row_index")
     assert bad == [(0,)]
     latest = _rows(db_path, "SELECT count(DISTINCT selection_id), count(*) FROM latest_selection")
-    assert latest == [(14, sum(r[0] for r in _rows(db_path, "SELECT n_kept FROM selections")))]
+    assert latest == [(18, sum(r[0] for r in _rows(db_path, "SELECT n_kept FROM selections")))]
     removed = dict(_rows(db_path, "SELECT eps, n_removed FROM semdedup_report"))
     assert removed[0.2] >= removed[0.01] >= 0 and removed[0.2] > 0
 
@@ -196,3 +196,54 @@ prune: {metrics: [ssp, random], policies: [easy], fractions: [0.2], k: 5, semded
     assert "selections over 2 metrics" in out
     code, out, err = winnow("selections", "--db", db, "--json")
     assert code == 0 and out.count('"selection_id"') == 2
+
+
+def test_semdedup_removals_are_selections_with_queryable_removed_ids(pruned_db, tmp_path, winnow):
+    from storage.db import Store
+    from storage.prune import load_removed, load_selection
+
+    db_path, _, out = pruned_db
+    rows = _rows(db_path, "SELECT selection_id, budget_spec, n_pool, n_kept, reason FROM selections "
+                          "WHERE metric = 'semdedup' AND policy = 'dedup' ORDER BY budget_spec")
+    assert [r[1] for r in rows] == ["eps=0.01", "eps=0.2", "rel=0.1", "rel=0.25"]
+    report = dict(_rows(db_path, "SELECT eps, n_removed FROM semdedup_report"))
+    store = Store(db_path)
+    for sid, spec, n_pool, n_kept, reason in rows:
+        head, kept = load_selection(store, sid)
+        removed = load_removed(store, sid)
+        assert kept.num_rows == n_kept and removed.num_rows == n_pool - n_kept
+        assert not set(kept.column("example_id").to_pylist()) & set(removed.column("example_id").to_pylist())
+        assert f"removed {n_pool - n_kept} of {n_pool}" in reason
+        if spec.startswith("eps="):
+            assert report[float(spec[4:])] == n_pool - n_kept
+        else:
+            assert "median nearest-neighbour distance" in reason
+    assert any(line.startswith("digits: semdedup rel=0.25 removes") for line in out["lines"])
+    # winnow export works on a de-duplication like on any selection
+    csv = tmp_path / "dedup.csv"
+    code, _, err = winnow("export", "latest:digits:semdedup:dedup:eps=0.2", "--to", csv, "--db", db_path)
+    assert code == 0, err
+    assert len(csv.read_text().strip().splitlines()) == rows[1][3] + 1
+
+
+def test_counts_only_and_exact_duplicates_end_to_end(tmp_path):
+    # a CSV with 3 exact copies of earlier rows: exact_dedup removes exactly them; counts alone run alone
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 5)).round(3)
+    X = np.vstack([X, X[[1, 5, 9]]])
+    y = rng.integers(0, 3, len(X))
+    path = tmp_path / "d.csv"
+    path.write_text("a,b,c,d,e,y\n" + "\n".join(",".join(map(str, r)) + f",{c}" for r, c in zip(X, y)))
+    cfg = parse_config({"sources": [{"name": "d", "kind": "csv", "path": str(path), "label": "y"}],
+                        "encoder": {"kind": "raw"},
+                        "prune": {"metrics": ["ssp", "exact_dedup", "random"], "counts": [40], "k": 4}})
+    db = tmp_path / "e.duckdb"
+    _ingest(cfg, db)
+    out = _prune(cfg, db)
+    train = {r[0] for r in _rows(db, "SELECT row_index FROM examples WHERE split = 'train'")}
+    n_copies = sum(a in train and b in train for a, b in ((1, 120), (5, 121), (9, 122)))
+    n_pool = len(train)
+    specs = _rows(db, "SELECT metric, policy, budget_spec, n_pool - n_kept FROM selections ORDER BY 1, 2, 3")
+    assert specs == [("exact_dedup", "dedup", "exact", n_copies), ("random", "random", "n=40", n_pool - 40),
+                     ("ssp", "auto", "n=40", n_pool - 40)]
+    assert out["selections"] == 3

@@ -118,3 +118,29 @@ def test_select_rejects_bad_scores_and_policy():
         select(SCORES, count=1, policy="hardest")
     with pytest.raises(WinnowError, match="fraction=1.2"):
         select(SCORES, fraction=1.2)
+
+
+def test_ties_are_broken_at_random_not_by_row_order():
+    # a coarse score (5 distinct values, like forgetting counts) on rows stored sorted by class:
+    # breaking ties by row order would keep the first classes and drop the last ones
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(5), 200)
+    coarse = rng.integers(0, 5, size=y.size).astype(np.float64)
+    for policy in ("hard", "easy"):
+        sel = select(coarse, fraction=0.1, policy=policy, seed=0)
+        kept = np.bincount(y[sel.indices], minlength=5)
+        assert kept.min() >= 8, (policy, kept.tolist())  # ~20 per class expected, all classes present
+        # the score order is still honoured: only the boundary value is sampled
+        s = coarse[sel.indices]
+        rest = np.delete(coarse, sel.indices)
+        assert (s.min() >= rest.max()) if policy == "hard" else (s.max() <= rest.min())
+    # the tie order is seeded: same seed same rows, another seed other rows
+    a, b, c = (select(coarse, fraction=0.1, policy="hard", seed=s).indices for s in (1, 1, 2))
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    # within groups (balance) and in CCS's dropped hard tail too
+    g = np.repeat(np.arange(2), 500)
+    p = select(coarse, fraction=0.1, policy="hard", groups=g, balance="proportional", seed=0)
+    assert np.bincount(y[p.indices], minlength=5).min() >= 8
+    flat = np.zeros(1000)
+    cc = select(flat, fraction=0.5, policy="ccs", ccs_beta=0.3, seed=0)
+    assert np.bincount(y[cc.indices], minlength=5).min() >= 70

@@ -95,7 +95,8 @@ def ccs_select(
         raise WinnowError(f"budget={budget} must be in [1, n={n}]")
     rng = np.random.default_rng(seed)
     n_drop = min(int(np.floor(beta * n)), n - budget)
-    order = np.argsort(-scores, kind="stable")
+    # hardest first; equal scores in a seeded random order (never row order: rows may be sorted by class)
+    order = np.lexsort((np.random.default_rng([int(seed), 0x7E1B]).random(n), -scores))
     stratum = np.full(n, -1, dtype=np.int64)
     rest = order[n_drop:]
     lo, hi = scores[rest].min(), scores[rest].max()

@@ -18,10 +18,9 @@ from tasks.errors import WinnowError
 from tasks.device import resolve_device
 from tasks.prune.kmeans import check_embeddings, small_problem_threads, spherical_kmeans
 from tasks.prune.registry import KMEANS_METRICS, MetricParams, compute_metric, metric_spec, select_by_metric
-from tasks.prune.select import AUTO_ALPHA_THRESHOLD, POLICIES
+from tasks.prune.select import POLICIES, SelectOptions
 
-__all__ = ["CurvePoint", "PruningCurve", "pruning_curve", "plot_pruning_curve"]
-
+__all__ = ["CurvePoint", "GuardNote", "PruningCurve", "losses_to_random", "plot_pruning_curve", "pruning_curve"]
 
 
 @dataclass(frozen=True)
@@ -83,11 +82,7 @@ def pruning_curve(
     fractions: Sequence[float] = (1.0, 0.9, 0.7, 0.5, 0.3, 0.2, 0.1, 0.05),
     seeds: Sequence[int] = (0, 1, 2),
     params: MetricParams = MetricParams(),
-    balance: str = "none",
-    min_group_share: float = 0.0,
-    auto_threshold: float = AUTO_ALPHA_THRESHOLD,
-    ccs_beta: float = 0.1,
-    ccs_strata: int = 50,
+    select: SelectOptions = SelectOptions(),
     probe_max_iter: int = 200,
     probe_weight_decay: float = 1e-4,
     probe_fn: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], float] | None = None,
@@ -105,8 +100,8 @@ def pruning_curve(
     series : explicit (metric, policy) pairs to run instead of metrics x policies.
     fractions : keep fractions in (0, 1]; 1 adds the full-data probe.
     seeds : one scoring + selection per seed.
-    params, balance, min_group_share, auto_threshold, ccs_beta, ccs_strata : see
-        :func:`tasks.prune.select.select` and :class:`~tasks.prune.registry.MetricParams`.
+    params : metric knobs (:class:`~tasks.prune.registry.MetricParams`); select : balance, minimum
+        group share, ``auto`` threshold, CCS options (:class:`~tasks.prune.select.SelectOptions`).
     probe_max_iter, probe_weight_decay : the linear probe (:mod:`tasks.probe`).
     probe_fn : optional replacement probe ``(E_kept, y_kept, E_test, y_test) -> accuracy`` called
         once per subset (e.g. scikit-learn's LogisticRegression to reproduce a published setting).
@@ -139,10 +134,10 @@ def pruning_curve(
     n_classes = int(max(y_train.max(), y_test.max())) + 1
     pruned_fracs = [float(f) for f in fractions if f < 1]
 
-    from rich.progress import Progress
+    from tasks.progress import progress_bar
 
     points: list[CurvePoint] = []
-    with Progress(disable=not progress, transient=True) as bar:
+    with progress_bar(progress) as bar:
         task = bar.add_task("pruning curve", total=len(seeds))
         for seed in seeds:
             jobs: list[tuple[str, str, float, object]] = []
@@ -160,11 +155,8 @@ def pruning_curve(
                     pols = ["random"] if m == "random" else list(policies)
                 for pol in pols:
                     for f in pruned_fracs:
-                        sel = select_by_metric(
-                            ms, pol, fraction=f, balance=balance, min_group_share=min_group_share, dim=d,
-                            n_groups=n_classes, auto_threshold=auto_threshold, ccs_beta=ccs_beta,
-                            ccs_strata=ccs_strata, seed=seed,
-                        )
+                        sel = select_by_metric(ms, pol, options=select, fraction=f, dim=d, n_groups=n_classes,
+                                               seed=seed)
                         jobs.append((m, pol, f, sel))
             train_sets = [np.arange(n)] + [j[3].indices for j in jobs]
             if probe_fn is None:
@@ -184,8 +176,87 @@ def pruning_curve(
     return PruningCurve(points=tuple(points))
 
 
+@dataclass(frozen=True)
+class GuardNote:
+    """A series of the curve that lost to random beyond noise at one fraction, and what did better."""
+
+    metric: str
+    policy: str
+    fraction: float
+    mean: float
+    std: float
+    random_mean: float
+    random_std: float
+    best: str
+    best_mean: float
+
+    def line(self) -> str:
+        return (f"{self.metric}/{self.policy} at f={self.fraction:g}: {self.mean:.4f}±{self.std:.4f} is below random "
+                f"{self.random_mean:.4f}±{self.random_std:.4f} beyond noise; better here: {self.best} {self.best_mean:.4f}")
+
+
+def losses_to_random(curve: PruningCurve) -> list[GuardNote]:
+    """Every (metric, policy, fraction) whose mean accuracy is below random's by more than the
+    larger of the two seed stds, with the best series at that fraction (possibly random itself).
+
+    With one seed there is no noise estimate and any loss counts.
+    """
+    summ = curve.summary()
+    rnd = {s["fraction"]: s for s in summ if s["metric"] == "random"}
+    notes = []
+    for s in summ:
+        r = rnd.get(s["fraction"])
+        if s["metric"] in ("random", "full") or r is None:
+            continue
+        if s["mean"] < r["mean"] - max(s["std"], r["std"]):
+            at = [t for t in summ if t["fraction"] == s["fraction"] and t["metric"] != "full"]
+            b = max(at, key=lambda t: t["mean"])
+            name = "random" if b["metric"] == "random" else f"{b['metric']}/{b['policy']}"
+            notes.append(GuardNote(s["metric"], s["policy"], s["fraction"], s["mean"], s["std"], r["mean"], r["std"],
+                                   name, b["mean"]))
+    return notes
+
+
+def robust_limits(values: Sequence[float], *, whisker: float = 3.0) -> tuple[float, float, int]:
+    """Axis limits that keep the bulk of ``values`` readable: [Q1 - w*IQR, Q3 + w*IQR] cut to the data's
+    range, padded 5 %; returns (lo, hi, number of values outside)."""
+    v = np.asarray([x for x in values if np.isfinite(x)], dtype=np.float64)
+    if v.size == 0:
+        return 0.0, 1.0, 0
+    q1, q3 = np.percentile(v, [25, 75])
+    iqr = max(q3 - q1, 1e-3)
+    lo, hi = max(v.min(), q1 - whisker * iqr), min(v.max(), q3 + whisker * iqr)
+    pad = 0.05 * max(hi - lo, 1e-3)
+    return float(lo - pad), float(hi + pad), int(((v < lo) | (v > hi)).sum())
+
+
+def series_styles(keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], dict]:
+    """Matplotlib styles per (metric, policy): random is a thick dashed black line; every other series
+    gets its own colour (20 of tab20) and marker, the line style saying the policy."""
+    from matplotlib import colormaps
+
+    colours = colormaps["tab20"].colors
+    markers = "osD^v<>pPhX*d12348"
+    lines = {"hard": "-", "easy": "--", "auto": "-.", "ccs": ":"}
+    out = {}
+    others = sorted(k for k in keys if k[0] != "random")
+    for j, (m, pol) in enumerate(others):
+        colour = colours[(2 * j) % 20] if j < 10 else colours[(2 * (j - 10) + 1) % 20]
+        out[(m, pol)] = dict(ls=lines.get(pol, "-"), color=colour, marker=markers[j % len(markers)], ms=4, lw=1.3,
+                             label=f"{m} / {pol}")
+    for k in keys:
+        if k[0] == "random":
+            out[k] = dict(ls="--", color="black", lw=2, marker="", label="random")
+    return out
+
+
 def plot_pruning_curve(curve: PruningCurve, path: str, *, title: str = "pruning curve") -> str:
-    """Accuracy (mean ± std over seeds) vs kept fraction, log x axis, random dashed; writes a PNG."""
+    """Accuracy (mean ± std over seeds) vs kept fraction, log x axis, random dashed black; writes a PNG.
+
+    Every series has its own colour (tab20) and marker, the line style says the policy; the y axis
+    keeps the bulk of the points readable (:func:`robust_limits`) and a note counts any point left
+    outside it (drawn as a triangle on the edge).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -193,26 +264,35 @@ def plot_pruning_curve(curve: PruningCurve, path: str, *, title: str = "pruning 
 
     summary = curve.summary()
     full = [s for s in summary if s["metric"] == "full"]
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    fig, ax = plt.subplots(figsize=(8.5, 5.2))
     series: dict[tuple[str, str], list[dict]] = {}
     for s in summary:
         if s["metric"] != "full":
             series.setdefault((s["metric"], s["policy"]), []).append(s)
-    for (m, pol), ss in sorted(series.items()):
-        ss = sorted(ss, key=lambda s: s["fraction"])
+    lo, hi, n_out = robust_limits([s["mean"] for s in summary])
+    styles = series_styles(list(series))
+    for key, style in styles.items():
+        ss = sorted(series[key], key=lambda s: s["fraction"])
         x = [s["fraction"] for s in ss]
         y = [s["mean"] for s in ss]
         e = [s["std"] for s in ss]
-        style = dict(ls="--", color="black", lw=2) if m == "random" else dict(ls="-", marker="o", ms=3)
-        ax.errorbar(x, y, yerr=e, label=m if m == "random" else f"{m} / {pol}", capsize=2, **style)
+        ax.errorbar(x, np.clip(y, lo, hi), yerr=e, capsize=2, **style)
+        out = [(a, b) for a, b in zip(x, y) if b < lo or b > hi]
+        if out:
+            ax.scatter([a for a, _ in out], [lo if b < lo else hi for _, b in out],
+                       marker="v", color=style["color"], s=40, zorder=5, clip_on=False)
     if full:
         ax.axhline(full[0]["mean"], color="grey", lw=1, ls=":", label=f"full data {full[0]['mean']:.3f}")
+    ax.set_ylim(lo, hi)
+    if n_out:
+        ax.text(0.01, 0.01, f"{n_out} point(s) outside the axis, drawn on its edge (triangles)",
+                transform=ax.transAxes, fontsize=7, color="dimgrey")
     ax.set_xscale("log")
     ax.set_xlabel("fraction of training data kept")
     ax.set_ylabel("linear-probe test accuracy")
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, ncol=2, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -222,7 +222,7 @@ def spherical_kmeans(
     init_sample : k-means++ runs on a seeded subsample of max(init_sample, 3k) rows at most.
     tol : stop when fewer than ``tol * n`` rows change cluster (a RuntimeWarning is issued only
         when more than 1% still changed in the last iteration).
-    progress : show a rich progress bar over iterations.
+    progress : show progress over iterations (:mod:`tasks.progress`).
     device : torch device for the passes (``"cuda"`` streams the chunks to the GPU); results come
         back as numpy either way. Asking for a device torch cannot see raises.
 
@@ -271,9 +271,9 @@ def spherical_kmeans(
     cos = np.empty(n, dtype=np.float32)
     converged = False
     it = 0
-    from rich.progress import Progress
+    from tasks.progress import progress_bar
 
-    with Progress(disable=not progress, transient=True) as bar:
+    with progress_bar(progress) as bar:
         task = bar.add_task("spherical k-means", total=iters)
         for it in range(1, iters + 1):
             sums = torch.zeros(k, d, dtype=torch.float32, device=dev)

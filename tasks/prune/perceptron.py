@@ -123,11 +123,11 @@ def perceptron_experiment(
         raise WinnowError(f"theta={theta} must be in [0, pi/2] radians")
     if not seeds:
         raise WinnowError("seeds is empty")
-    from rich.progress import Progress
+    from tasks.progress import progress_bar
 
     rows: list[PerceptronRow] = []
     total = len(seeds) * len(alphas)
-    with Progress(disable=not progress, transient=True) as bar:
+    with progress_bar(progress) as bar:
         task = bar.add_task("perceptron", total=total)
         for seed in seeds:
             rng = np.random.default_rng(seed)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -25,7 +25,7 @@ from tasks.prune import semdedup as _semdedup
 from tasks.prune import ssp as _ssp
 from tasks.prune import supervised as _sup
 from tasks.prune.kmeans import DEFAULT_CHUNK, KMeansResult, check_embeddings, small_problem_threads
-from tasks.prune.select import Selection, random_scores, select
+from tasks.prune.select import SelectOptions, Selection, random_scores, select
 
 __all__ = [
     "MetricParams",
@@ -60,6 +60,7 @@ class MetricScores:
     """scores : (n,) float32, higher = harder. groups : (n,) int64 cluster/class ids or None.
     group_weights : (n_groups,) per-group weights for ``balance="weighted"`` or None.
     balance : the balance the method itself prescribes (None = use the configured one).
+    auto : the policy ``auto`` resolves to when the method prescribes one (None = the perceptron rule).
     info : small scalars worth logging (k-means objective, ...)."""
 
     metric: str
@@ -67,6 +68,7 @@ class MetricScores:
     groups: np.ndarray | None = None
     group_weights: np.ndarray | None = None
     balance: str | None = None
+    auto: str | None = None
     info: dict = field(default_factory=dict)
 
 
@@ -99,7 +101,8 @@ def _semdedup_metric(E, *, params: MetricParams, seed: int, kmeans: KMeansResult
         chunk=params.chunk,
         kmeans=kmeans,
     )
-    return MetricScores("semdedup", r.scores, r.cluster, info=_km_info(r.kmeans))
+    # keep-easy on a uniqueness score would keep the redundant copies: auto always keeps the unique ones
+    return MetricScores("semdedup", r.scores, r.cluster, auto="hard", info=_km_info(r.kmeans))
 
 
 def _dbp_metric(E, *, params: MetricParams, seed: int, kmeans: KMeansResult | None) -> MetricScores:
@@ -205,23 +208,31 @@ def compute_metric(
         return spec.compute(E, params=params, seed=seed, kmeans=kmeans)
 
 
-def select_by_metric(
-    ms: MetricScores, policy: str, *, balance: str = "none", min_group_share: float = 0.0, **kwargs
-) -> Selection:
+def select_by_metric(ms: MetricScores, policy: str, *, options: SelectOptions = SelectOptions(), **kwargs) -> Selection:
     """:func:`tasks.prune.select.select` on a metric's scores, honouring what the method prescribes.
 
     The metric's groups (clusters / classes) are used for balance, minimum shares and DBP quotas;
     a balance the method defines itself (DBP: weighted, Moderate: proportional) overrides
-    ``balance``. ``ccs`` and ``random`` ignore groups. ``kwargs`` go to ``select`` (budget, dim,
-    n_groups, auto_threshold, ccs_beta, ccs_strata, seed).
+    ``options.balance``; balance "auto" becomes "proportional" over the metric's groups. ``ccs``
+    and ``random`` ignore groups. ``kwargs`` go to ``select`` (fraction / count, dim, n_groups, seed).
     """
     use_groups = ms.groups is not None and policy not in ("ccs", "random")
+    balance = options.balance
+    if balance == "auto":
+        balance = "proportional" if use_groups else "none"
+    if policy == "auto" and ms.auto is not None:
+        sel = select_by_metric(replace(ms, auto=None), ms.auto, options=options, **kwargs)
+        return replace(sel, policy="auto", reason=f"auto -> keep-{ms.auto}: prescribed by {ms.metric} "
+                       f"(the perceptron rule does not apply to it); {sel.reason}")
     return select(
         ms.scores,
         policy=policy,
         groups=ms.groups if use_groups else None,
         balance=(ms.balance or balance) if use_groups else "none",
         group_weights=ms.group_weights,
-        min_group_share=min_group_share if use_groups else 0.0,
+        min_group_share=options.min_group_share if use_groups else 0.0,
+        auto_threshold=options.auto_threshold,
+        ccs_beta=options.ccs_beta,
+        ccs_strata=options.ccs_strata,
         **kwargs,
     )

@@ -32,12 +32,14 @@ from tasks.prune.ccs import ccs_select
 __all__ = [
     "AUTO_ALPHA_THRESHOLD",
     "AutoDecision",
+    "SelectOptions",
     "Selection",
     "allocate_quotas",
     "auto_policy",
     "resolve_budget",
     "select",
     "random_scores",
+    "tie_breaker",
 ]
 
 Policy = Literal["hard", "easy", "auto", "ccs", "random"]
@@ -166,6 +168,23 @@ def auto_policy(budget: int, n_groups: int, dim: int, *, threshold: float = AUTO
 
 
 @dataclass(frozen=True)
+class SelectOptions:
+    """How scores become a selection, besides the budget (the prune config's selection knobs).
+
+    balance : "auto" | "none" | "proportional" | "equal" — "auto" means proportional over the
+        metric's own groups (clusters / classes) when it has any, else none: a pruned subset then
+        keeps every cluster's share, as a random subset does in expectation.
+    min_group_share, auto_threshold, ccs_beta, ccs_strata : see :func:`select`.
+    """
+
+    balance: str = "none"
+    min_group_share: float = 0.0
+    auto_threshold: float = AUTO_ALPHA_THRESHOLD
+    ccs_beta: float = 0.1
+    ccs_strata: int = 50
+
+
+@dataclass(frozen=True)
 class Selection:
     """A selection of rows.
 
@@ -200,10 +219,24 @@ def random_scores(n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).random(n).astype(np.float32)
 
 
-def _top_within_groups(key: np.ndarray, groups: np.ndarray, quotas: np.ndarray) -> np.ndarray:
-    """Rows with the ``quotas[g]`` largest ``key`` in each group g (ties by row index)."""
+def tie_breaker(n: int, seed: int) -> np.ndarray:
+    """(n,) seeded uniform keys that order rows of equal score.
+
+    Ties must not be broken by row order: a coarse score (forgetting counts, quantised distances)
+    on rows stored sorted by class would otherwise keep whole classes and drop others.
+    """
+    return np.random.default_rng([int(seed), 0x7E1B]).random(n)
+
+
+def _rank_desc(key: np.ndarray, tie: np.ndarray) -> np.ndarray:
+    """Row indices by descending ``key``, equal keys in the seeded random order of ``tie``."""
+    return np.lexsort((tie, -key))
+
+
+def _top_within_groups(key: np.ndarray, groups: np.ndarray, quotas: np.ndarray, tie: np.ndarray) -> np.ndarray:
+    """Rows with the ``quotas[g]`` largest ``key`` in each group g (ties in the random order ``tie``)."""
     n = key.size
-    order = np.lexsort((np.arange(n), -key, groups))
+    order = np.lexsort((tie, -key, groups))
     g_sorted = groups[order]
     sizes = np.bincount(groups, minlength=quotas.size)
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
@@ -254,7 +287,8 @@ def select(
     dim : embedding dimension, needed by ``auto``; n_groups : groups for ``auto`` (default:
         number of distinct ``groups``, or 1).
     auto_threshold : α* of :func:`auto_policy`.
-    ccs_beta, ccs_strata : CCS options; seed : for random / ccs sampling.
+    ccs_beta, ccs_strata : CCS options; seed : for random / ccs sampling and for the order of
+        rows with equal scores (seeded random, never row order).
     """
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim != 1:
@@ -303,16 +337,17 @@ def select(
         ]
 
     sizes = np.bincount(g, minlength=G).astype(np.int64)
+    tie = tie_breaker(n, seed)
     quotas = None
     if balance == "none" and (min_group_share == 0 or groups is None):
-        chosen = np.argsort(-key, kind="stable")[:budget]
+        chosen = _rank_desc(key, tie)[:budget]
     elif balance == "none":
         floor_q = np.minimum(sizes, int(np.floor(min_group_share * budget / G)))
-        first = _top_within_groups(key, g, floor_q)
+        first = _top_within_groups(key, g, floor_q, tie)
         rest_mask = np.ones(n, dtype=bool)
         rest_mask[first] = False
         rest = np.flatnonzero(rest_mask)
-        fill = rest[np.argsort(-key[rest], kind="stable")[: budget - first.size]]
+        fill = rest[_rank_desc(key[rest], tie[rest])[: budget - first.size]]
         chosen = np.concatenate([first, fill])
         quotas = np.bincount(g[chosen], minlength=G)
         reason += f"; min share {min_group_share:g} -> >= {int(floor_q.min())} per group"
@@ -330,6 +365,6 @@ def select(
             if w.shape != (G,):
                 raise WinnowError(f"group_weights has shape {w.shape}; expected ({G},)")
         quotas = allocate_quotas(w, sizes, budget)
-        chosen = _top_within_groups(key, g, quotas)
+        chosen = _top_within_groups(key, g, quotas, tie)
         reason += f"; {balance} balance over {G} groups"
     return Selection(np.sort(chosen).astype(np.int64), policy, resolved, budget, n, balance, reason, quotas)

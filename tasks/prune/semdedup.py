@@ -31,7 +31,8 @@ import torch
 from tasks.errors import WinnowError
 from tasks.prune.kmeans import DEFAULT_CHUNK, KMeansResult, check_embeddings, normalise_rows, spherical_kmeans
 
-__all__ = ["SemDeDupResult", "SemDeDupScores", "semdedup", "semdedup_scores"]
+__all__ = ["SemDeDupResult", "SemDeDupScores", "Threshold", "nn_distance_scale", "resolve_thresholds", "semdedup",
+           "semdedup_scores"]
 
 DEFAULT_BLOCK = 2048
 DEFAULT_MAX_PAIRS = 2**27  # 128M float32 similarities = 512 MiB
@@ -222,3 +223,87 @@ def semdedup(
             keep_masks[e][members] = kept[e].numpy()
     n_removed = {e: int(n - keep_masks[e].sum()) for e in eps_t}
     return SemDeDupResult(eps=eps_t, keep=keep_masks, n_removed=n_removed, cluster=km.assign, kmeans=km)
+
+
+# ------------------------------------------------------------------------------ thresholds that transfer
+#: the smallest raw threshold used (float32 cosine of identical rows can read 1 - 6e-8)
+MIN_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """One de-duplication threshold: how it was asked (``spec``: "eps=0.01", "rel=0.25",
+    "remove=0.05"), the raw cosine-distance ``eps`` it resolved to, and ``how`` in words."""
+
+    spec: str
+    eps: float
+    how: str
+
+
+def nn_distance_scale(
+    E: np.ndarray, kmeans: KMeansResult, *, sample: int = 2000, seed: int = 0, block: int = 256
+) -> float:
+    """Median cosine distance from a row to its nearest other member of its k-means cluster.
+
+    The scale of "close" on this encoder: raw pixels, PCA and a contrastive encoder put typical
+    neighbours at distances that differ by 20x, so a raw ε means different things on each. The
+    median is taken over a seeded sample of ``sample`` rows (each compared with its whole cluster,
+    ``block`` sample rows at a time); rows alone in their cluster are skipped.
+    """
+    n = E.shape[0]
+    rng = np.random.default_rng([int(seed), 0x5EDD])
+    rows = np.sort(rng.choice(n, size=min(sample, n), replace=False))
+    members_of = [np.flatnonzero(kmeans.assign == j) for j in range(kmeans.k)]
+    dist: list[np.ndarray] = []
+    for j, members in enumerate(members_of):
+        if members.size < 2:
+            continue
+        mine = rows[kmeans.assign[rows] == j]
+        if mine.size == 0:
+            continue
+        X = normalise_rows(torch.from_numpy(np.ascontiguousarray(E[members])))
+        pos = np.searchsorted(members, mine)  # where each sampled row sits inside its cluster
+        for a in range(0, mine.size, block):
+            p = torch.from_numpy(pos[a:a + block])
+            S = X[p] @ X.T
+            S[torch.arange(p.numel()), p] = -2.0  # not itself
+            dist.append((1.0 - S.max(dim=1).values.clamp(-1.0, 1.0)).numpy())
+    if not dist:
+        raise WinnowError("no cluster has two members: cannot measure nearest-neighbour distances; lower k")
+    return float(np.median(np.concatenate(dist)))
+
+
+def resolve_thresholds(
+    *,
+    eps: Sequence[float] = (),
+    rel_eps: Sequence[float] = (),
+    remove: Sequence[float] = (),
+    nn_scale: float | None = None,
+    scores: np.ndarray | None = None,
+) -> list[Threshold]:
+    """Raw thresholds for every way of asking.
+
+    * ``eps`` — raw cosine distance, as in the paper;
+    * ``rel_eps`` — ``r x nn_scale`` (:func:`nn_distance_scale`): the same ``r`` removes the same
+      kind of near-copies on any encoder;
+    * ``remove`` — a share of the pool: the ``remove``-quantile of the uniqueness ``scores``
+      (:func:`semdedup_scores`). Those scores compare with *every* earlier member, the greedy rule
+      only with *kept* ones, so the greedy de-duplication removes at most about that share.
+    """
+    out = [Threshold(f"eps={e:g}", float(e), "raw cosine distance") for e in eps]
+    if rel_eps:
+        if nn_scale is None:
+            raise ValueError("rel_eps needs nn_scale")
+        for r in rel_eps:
+            e = max(MIN_EPS, float(r) * nn_scale)
+            out.append(Threshold(f"rel={r:g}", e, f"{r:g} x median nearest-neighbour distance {nn_scale:.4g}"))
+    if remove:
+        if scores is None:
+            raise ValueError("remove needs the uniqueness scores")
+        for share in remove:
+            e = max(MIN_EPS, float(np.quantile(scores, share)))
+            out.append(Threshold(f"remove={share:g}", e, f"quantile {share:g} of the uniqueness scores"))
+    for t in out:
+        if not (0.0 < t.eps < 2.0):
+            raise WinnowError(f"SemDeDup threshold {t.spec} resolved to eps={t.eps:g}, outside (0, 2)")
+    return out

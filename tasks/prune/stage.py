@@ -1,182 +1,140 @@
-"""The prune stage's compute for one source: scores -> selections (-> SemDeDup report, pruning curve).
+"""The prune stage's compute for one source: scores -> selections -> de-duplication -> pruning curve.
 
-Pure (arrays in, a frozen result out); :mod:`flows.prune` calls it per source and hands the result
-to :mod:`storage.prune`. Every check on the inputs (labels a metric needs, budgets larger than the
-pool, k > n, non-finite embeddings) happens here, before anything is written.
+Pure (arrays in, a frozen :class:`~tasks.prune.outcome.SourcePruneResult` out); :mod:`flows.prune`
+calls it per source and hands the results to :mod:`storage.prune`. The options are checked against
+the pool first (:meth:`~tasks.prune.options.PruneOptions.check_against`, the same check the
+preflight runs), so nothing is computed for input that cannot work.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import replace
+from typing import Sequence
 
 import numpy as np
 
-from tasks.errors import WinnowError
-from tasks.prune.evaluate import PruningCurve, pruning_curve
 from tasks.device import resolve_device
-from tasks.prune.kmeans import check_embeddings, small_problem_threads, spherical_kmeans
+from tasks.prune.evaluate import GuardNote, losses_to_random, pruning_curve
+from tasks.prune.exact import content_keys, exact_duplicates
+from tasks.prune.kmeans import KMeansResult, check_embeddings, small_problem_threads, spherical_kmeans
+from tasks.prune.options import PoolInfo, PruneOptions
+from tasks.prune.outcome import DedupSelection, RankedSelection, SourcePruneResult
 from tasks.prune.registry import KMEANS_METRICS, MetricParams, MetricScores, compute_metric, metric_spec, select_by_metric
-from tasks.prune.select import Selection, resolve_budget
-from tasks.prune.semdedup import semdedup
-from tasks.prune.supervised import DynamicsConfig
+from tasks.prune.semdedup import nn_distance_scale, resolve_thresholds, semdedup
 
-__all__ = ["StageOptions", "SourcePruneResult", "prune_source", "metric_params_from"]
-
-
-@dataclass(frozen=True)
-class StageOptions:
-    """Everything :func:`prune_source` needs from the prune config (see configs/prune.py)."""
-
-    metrics: tuple[str, ...]
-    policies: tuple[str, ...]
-    fractions: tuple[float, ...] = ()
-    counts: tuple[int, ...] = ()
-    seed: int = 0
-    balance: str = "none"
-    min_cluster_share: float = 0.0
-    auto_alpha: float = 3.0
-    ccs_beta: float = 0.1
-    ccs_strata: int = 50
-    semdedup_eps: tuple[float, ...] = ()
-    params: MetricParams = field(default_factory=MetricParams)
-    eval_fractions: tuple[float, ...] | None = None
-    eval_seeds: tuple[int, ...] = (0, 1, 2)
-    eval_policies: tuple[str, ...] | None = None
-    probe_max_iter: int = 200
-    probe_weight_decay: float = 1e-4
-
-
-def metric_params_from(cfg, k: int) -> MetricParams:
-    """:class:`MetricParams` from a ``configs.prune.PruneConfig`` and the resolved k."""
-    return MetricParams(
-        k=k,
-        kmeans_iters=cfg.kmeans_iters,
-        chunk=cfg.chunk,
-        semdedup_keep=cfg.semdedup_keep,
-        semdedup_block=cfg.semdedup_block,
-        semdedup_max_pairs=cfg.semdedup_max_pairs,
-        dbp_tau=cfg.dbp_tau,
-        dbp_neighbors=cfg.dbp_neighbors,
-        dynamics=DynamicsConfig(
-            epochs=cfg.proxy_epochs, read_epoch=cfg.proxy_read_epoch, seeds=tuple(cfg.proxy_seeds)
-        ),
-        device=cfg.device,
-    )
-
-
-@dataclass(frozen=True)
-class SourcePruneResult:
-    """scores : {metric: MetricScores} on the pool rows; selections : [(metric, policy, budget_spec,
-    Selection)]; semdedup_removed : {eps: n removed}; curve : the pruning curve or None."""
-
-    n_pool: int
-    scores: dict[str, MetricScores]
-    selections: list[tuple[str, str, str, Selection]]
-    semdedup_removed: dict[float, int]
-    curve: PruningCurve | None
-
-
-def _budgets(n: int, opts: StageOptions) -> list[tuple[str, dict]]:
-    out = []
-    for f in opts.fractions:
-        resolve_budget(n, fraction=f)
-        out.append((f"f={f:g}", {"fraction": f}))
-    for c in opts.counts:
-        if c > n:
-            raise WinnowError(f"count={c} exceeds the {n} rows available to prune; lower prune.counts")
-        out.append((f"n={c}", {"count": c}))
-    if not out:
-        raise WinnowError("no budget: give prune.fractions or prune.counts")
-    return out
+__all__ = ["prune_source"]
 
 
 def prune_source(
     E: np.ndarray,
     y: np.ndarray | None,
-    opts: StageOptions,
+    opts: PruneOptions,
     *,
     n_classes: int | None = None,
     E_test: np.ndarray | None = None,
     y_test: np.ndarray | None = None,
+    content: np.ndarray | Sequence[str] | None = None,
+    name: str = "",
     progress: bool = False,
 ) -> SourcePruneResult:
-    """Score the pool ``E`` with every metric, make every selection, optionally evaluate.
+    """Score the pool ``E`` with every metric, make every selection, de-duplicate, evaluate.
 
     Parameters
     ----------
     E : (n, d) embeddings of the rows to prune (a source's train split).
     y : (n,) labels or None; handed only to metrics that need labels (and to the evaluation probe).
-    opts : the stage options.
-    n_classes : number of classes, for the ``auto`` rule's group count (default: k clusters).
-    E_test, y_test : held-out rows for the pruning curve (needed when ``opts.eval_fractions`` is set).
+    opts : the stage options (:meth:`PruneOptions.from_config`).
+    n_classes : number of classes: the default k and the ``auto`` rule's group count.
+    E_test, y_test : held-out rows for the pruning curve (needed when ``opts.evaluate`` is set).
+    content : the pool's raw rows, (n, p) features or n texts — needed by ``exact_dedup``.
+    name : the source's name, for messages.
     """
-    E = check_embeddings(E, chunk=opts.params.chunk)
+    E = check_embeddings(E, chunk=opts.chunk)
+    n_test = 0 if y_test is None or E_test is None else len(y_test)
+    opts.check_against(PoolInfo(name=name, n_pool=E.shape[0], n_test=n_test, has_labels=y is not None,
+                                n_classes=n_classes))
+    if "exact_dedup" in opts.metrics and content is None:
+        raise ValueError("metric exact_dedup needs the pool's content (features or texts)")
     with small_problem_threads(E.size):
-        return _prune_source(E, y, opts, n_classes, E_test, y_test, progress)
+        return _prune_source(E, y, opts, n_classes, E_test, y_test, content, progress)
 
 
-def _prune_source(E, y, opts, n_classes, E_test, y_test, progress) -> SourcePruneResult:
+def _prune_source(E, y, opts: PruneOptions, n_classes, E_test, y_test, content, progress) -> SourcePruneResult:
     n, d = E.shape
-    for m in opts.metrics:
-        spec = metric_spec(m)
-        if spec.needs_labels and y is None:
-            raise WinnowError(
-                f"metric {m!r} needs labels but the source has none; use label-free metrics "
-                "(ssp, semdedup, dbp, moderate, random) or ingest a label column"
-            )
-    budgets = _budgets(n, opts)
-    if opts.params.k > n:
-        raise WinnowError(f"k={opts.params.k} clusters exceeds the {n} rows to prune; lower prune.k")
-    if opts.eval_fractions is not None and (y is None or E_test is None or y_test is None or len(y_test) == 0):
-        raise WinnowError(
-            "prune.evaluate needs labels and test rows (the probe is supervised); "
-            "remove the evaluate section for unlabelled sources"
-        )
-
+    k = opts.k_for(PoolInfo("", n, 0, y is not None, n_classes))
+    params = opts.params(k)
+    metrics = opts.ranking_metrics
     km = None
-    if any(m in KMEANS_METRICS for m in opts.metrics) or opts.semdedup_eps and "semdedup" in opts.metrics:
-        km = spherical_kmeans(E, opts.params.k, iters=opts.params.kmeans_iters, seed=opts.seed, chunk=opts.params.chunk,
-                              device=resolve_device(opts.params.device))
+    if any(m in KMEANS_METRICS for m in metrics):
+        km = spherical_kmeans(E, k, iters=opts.kmeans_iters, seed=opts.seed, chunk=opts.chunk,
+                              device=resolve_device(opts.device))
     scores: dict[str, MetricScores] = {}
-    for m in opts.metrics:
-        spec = metric_spec(m)
-        scores[m] = compute_metric(
-            m, E, y=y if spec.needs_labels else None, params=opts.params, seed=opts.seed,
-            kmeans=km if m in KMEANS_METRICS else None,
-        )
-    groups_for_auto = n_classes or opts.params.k
-    selections: list[tuple[str, str, str, Selection]] = []
+    for m in metrics:
+        needs = metric_spec(m).needs_labels
+        scores[m] = compute_metric(m, E, y=y if needs else None, params=params, seed=opts.seed,
+                                   kmeans=km if m in KMEANS_METRICS else None)
+    groups_for_auto = n_classes or k
+    selections = []
     for m, ms in scores.items():
         for pol in ("random",) if m == "random" else opts.policies:
-            for spec_str, budget in budgets:
-                sel = select_by_metric(
-                    ms, pol, **budget, balance=opts.balance, min_group_share=opts.min_cluster_share, dim=d,
-                    n_groups=groups_for_auto, auto_threshold=opts.auto_alpha, ccs_beta=opts.ccs_beta,
-                    ccs_strata=opts.ccs_strata, seed=opts.seed,
-                )
-                selections.append((m, pol, spec_str, sel))
-    removed: dict[float, int] = {}
-    if "semdedup" in opts.metrics and opts.semdedup_eps:
-        p = opts.params
-        r = semdedup(E, eps=opts.semdedup_eps, k=p.k, keep=p.semdedup_keep, block=p.semdedup_block,
-                     max_pairs=p.semdedup_max_pairs, chunk=p.chunk, kmeans=km)
-        removed = dict(r.n_removed)
-    curve = None
-    if opts.eval_fractions is not None:
-        curve = pruning_curve(
-            E, y, E_test, y_test,
-            metrics=opts.metrics,
-            policies=opts.eval_policies or opts.policies,
-            fractions=opts.eval_fractions,
-            seeds=opts.eval_seeds,
-            params=opts.params,
-            balance=opts.balance,
-            min_group_share=opts.min_cluster_share,
-            auto_threshold=opts.auto_alpha,
-            ccs_beta=opts.ccs_beta,
-            ccs_strata=opts.ccs_strata,
-            probe_max_iter=opts.probe_max_iter,
-            probe_weight_decay=opts.probe_weight_decay,
-            progress=progress,
-        )
-    return SourcePruneResult(n_pool=n, scores=scores, selections=selections, semdedup_removed=removed, curve=curve)
+            for spec, budget in opts.budgets(n):
+                sel = select_by_metric(ms, pol, options=opts.select, **budget, dim=d, n_groups=groups_for_auto,
+                                       seed=opts.seed)
+                selections.append(RankedSelection(m, pol, spec, sel))
+
+    dedup: list[DedupSelection] = []
+    if "exact_dedup" in opts.metrics:
+        keys = content_keys(X=content) if isinstance(content, np.ndarray) else content_keys(texts=content)
+        ex = exact_duplicates(keys)
+        scores["exact_dedup"] = MetricScores("exact_dedup", ex.scores)
+        dedup.append(DedupSelection("exact_dedup", "exact", None, ex.keep,
+                                    "identical content (feature bytes or text): first occurrence kept"))
+    if "semdedup" in metrics and opts.dedup.any:
+        dedup += _semdedup_selections(E, km, params, opts, scores["semdedup"].scores)
+    warnings = [f"{d_.method} {d_.spec} removes {d_.n_removed / d_.n:.0%} of the pool (> {opts.dedup.warn_share:.0%}): "
+                "the threshold is probably too loose for this encoder; try semdedup_rel_eps or semdedup_remove"
+                for d_ in dedup if d_.method == "semdedup" and d_.n_removed > opts.dedup.warn_share * d_.n]
+
+    curve, guard = None, []
+    if opts.evaluate is not None:
+        ev = opts.evaluate
+        curve = pruning_curve(E, y, E_test, y_test, metrics=metrics, policies=ev.policies or opts.policies,
+                              fractions=ev.fractions, seeds=ev.seeds, params=params, select=opts.select,
+                              probe_max_iter=ev.probe_max_iter, probe_weight_decay=ev.probe_weight_decay,
+                              progress=progress)
+        guard = losses_to_random(curve)
+        selections = _with_guard(selections, guard)
+    return SourcePruneResult(n_pool=n, k=k, scores=scores, selections=selections, dedup=dedup, curve=curve,
+                             guard=guard, warnings=warnings)
+
+
+def _semdedup_selections(E: np.ndarray, km: KMeansResult, params: MetricParams, opts: PruneOptions,
+                         uniqueness: np.ndarray) -> list[DedupSelection]:
+    """One SemDeDup keep-mask per threshold, each threshold resolved to a raw eps on this encoder."""
+    o = opts.dedup
+    scale = nn_distance_scale(E, km, seed=opts.seed) if o.rel_eps else None
+    thresholds = resolve_thresholds(eps=o.eps, rel_eps=o.rel_eps, remove=o.remove, nn_scale=scale, scores=uniqueness)
+    r = semdedup(E, eps=sorted({t.eps for t in thresholds}), k=params.k, keep=o.keep, block=o.block,
+                 max_pairs=o.max_pairs, chunk=params.chunk, kmeans=km)
+    out = []
+    for t in thresholds:
+        keep = r.keep[t.eps]
+        out.append(DedupSelection("semdedup", t.spec, t.eps, keep,
+                                  f"semdedup {t.spec}: eps={t.eps:.4g} ({t.how}); kept the "
+                                  f"{o.keep} member of each near-duplicate group"))
+    return out
+
+
+def _with_guard(selections: list[RankedSelection], guard: list[GuardNote]) -> list[RankedSelection]:
+    """Append the guard's verdict to the reason of every selection the curve found losing to random."""
+    by = {(g.metric, g.policy, f"f={g.fraction:g}"): g for g in guard}
+    out = []
+    for s in selections:
+        g = by.get((s.metric, s.policy, s.spec))
+        if g is not None:
+            s = replace(s, selection=replace(s.selection, reason=s.selection.reason + f"; GUARD: the pruning curve "
+                        f"measured {g.mean:.4f}±{g.std:.4f} vs random {g.random_mean:.4f}±{g.random_std:.4f} here; "
+                        f"better: {g.best}"))
+        out.append(s)
+    return out
+
