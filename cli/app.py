@@ -37,6 +37,11 @@ class RunFailed(Exception):
 
 
 # --------------------------------------------------------------------------------------- printing
+def jsonable(v: Any) -> Any:
+    """``v`` with dates, decimals, paths, numpy values and non-finite floats made JSON-ready."""
+    return _jsonable(v)
+
+
 def _jsonable(v: Any) -> Any:
     if isinstance(v, (datetime, date)):
         return v.isoformat()
@@ -61,19 +66,65 @@ def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(_jsonable(obj), indent=2, default=str) + "\n")
 
 
-def print_rows(rows: list[dict], title: str | None = None, as_json: bool = False) -> None:
-    """Rows as a rich table (or JSON with --json)."""
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, datetime):
+        return v.strftime("%Y-%m-%d %H:%M:%S")
+    return " ".join(str(v).split()) if isinstance(v, str) else str(v)
+
+
+def _fit_widths(natural: list[int], floors: list[int], budget: int) -> list[int] | None:
+    """Column widths that fit ``budget``: the widest columns are cut first, none below its floor
+    (None when even the floors do not fit)."""
+    if sum(natural) <= budget:
+        return natural
+    if sum(floors) > budget:
+        return None
+    lo, hi = 0, max(natural)
+    while lo < hi:  # the largest cap with sum(min(natural, max(floor, cap))) <= budget
+        cap = (lo + hi + 1) // 2
+        if sum(min(n, max(f, cap)) for n, f in zip(natural, floors)) <= budget:
+            lo = cap
+        else:
+            hi = cap - 1
+    return [min(n, max(f, lo)) for n, f in zip(natural, floors)]
+
+
+def print_rows(rows: list[dict], title: str | None = None, as_json: bool = False, whole: tuple[str, ...] = ()) -> None:
+    """Rows as a table that fits the terminal (80 columns when not a terminal, or ``COLUMNS``), or JSON.
+
+    Long cells are cut with an ellipsis (never wrapped into 3-character columns); when the columns
+    cannot fit even so, each row is printed as ``column: value`` lines. Columns named in ``whole``
+    (ids) are never cut. ``--json`` has every value whole.
+    """
     if as_json:
         print_json(rows)
         return
     if not rows:
         console.print(f"[dim]{title or 'result'}: no rows[/dim]")
         return
-    table = Table(title=title, show_lines=False)
-    for col in rows[0]:
-        table.add_column(str(col), overflow="fold", min_width=min(len(str(col)), 12))
-    for r in rows:
-        table.add_row(*["" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v)) for v in r.values()])
+    from rich import box
+
+    cols = [str(c) for c in rows[0]]
+    cells = [[_cell(v) for v in r.values()] for r in rows]
+    natural = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
+    floors = [n if c in whole or n <= 12 else min(n, max(len(c), 8)) for n, c in zip(natural, cols)]
+    widths = _fit_widths(natural, floors, console.width - 2 * len(cols))
+    if widths is None:
+        for i, row in enumerate(cells):
+            console.rule(f"{title or 'row'} {i + 1}/{len(cells)}", style="dim")
+            pad = max(len(c) for c in cols)
+            for c, v in zip(cols, row):
+                console.print(f"{c:>{pad}}: {escape(v)}", highlight=False, soft_wrap=True)
+        return
+    table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, collapse_padding=True)
+    for c, w in zip(cols, widths):
+        table.add_column(c, no_wrap=True, overflow="ellipsis", min_width=w, max_width=w)
+    for row in cells:
+        table.add_row(*[escape(v) for v in row])
     console.print(table)
 
 

@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> None:
             raise
         error_line(f"internal error: {type(err).__name__}: {err} (rerun with WINNOW_DEBUG=1 for the traceback)")
         sys.exit(EXIT_RUN_FAILED)
+    if rv == 130:  # typer turns Ctrl-C (KeyboardInterrupt) into Exit(130) and returns it silently
+        error_line("interrupted")
     sys.exit(rv if isinstance(rv, int) else 0)
 
 

@@ -15,14 +15,23 @@ from cli.app import DbOption, JsonOption, app, console, err_console, open_store,
 
 @app.command()
 def runs(db: Optional[str] = DbOption, limit: int = typer.Option(50, min=1), as_json: bool = JsonOption) -> None:
-    """List runs recorded in the DuckDB file, newest first (with a Prefect server configured: its state too)."""
+    """List every attempt of every run, newest first: failed and crashed ones next to completed ones
+    (with a Prefect server configured: the server's state too)."""
     from flows.ops import add_server_states
     from storage.runs import list_runs
 
     rows, warning = add_server_states(list_runs(open_store(db), limit))
     if warning:
         err_console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
-    print_rows(rows, title="runs", as_json=as_json)
+    if as_json:
+        print_json(rows)
+        return
+    print_rows([{
+        "run_id": r["run_id"], "#": r["attempt"], "status": r["status"],
+        "started": r["started_at"].strftime("%m-%d %H:%M") if r.get("started_at") else "",
+        "s": r["seconds"], "sources": r["sources"],
+        **({"server": r["prefect_state"]} if "prefect_state" in r else {}), "error": r["error"],
+    } for r in rows], title="runs", whole=("run_id", "status"))
 
 
 @app.command()
@@ -64,10 +73,38 @@ def query(
     sql: str = typer.Argument(..., help="SELECT statement(s); anything that writes is refused"),
     db: Optional[str] = DbOption,
     limit: Optional[int] = typer.Option(1000, min=1, help="at most this many rows"),
+    timeout: float = typer.Option(60.0, "--timeout", min=0.1, max=86_400.0,
+                                  help="seconds the query (and its output) may take before it is stopped"),
     as_json: bool = JsonOption,
 ) -> None:
-    """Run read-only SQL against the DuckDB file (no writes, no file access, no ATTACH/COPY/INSTALL)."""
-    from storage.query import run_query
+    """Run read-only SQL against the DuckDB file (no writes, no file access, no ATTACH/COPY/INSTALL).
 
-    table = run_query(open_store(db), sql, limit)
-    print_rows(table.to_pylist(), as_json=as_json)
+    Rows are printed as they arrive, in batches; Ctrl-C stops the query at once."""
+    import sys
+
+    from cli.app import jsonable
+    from storage.query import stream_query
+
+    batches = stream_query(open_store(db), sql, limit, timeout)
+    if as_json:  # one JSON array, written row by row
+        first = True
+        sys.stdout.write("[")
+        for batch in batches:
+            for row in batch.to_pylist():
+                sys.stdout.write(("\n  " if first else ",\n  ") + json.dumps(jsonable(row), default=str))
+                first = False
+        sys.stdout.write("\n]\n" if not first else "]\n")
+        return
+    printed = False
+    for batch in batches:
+        print_rows([{k: _clip(v) for k, v in row.items()} for row in batch.to_pylist()])
+        printed = True
+    if not printed:
+        print_rows([])
+
+
+def _clip(value: object, width: int = 500) -> object:
+    """A table cell is cut at ``width`` characters (use --json for whole values)."""
+    if isinstance(value, (str, bytes)) and len(value) > width:
+        return f"{value[:width]!s}… ({len(value) - width:,} more)"
+    return value

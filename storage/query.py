@@ -3,9 +3,19 @@
 The connection is opened read-only with external access disabled and the configuration locked, so
 even a SELECT cannot read arbitrary files (``read_csv('/etc/passwd')``), ATTACH, COPY … TO, INSTALL or
 LOAD extensions; statements other than SELECT/EXPLAIN are refused before anything runs.
+
+Limits: the query runs in a worker thread while the calling thread waits in short steps, so a timeout
+(``con.interrupt()``) and Ctrl-C (KeyboardInterrupt, then ``con.interrupt()``) stop it within a fraction
+of a second even while DuckDB is inside one long operation; results come back as Arrow record batches
+(never the whole result in memory) and at most ``limit`` rows.
 """
 
 from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
 
 import duckdb
 import pyarrow as pa
@@ -14,15 +24,18 @@ from storage.db import Store
 from tasks.errors import WinnowError
 
 ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+DEFAULT_TIMEOUT_S = 60.0
+BATCH_ROWS = 2048
+_DONE = object()
 
 
 def check_read_only_sql(con: duckdb.DuckDBPyConnection, sql: str) -> list:
     try:
         statements = con.extract_statements(sql)
     except duckdb.Error as err:
-        raise WinnowError(f"query does not parse: {err}") from None
+        raise WinnowError(f"query does not parse: {str(err).splitlines()[0]}") from None
     if not statements:
-        raise WinnowError("query is empty")
+        raise WinnowError("query is empty: give a SELECT statement, e.g. winnow query \"select * from runs\"")
     for st in statements:
         if st.type not in ALLOWED:
             kind = st.type.name.replace("_", " ")
@@ -30,18 +43,84 @@ def check_read_only_sql(con: duckdb.DuckDBPyConnection, sql: str) -> list:
     return statements
 
 
-def run_query(store: Store, sql: str, limit: int | None = None) -> pa.Table:
-    """Run read-only SQL and return the last statement's result as an Arrow table."""
+def _user_error(err: BaseException) -> WinnowError:
+    if isinstance(err, duckdb.PermissionException):
+        return WinnowError(f"query refused: {str(err).splitlines()[0]} (winnow query cannot touch files outside the database)")
+    return WinnowError(f"query failed: {str(err).splitlines()[0]}")
+
+
+def stream_query(store: Store, sql: str, limit: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
+                 batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+    """Run read-only SQL; yield the last statement's result as record batches of at most ``batch_rows``.
+
+    At most ``limit`` rows come back. The whole query (running and reading the result) may take
+    ``timeout_s`` seconds; then it is interrupted and a :class:`WinnowError` says so. A KeyboardInterrupt
+    in the calling thread interrupts the query too.
+    """
+    if not timeout_s > 0:
+        raise WinnowError(f"--timeout {timeout_s}: must be a positive number of seconds")
     with store.read(sandboxed=True) as con:
         statements = check_read_only_sql(con, sql)
+        results: queue.Queue = queue.Queue(maxsize=4)
+        stop = threading.Event()
+
+        def put(item: object) -> bool:
+            while not stop.is_set():
+                try:
+                    results.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def work() -> None:
+            try:
+                for st in statements[:-1]:
+                    con.execute(st.query).fetchall()
+                rel = con.sql(statements[-1].query)
+                if rel is None:  # e.g. EXPLAIN of nothing
+                    put(_DONE)
+                    return
+                if limit is not None:
+                    rel = rel.limit(limit)
+                reader = rel.to_arrow_reader(batch_rows)
+                for batch in reader:
+                    if not put(batch):
+                        return
+                put(_DONE)
+            except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
+                put(err)
+
+        worker = threading.Thread(target=work, name="winnow-query", daemon=True)
+        deadline = time.monotonic() + timeout_s
+        worker.start()
         try:
-            for st in statements[:-1]:
-                con.execute(st.query)
-            rel = con.sql(statements[-1].query)
-            if limit is not None:
-                rel = rel.limit(limit)
-            return rel.to_arrow_table()
-        except duckdb.PermissionException as err:
-            raise WinnowError(f"query refused: {str(err).splitlines()[0]} (winnow query cannot touch files outside the database)") from None
-        except duckdb.Error as err:
-            raise WinnowError(f"query failed: {str(err).splitlines()[0]}") from None
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise WinnowError(f"query stopped after --timeout {timeout_s:g} s; narrow it (WHERE, LIMIT) "
+                                      "or raise --timeout")
+                try:
+                    item = results.get(timeout=min(0.1, remaining))
+                except queue.Empty:
+                    continue
+                if item is _DONE:
+                    return
+                if isinstance(item, BaseException):
+                    if isinstance(item, duckdb.Error):
+                        raise _user_error(item) from None
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            if worker.is_alive():
+                con.interrupt()
+                worker.join(timeout=5)
+
+
+def run_query(store: Store, sql: str, limit: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> pa.Table:
+    """Run read-only SQL and return the last statement's result as one Arrow table (small results)."""
+    batches = list(stream_query(store, sql, limit, timeout_s))
+    if not batches:
+        return pa.table({})
+    return pa.Table.from_batches(batches)
