@@ -74,6 +74,12 @@ class PlanConfig(StrictModel):
     design: int = Field(default=40, ge=0, description="pruned candidates piloted to fit the predictor (plus every unpruned grid mixture)")
     reps: int = Field(default=2, gt=0, description="repetitions of each design pilot")
     finalists: int = Field(default=3, gt=0, description="top predicted candidates confirmed by their own pilots")
+    top_pilots: int = Field(default=2, ge=1, description="best piloted design candidates that are finalists too "
+                            "(a candidate whose own pilots beat the others is never screened out)")
+    final_reps: int = Field(default=2, ge=2, description="trainings at target_n of every finalist and baseline; the "
+                            "best mean becomes the plan (baselines are eligible)")
+    final_confirm_reps: int = Field(default=3, ge=1, description="fresh trainings at target_n of the chosen plan: its "
+                                    "reported accuracy and interval come from these draws only")
     confirm_reps: int = Field(default=4, gt=1, description="repetitions per size of each confirmation pilot")
     scaling_form: Literal["m1", "m2"] = Field(default="m1", description="scaling law fitted to confirmation pilots")
     bootstrap: int = Field(default=500, ge=50, description="bootstrap replicates for the interval at N")

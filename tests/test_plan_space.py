@@ -506,17 +506,15 @@ def test_a_capped_baseline_is_piloted_at_its_own_proportions_and_scale():
     assert {n: c.tolist() for n, c in got.items()} == {100: [0, 60], 200: [0, 120], 400: [0, 240]}
 
 
-def test_the_plan_is_the_best_confirmed_finalist_or_unpruned_mixture_never_another_baseline():
-    from tasks.plan.planner import Entry, pick_plan
+def test_the_plan_is_the_alternative_with_the_best_trainings_at_n_baselines_included():
+    from tasks.mixture.decide import choose_by_draws
 
-    z = np.zeros(2, np.int64)
-    es = [Entry("a", "finalist", "finalist-1", z, np.array([1.0, 0]), np.array([10, 0])),
-          Entry("b", "baseline", "best_mixture_unpruned", z, np.array([0, 1.0]), np.array([0, 10])),
-          Entry("c", "baseline", "alone:x", z, np.array([1.0, 0]), np.array([10, 0]))]
-    assert pick_plan(es, {"a": 0.7, "b": 0.8, "c": 0.99}).key == "b"
-    assert pick_plan(es, {"a": 0.9, "b": 0.8, "c": 0.99}).key == "a"
-    with pytest.raises(WinnowError):
-        pick_plan(es[2:], {"c": 0.5})
+    rank = {"c1": np.array([0.70, 0.72]), "b:best_mixture_unpruned": np.array([0.80, 0.78]),
+            "b:alone:x": np.array([0.91, 0.89])}
+    assert choose_by_draws(rank) == "b:alone:x"  # a baseline is eligible to become the plan
+    assert choose_by_draws({"a": np.array([0.5, 0.7]), "b": np.array([0.6, 0.6])}, ["b", "a"]) == "b"  # tie: order wins
+    with pytest.raises(ValueError):
+        choose_by_draws({"a": np.zeros(0)})
 
 
 def test_materialized_ids_follow_the_rows_and_refuse_a_count_mismatch():

@@ -59,7 +59,9 @@ class BatchOT:
     values : (B,) transport cost ⟨C, π_b⟩ of each plan, in cost units (not the entropic dual);
     f : (B, n) source potentials in cost units (defined also where A[b, i] == 0);
     g : (B, m) target potentials; n_iter : Sinkhorn iterations run (all ε stages, largest over chunks);
-    converged : (B,) source-marginal L1 error below ``tol``; seconds : wall time of the solve.
+    converged : (B,) source-marginal L1 error below ``tol``; seconds : wall time of the solve;
+    row_iter / row_seconds : per-row iterations and share of the wall time (a row's share of an
+    iteration is the iteration's time over the rows still running).
     """
 
     values: np.ndarray
@@ -69,6 +71,9 @@ class BatchOT:
     converged: np.ndarray
     seconds: float
     lower: np.ndarray | None = None
+    row_iter: np.ndarray | None = None      # (B,) iterations each row ran (its own stop, or max_iter)
+    row_seconds: np.ndarray | None = None   # (B,) each row's share of the wall time (sums to the solve)
+    row_reg: np.ndarray | None = None       # (B,) the ε each row's final solve used (see sinkhorn_batch_until)
 
 
 def _check(C: np.ndarray, A: np.ndarray, b: np.ndarray | None, reg: float, tol: float, max_iter: int,
@@ -197,7 +202,10 @@ def _solve_chunk(Cs: torch.Tensor, A: torch.Tensor, b: torch.Tensor, reg: float,
     stages = eps_schedule(float(Cs.max()), reg)
     all_rows = torch.arange(B, device=dev)
     converged = torch.zeros(B, dtype=torch.bool, device=dev)
+    row_iter = torch.zeros(B, dtype=torch.int64, device=dev)
+    row_sec = torch.zeros(B, dtype=torch.float64, device=dev)
     it = 0
+    t_last = time.perf_counter()
     for k, eps in enumerate(stages):
         ch.set_eps(eps)
         final = k == len(stages) - 1
@@ -212,6 +220,7 @@ def _solve_chunk(Cs: torch.Tensor, A: torch.Tensor, b: torch.Tensor, reg: float,
             ch.lv[rows] = -lgv if w == 1.0 else lv_old * (1 - w) - w * lgv
             it += 1
             n_stage += 1
+            row_iter[rows] += 1
             lku = ch.f_update(rows)
             if ch.needs_absorb(rows):
                 ch.set_eps(eps)
@@ -221,6 +230,9 @@ def _solve_chunk(Cs: torch.Tensor, A: torch.Tensor, b: torch.Tensor, reg: float,
                     break
                 continue
             if n_stage % CHECK_EVERY == 0 or it >= max_iter:
+                now = time.perf_counter()
+                row_sec[rows] += (now - t_last) / rows.numel()
+                t_last = now
                 err = ch.marginal_error(rows, lku)
                 if not torch.isfinite(err).all():
                     raise _Diverged
@@ -254,6 +266,10 @@ def _solve_chunk(Cs: torch.Tensor, A: torch.Tensor, b: torch.Tensor, reg: float,
                     prev = float(err[~done].max()) if rows.numel() else None
             if it >= max_iter:
                 break
+        now = time.perf_counter()  # coarse stages: every row shares the time
+        if rows.numel():
+            row_sec[rows] += (now - t_last) / rows.numel()
+        t_last = now
     if rows.numel():
         ch.lu[rows] = -lku
     cost, mass = ch.transport_cost()
@@ -265,7 +281,7 @@ def _solve_chunk(Cs: torch.Tensor, A: torch.Tensor, b: torch.Tensor, reg: float,
     for r in range(B):
         gc = (Cs - gd[r][None, :]).amin(1).double()
         lower[r] = A[r].double() @ gc + b.double() @ g[r]
-    return cost / mass, lower, f, g, it, converged
+    return cost / mass, lower, f, g, it, converged, row_iter, row_sec
 
 
 def sinkhorn_batch(C: np.ndarray, A: np.ndarray, b: np.ndarray | None = None, *, reg: float, tol: float = 1e-4,
@@ -300,21 +316,70 @@ def sinkhorn_batch(C: np.ndarray, A: np.ndarray, b: np.ndarray | None = None, *,
     f = np.zeros(A.shape)
     g = np.zeros((Bn, C.shape[1]))
     conv = np.zeros(Bn, dtype=bool)
+    row_iter = np.zeros(Bn, dtype=np.int64)
+    row_sec = np.zeros(Bn)
     n_iter = 0
     starts = list(range(0, Bn, chunk))
     for s in maybe_progress(starts, progress and len(starts) > 1, "Sinkhorn (batched)"):
         At = torch.from_numpy(A[s:s + chunk]).to(device=dev, dtype=tdt)
         try:
-            v, lo, fc, gc, it, cv = _solve_chunk(Cs, At, bt, reg, tol, max_iter)
+            v, lo, fc, gc, it, cv, ri, rs = _solve_chunk(Cs, At, bt, reg, tol, max_iter)
         except _Diverged:
             if tdt == torch.float64:
                 raise WinnowError(f"Sinkhorn diverged (reg={reg}) even in float64; raise reg") from None
             # float32 range exceeded (mixtures in the chunk too different at this ε): redo in float64
-            v, lo, fc, gc, it, cv = _solve_chunk(Cs.double(), At.double(), bt.double(), reg, tol, max_iter)
+            try:
+                v, lo, fc, gc, it, cv, ri, rs = _solve_chunk(Cs.double(), At.double(), bt.double(), reg, tol, max_iter)
+            except _Diverged:
+                raise WinnowError(f"Sinkhorn diverged (reg={reg}) even in float64; raise reg") from None
         values[s:s + chunk] = v.cpu().numpy() + c0
         lower[s:s + chunk] = lo.cpu().numpy() + c0
         f[s:s + chunk] = fc.cpu().numpy() + c0
         g[s:s + chunk] = gc.cpu().numpy()
         conv[s:s + chunk] = cv.cpu().numpy()
+        row_iter[s:s + chunk] = ri.cpu().numpy()
+        row_sec[s:s + chunk] = rs.cpu().numpy()
         n_iter = max(n_iter, it)
-    return BatchOT(values=values, lower=lower, f=f, g=g, n_iter=n_iter, converged=conv, seconds=time.perf_counter() - t0)
+    seconds = time.perf_counter() - t0
+    if row_sec.sum() > 0:  # setup (transfers, kernels, the lower bound) shared in proportion
+        row_sec *= seconds / row_sec.sum()
+    return BatchOT(values=values, lower=lower, f=f, g=g, n_iter=n_iter, converged=conv, seconds=seconds,
+                   row_iter=row_iter, row_seconds=row_sec, row_reg=np.full(Bn, float(reg)))
+
+
+def sinkhorn_batch_until(C: np.ndarray, A: np.ndarray, b: np.ndarray | None = None, *, reg: float, tol: float = 1e-4,
+                         max_iter: int = 2000, max_raise: int = 3, device: str = "cpu", dtype: str = "float32",
+                         chunk: int = 256, progress: bool = False) -> BatchOT:
+    """:func:`sinkhorn_batch`, then the rows that did not converge within ``max_iter`` are solved again
+    at 2ε, 4ε, ... (at most ``max_raise`` times); a row still unconverged keeps its last solve and
+    ``converged[b] = False`` says so. ``row_reg`` is the ε each row's reported solve used, ``row_iter``
+    and ``row_seconds`` add up over its attempts. Always finishes within (1 + max_raise) · max_iter
+    iterations per row."""
+    A = np.atleast_2d(np.asarray(A, dtype=np.float64))
+    B, (n, m) = A.shape[0], np.shape(C)
+    values, lower, f, g = np.full(B, np.nan), np.full(B, np.nan), np.zeros((B, n)), np.zeros((B, m))
+    conv, it, sec, regs = np.zeros(B, bool), np.zeros(B, np.int64), np.zeros(B), np.full(B, float(reg))
+    solved = np.zeros(B, bool)
+    eps, seconds = float(reg), 0.0
+    for attempt in range(max_raise + 1):
+        todo = np.flatnonzero(~conv)
+        if todo.size == 0:
+            break
+        t0 = time.perf_counter()
+        try:
+            r = sinkhorn_batch(C, A[todo], b, reg=eps, tol=tol, max_iter=max_iter, device=device, dtype=dtype, chunk=chunk,
+                               progress=progress and attempt == 0)
+        except WinnowError:  # left the float range at this ε: as good as not converged, try a larger one
+            if attempt == max_raise and not solved.all():
+                raise
+            seconds += time.perf_counter() - t0
+            eps *= 2
+            continue
+        values[todo], lower[todo], f[todo], g[todo] = r.values, r.lower, r.f, r.g
+        conv[todo], regs[todo], solved[todo] = r.converged, eps, True
+        it[todo] += r.row_iter
+        sec[todo] += r.row_seconds
+        seconds += r.seconds
+        eps *= 2
+    return BatchOT(values=values, lower=lower, f=f, g=g, n_iter=int(it.max()) if it.size else 0, converged=conv,
+                   seconds=seconds, row_iter=it, row_seconds=sec, row_reg=regs)

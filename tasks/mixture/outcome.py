@@ -35,8 +35,28 @@ class ExtrapolationRow:
 
 
 @dataclass(frozen=True)
+class FinalistRecord:
+    """One finalist of the safe selection: why it is one, its mean over the rank draws, its reported
+    accuracy at N with interval (the chosen one's from its confirm draws) and its validation mean."""
+
+    name: str
+    reasons: tuple[str, ...]
+    p: tuple[float, ...]
+    rank_mean: float
+    predicted: float
+    lo: float
+    hi: float
+    measured: float
+    chosen: bool
+
+
+@dataclass(frozen=True)
 class SelectionRecord:
-    """The chosen mixture, with real-training confirmation when run (nan otherwise)."""
+    """The chosen mixture, with real-training confirmation when run (nan otherwise).
+
+    ``result`` holds the chosen p with its confirmed accuracy and interval (and the predictor's ascent
+    path); best_grid_* : the best measured alternative (validated grid points and finalists);
+    coverage_* : measured alternatives inside their ``level`` interval."""
 
     result: SelectionResult
     form: str
@@ -46,6 +66,10 @@ class SelectionRecord:
     best_grid_measured: float = float("nan")
     best_pilot_grid_p: tuple[float, ...] | None = None
     best_pilot_grid_measured: float = float("nan")
+    finalists: list[FinalistRecord] = field(default_factory=list)
+    coverage_inside: int = 0
+    coverage_total: int = 0
+    level: float = 0.95
 
     @property
     def regret(self) -> float:
@@ -79,3 +103,4 @@ class MixtureOutcome:
     extrapolations: list[ExtrapolationRow] = field(default_factory=list)
     selection: SelectionRecord | None = None
     plots: dict[str, str] = field(default_factory=dict)
+    final_runs: dict[str, list[PilotResult]] = field(default_factory=dict)  # rank / confirm trainings of the finalists

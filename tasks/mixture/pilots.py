@@ -2,10 +2,10 @@
 
 A pilot (p, N, rep) draws round(p_i N) examples without replacement from pool i (largest-remainder
 rounding so counts sum to N), trains the linear probe of :mod:`tasks.probe` and records the test
-accuracy on the target's held-out split. Pilots are independent: :func:`chunk_pilots` groups them
-into chunks of equal N (one Prefect task each), and a chunk is trained as one stacked problem
-(:func:`train_probes_stacked`, the objective of ``tasks.probe.train_linear_probe``) in which each
-probe touches only its own N rows.
+accuracy on the target's held-out split. Pilots are independent training jobs
+(:func:`pilot_trials` → :mod:`tasks.mixture.jobs`); jobs of equal N are trained as one stacked
+problem (:func:`train_probes_stacked`, the objective of ``tasks.probe.train_linear_probe``) in which
+each probe touches only its own N rows.
 """
 
 from __future__ import annotations
@@ -110,16 +110,6 @@ def pilot_indices(spec: PilotSpec, pools: Pools) -> np.ndarray:
     return np.concatenate(parts).astype(np.int64)
 
 
-def chunk_pilots(specs: Sequence[PilotSpec], rows_budget: int = 20_000) -> list[list[PilotSpec]]:
-    """Group pilots of equal N into chunks of about ``rows_budget`` training rows each."""
-    chunks: list[list[PilotSpec]] = []
-    for n in sorted({s.n for s in specs}):
-        same = [s for s in specs if s.n == n]
-        per = max(1, rows_budget // n)
-        chunks.extend(same[i:i + per] for i in range(0, len(same), per))
-    return chunks
-
-
 def train_probes_stacked(
     Xs: np.ndarray,
     Ys: np.ndarray,
@@ -191,32 +181,22 @@ def train_index_sets(
     return np.asarray(accs), (time.perf_counter() - t0) / max(len(idx), 1)
 
 
-def run_pilot_chunk(
-    specs: Sequence[PilotSpec],
-    pools: Pools,
-    X_eval: np.ndarray,
-    y_eval: np.ndarray,
-    *,
-    n_classes: int,
-    weight_decay: float = 1e-3,
-    max_iter: int = 100,
-    threads: int | None = 1,
-) -> list[PilotResult]:
-    """Train the probes of one chunk (pilots of equal N) at once and return their test accuracies.
+def pilot_trials(specs: Sequence[PilotSpec], pools: Pools, stage: str = "pilot") -> list:
+    """The training jobs (:class:`tasks.mixture.jobs.Trial`, key = ``str(mixture_id)``) of pilot specs."""
+    from tasks.mixture.jobs import Trial
 
-    ``threads``: torch intra-op threads for the solve (see :mod:`tasks.mixture._threads`)."""
-    if not specs:
-        return []
-    sizes = {s.n for s in specs}
-    if len(sizes) != 1:
-        raise WinnowError(f"a pilot chunk must hold one pilot size, got {sorted(sizes)}")
-    idx = np.stack([pilot_indices(s, pools) for s in specs])  # (B, N)
-    accs, share = train_index_sets(idx, pools, X_eval, y_eval, n_classes=n_classes, weight_decay=weight_decay,
-                                   max_iter=max_iter, threads=threads)
-    return [
-        PilotResult(mixture_id=s.mixture_id, p=s.p, n=s.n, rep=s.rep, seed=s.seed, accuracy=float(a), seconds=share)
-        for s, a in zip(specs, accs)
-    ]
+    return [Trial(str(s.mixture_id), stage, s.n, s.rep, s.seed, pilot_indices(s, pools)) for s in specs]
+
+
+def pilot_results(specs: Sequence[PilotSpec], results: Sequence) -> list[PilotResult]:
+    """PilotResults of ``specs`` from the TrialResults of :func:`pilot_trials` (matched by key, n, rep)."""
+    by = {(r.key, r.n, r.rep): r for r in results}
+    out = []
+    for s in specs:
+        r = by[(str(s.mixture_id), s.n, s.rep)]
+        out.append(PilotResult(mixture_id=s.mixture_id, p=s.p, n=s.n, rep=s.rep, seed=s.seed, accuracy=r.accuracy,
+                               seconds=r.seconds))
+    return out
 
 
 @dataclass(frozen=True)

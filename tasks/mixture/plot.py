@@ -95,3 +95,35 @@ def plot_predicted_vs_measured(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return str(path)
+
+
+def study_plots(study, names: Sequence[str], out_dir: Path, run_id: str) -> dict[str, str]:
+    """The PNGs of a mixture study (:class:`tasks.mixture.stage.MixtureStudy`): pilot, OT and predicted
+    surfaces (3 pools), and predicted vs measured (held-out mixtures, extrapolations at N)."""
+    from tasks.mixture.predictor import fit_predictor
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    grid, table, sel = study.outcome.grid, study.table, study.outcome.selection.result
+    plots: dict[str, str] = {}
+    n_big = int(table.sizes[-1])
+    if grid.shape[1] == 3:
+        plots["surface"] = plot_surface(grid, 100 * table.median[-1], out_dir / f"{run_id}-surface.png", names=names,
+                                        title=f"pilot accuracy (median), N={n_big}", label="accuracy (points)")
+        plots["ot_surface"] = plot_surface(grid, study.ot_values, out_dir / f"{run_id}-ot.png", names=names,
+                                           title="label-aware OT to the target", label="OT")
+        plots["selection"] = plot_surface(grid, 100 * study.grid_obj, out_dir / f"{run_id}-selection.png", names=names,
+                                          title=f"predicted accuracy at N={sel.n_target} ({study.surface.label})",
+                                          label="predicted (points)", sel_path=study.proposal.path, chosen=sel.p[None])
+    m = study.surface.splits["projektor"][0]
+    series = {}
+    if m.any() and (~m).any():
+        for form in (study.surface.chosen, "projektor", "nearest_grid"):
+            f = fit_predictor(form, grid[m], study.ot_values[m], table.median[-1][m], n=n_big)
+            series[f"{form} (held-out p2>=0.5)"] = (table.median[-1][~m], f.predict(grid[~m], study.ot_values[~m]))
+    ok = np.isfinite(study.measured)
+    if ok.any():
+        for key in (("power_law", "pilots"), ("log_n_map", "pilots")):
+            series[f"{key[0]} @N={sel.n_target}"] = (study.measured[ok], study.ext[key][ok])
+    plots["predicted_vs_measured"] = plot_predicted_vs_measured(series, out_dir / f"{run_id}-pred-vs-measured.png",
+                                                                title="predicted vs measured")
+    return plots

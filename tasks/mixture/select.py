@@ -61,8 +61,10 @@ class Objective:
         errs = 1.0 - accs
         if kind == "linear":
             return float(1.0 - w @ errs), w @ grads
-        errs_c = np.clip(errs, 1e-4, None)
+        errs_c = np.clip(errs, 1e-4, 1.0)
         err_t = float(np.exp(w @ np.log(errs_c)))
+        if err_t >= 1.0:  # predicted accuracy stays in [0, 1]
+            return 0.0, np.zeros_like(grads[0])
         return 1.0 - err_t, err_t * (w / errs_c) @ grads
 
 

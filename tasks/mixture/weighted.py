@@ -38,7 +38,7 @@ import torch
 from tasks.errors import WinnowError
 from tasks.mixture.labeldist import LabelMethod
 from tasks.mixture._threads import torch_threads
-from tasks.mixture.batch import resolve_device, sinkhorn_batch
+from tasks.mixture.batch import resolve_device, sinkhorn_batch_until
 from tasks.mixture.progress import maybe_progress
 from tasks.mixture.ot import SOLVERS, CostScale, check_labelled, raw_costs
 from tasks.mixture.simplex import check_mixture, snake_order
@@ -300,13 +300,13 @@ class WeightedOT:
             value, n_iter, conv = float(log["cost"]), 0, True
             grad = self.problem.source_means(f)
         elif self.batched:
-            r = sinkhorn_batch(self.problem.C, a[None, :], self.b, reg=self.reg, tol=self.tol, max_iter=self.max_iter,
-                               device=self.device, dtype=self.dtype)
+            r = sinkhorn_batch_until(self.problem.C, a[None, :], self.b, reg=self.reg, tol=self.tol,
+                                     max_iter=min(self.max_iter, 2_000), device=self.device, dtype=self.dtype)
             value, f, g, n_iter, conv = float(r.lower[0]), r.f[0], r.g[0], r.n_iter, bool(r.converged[0])
             grad = self.problem.source_means(f)
             if not conv:
-                warnings.warn(f"Sinkhorn stopped at max_iter={self.max_iter} above tol={self.tol} for "
-                              f"p={np.round(p, 3).tolist()}; raise max_iter or reg", RuntimeWarning, stacklevel=2)
+                warnings.warn(f"Sinkhorn did not reach tol={self.tol} for p={np.round(p, 3).tolist()} even at "
+                              f"ε={r.row_reg[0]:g}; raise reg", RuntimeWarning, stacklevel=2)
         else:
             value, f, g, n_iter, conv = self._ab.solve(a, self.b, init, self.tol, self.max_iter)
             grad = self.problem.source_means(f)
@@ -329,7 +329,8 @@ class WeightedOT:
 @dataclass(frozen=True)
 class SweepResult:
     """OT over a grid of mixtures. values : (G,); grads : (G, K); seconds : (G,) per mixture;
-    n_iter : (G,); setup_seconds : time to build shared work (cost matrix, kernels); mode : solver mode."""
+    n_iter : (G,); setup_seconds : time to build shared work (cost matrix, kernels); mode : solver mode;
+    converged, regs : per mixture, whether its solve met ``tol`` and at which ε (batched Sinkhorn)."""
 
     grid: np.ndarray
     values: np.ndarray
@@ -340,6 +341,12 @@ class SweepResult:
     solver: str
     reg: float
     mode: str
+    converged: np.ndarray | None = None   # (G,) per mixture (None: the solver does not report it)
+    regs: np.ndarray | None = None        # (G,) ε each mixture's value was solved at (raised where it stalled)
+
+    @property
+    def n_unconverged(self) -> int:
+        return 0 if self.converged is None else int((~self.converged).sum())
 
     @property
     def total_seconds(self) -> float:
@@ -351,9 +358,9 @@ def weighted_sweep(
     grid: np.ndarray,
     *,
     solver: str = "sinkhorn",
-    reg: float = 0.02,
+    reg: float = 0.05,
     tol: float = 1e-4,
-    max_iter: int = 5_000,
+    max_iter: int = 2_000,
     dtype: str = "float32",
     warm_start: bool = True,
     threads: int | None = 1,
@@ -368,8 +375,11 @@ def weighted_sweep(
     one kernel). Its values estimate the **unregularised** OT: the dual bound ⟨a, g^c⟩ + ⟨b, g⟩ with the
     hard c-transform g^c_i = min_j C_ij − g_j of the entropic target potential (a certified lower
     bound on the exact value; the entropic plan's ⟨C, π⟩ is an upper bound) — not the entropic dual
-    OT_ε; grads are :meth:`UnionProblem.source_means` of the entropic f. ``seconds`` is the batch's
-    time split evenly over the mixtures and ``n_iter`` the batch's iterations (same for every row).
+    OT_ε; grads are :meth:`UnionProblem.source_means` of the entropic f. ``n_iter`` and ``seconds`` are
+    per mixture (its own iterations; its share of the batch's wall time). A mixture that has not
+    converged after ``max_iter`` iterations is solved again at 2ε, 4ε, 8ε
+    (:func:`tasks.mixture.batch.sinkhorn_batch_until`): the sweep always finishes, and ``regs`` /
+    ``converged`` say per mixture which ε was used and whether it met ``tol``.
     Otherwise each mixture is solved in turn along :func:`snake_order` (warm-started potentials;
     values are the solver's own objective: exact OT, OT_ε or S_ε).
     """
@@ -383,17 +393,18 @@ def weighted_sweep(
         A = np.stack([problem.weights(check_mixture(p, problem.k)) for p in grid])
         m = problem.C.shape[1]
         with torch_threads(threads):
-            r = sinkhorn_batch(problem.C, A, np.full(m, 1.0 / m), reg=reg, tol=tol, max_iter=max_iter, device=device,
-                               dtype=dtype, progress=progress)
+            r = sinkhorn_batch_until(problem.C, A, np.full(m, 1.0 / m), reg=reg, tol=tol, max_iter=max_iter,
+                                     device=device, dtype=dtype, progress=progress)
         if not r.converged.all():
             bad = np.flatnonzero(~r.converged)
-            warnings.warn(f"Sinkhorn stopped at max_iter={max_iter} above tol={tol} for {bad.size} of {G} mixtures "
-                          f"(first p={np.round(grid[bad[0]], 3).tolist()}); raise max_iter or reg", RuntimeWarning, stacklevel=2)
+            warnings.warn(f"Sinkhorn did not reach tol={tol} for {bad.size} of {G} mixtures even at ε={r.row_reg.max():g} "
+                          f"(first p={np.round(grid[bad[0]], 3).tolist()}); their values are the last iterate's "
+                          "(ot_distances.converged); raise reg", RuntimeWarning, stacklevel=2)
         grads = np.stack([problem.source_means(f) for f in r.f])
-        total = time.perf_counter() - t0
-        return SweepResult(grid=grid, values=r.lower, grads=grads, seconds=np.full(G, total / G),
-                           n_iter=np.full(G, r.n_iter, dtype=np.int64), setup_seconds=0.0, solver=solver, reg=reg,
-                           mode=f"batched-{dtype}")
+        setup = time.perf_counter() - t0 - r.seconds
+        return SweepResult(grid=grid, values=r.lower, grads=grads, seconds=r.row_seconds, n_iter=r.row_iter,
+                           setup_seconds=max(setup, 0.0), solver=solver, reg=reg, mode=f"batched-{dtype}",
+                           converged=r.converged, regs=r.row_reg)
     with torch_threads(threads):
         engine = WeightedOT(problem, solver=solver, reg=reg, tol=tol, max_iter=max_iter, dtype=dtype,
                             warm_start=warm_start, threads=threads, device=device)

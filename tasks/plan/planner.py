@@ -33,6 +33,7 @@ class OTValues:
     seconds: float
     n_iter: int
     converged: float     # share of candidates whose Sinkhorn converged
+    raised: int = 0      # candidates solved again at a larger ε because they stalled at reg
 
 
 def candidate_ot(
@@ -52,13 +53,13 @@ def candidate_ot(
 
     C : (n_u, m) cost of the revealed union against the target; masks : per pool (n_options, r_i);
     option_idx, p : (B, K)."""
-    from tasks.mixture.batch import sinkhorn_batch
+    from tasks.mixture.batch import sinkhorn_batch_until
 
     A = union_weights(masks, np.asarray(option_idx), np.asarray(p, dtype=np.float64))
-    r = sinkhorn_batch(C, A, reg=reg, tol=tol, device=device, chunk=chunk, progress=progress)
+    r = sinkhorn_batch_until(C, A, reg=reg, tol=tol, device=device, chunk=chunk, progress=progress)
     values = r.lower if r.lower is not None else r.values  # the dual bound the mixture sweep reports
     return OTValues(values=np.asarray(values, dtype=np.float64), seconds=float(r.seconds), n_iter=int(r.n_iter),
-                    converged=float(np.mean(r.converged)))
+                    converged=float(np.mean(r.converged)), raised=int((r.row_reg > reg).sum()))
 
 
 def choose_design(cands: CandidateSet, n_design: int, seed: int = 0) -> np.ndarray:
@@ -188,10 +189,12 @@ class Entry:
         return int(self.counts.sum())
 
 
-def confirm_entries(cands: CandidateSet, finalists: Sequence[int], baselines: Sequence[BaselineSpec]) -> list[Entry]:
-    """Finalists (candidate indices, best first) then baselines; a baseline equal to a finalist shares its key."""
-    out = [Entry(f"c{c}", "finalist", f"finalist-{j + 1}", cands.options[c], cands.p[c], cands.counts[c])
-           for j, c in enumerate(finalists)]
+def confirm_entries(cands: CandidateSet, finalists: Sequence[int], baselines: Sequence[BaselineSpec],
+                    names: Sequence[str] | None = None) -> list[Entry]:
+    """Finalists (candidate indices, best first; ``names`` default finalist-1, ...) then baselines; a
+    baseline equal to a finalist shares its key."""
+    names = list(names) if names is not None else [f"finalist-{j + 1}" for j in range(len(finalists))]
+    out = [Entry(f"c{c}", "finalist", nm, cands.options[c], cands.p[c], cands.counts[c]) for c, nm in zip(finalists, names)]
     for b in baselines:
         same = [e for e in out if np.array_equal(e.options, b.options) and np.allclose(e.p, b.p) and np.array_equal(e.counts, b.counts)]
         out.append(Entry(same[0].key if same else f"b:{b.name}", "baseline", b.name, b.options, b.p, b.counts, b.note))
@@ -211,14 +214,6 @@ def pilot_counts(e: Entry, sizes: Sequence[int], n_target: int) -> dict[int, np.
     if e.n >= n_target:
         return None
     return {int(n): mixture_counts(e.counts / e.n, max(1, int(round(n * e.n / n_target)))) for n in sizes}
-
-
-def pick_plan(entries: Sequence[Entry], predicted: dict[str, float]) -> Entry:
-    """The finalist (or the best unpruned mixture) with the highest confirmed prediction at N."""
-    pool = [e for e in entries if e.role == "finalist" or e.name == "best_mixture_unpruned"]
-    if not pool:
-        raise WinnowError("no finalist to choose a plan from")
-    return max(pool, key=lambda e: predicted[e.key])
 
 
 def materialize(idx: np.ndarray, pool_sizes: np.ndarray, pool_ids: Sequence[np.ndarray], pool_names: Sequence[str],

@@ -62,7 +62,7 @@ def extrapolate_accuracy(sizes: Sequence[float], acc: np.ndarray, n: float) -> n
     """acc (S, C) at pilot sizes → (C,) at n by the least-squares power law in log error."""
     w = loglinear_weights(sizes, n)
     err = np.clip(1.0 - np.asarray(acc, dtype=np.float64), ERR_FLOOR, 1.0)
-    return 1.0 - np.exp(w @ np.log(err))
+    return 1.0 - np.minimum(np.exp(w @ np.log(err)), 1.0)  # the law in log error: accuracy stays in [0, 1)
 
 
 def fit_screen(
@@ -136,8 +136,8 @@ def confirm_curve(
     if np.unique(x).size < 2:
         raise WinnowError(f"a scaling law needs pilots at >= 2 sizes, got {sorted(set(x.tolist()))}")
     fit = fit_curve(x, err, form=form, bootstrap=bootstrap, predict_at=(float(n),), seed=seed, level=level)
-    pred = float(fit.predictions[0])
-    lo_e, hi_e = float(fit.pred_lo[0]), float(fit.pred_hi[0])
+    pred = float(np.clip(fit.predictions[0], ERR_FLOOR, 1.0))
+    lo_e, hi_e = (float(np.clip(v, 0.0, 1.0)) for v in (fit.pred_lo[0], fit.pred_hi[0]))
     return CurvePrediction(predicted=1.0 - pred, lo=1.0 - hi_e, hi=1.0 - lo_e, params=dict(fit.params),
                            n_points=int(x.size), form=fit.form)
 

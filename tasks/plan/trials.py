@@ -4,49 +4,21 @@ A trial draws c_i = round(p_i·n) rows (largest remainder) from each pool's *pru
 replacement, trains the linear probe of :mod:`tasks.mixture.pilots` on them and scores the target's
 held-out split. Trials of equal n are trained together as one stacked problem
 (:func:`tasks.mixture.pilots.train_probes_stacked`); chunks of trials are the unit a Prefect task runs.
+The training-job model itself (:class:`Trial`, :class:`TrialResult`, chunking) is
+:mod:`tasks.mixture.jobs`, shared with the mixture stage's pilots.
 """
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
-from tasks.errors import WinnowError
-from tasks.mixture.pilots import Pools, train_index_sets
+from tasks.mixture.jobs import Trial, TrialResult, chunk_trials, run_trials, trial_seed
 from tasks.mixture.simplex import mixture_counts
 from tasks.plan.space import PoolOption, draw_rows
 
-
-@dataclass(frozen=True)
-class Trial:
-    """One training: ``key`` names the candidate, idx : (n,) rows of the concatenated pools."""
-
-    key: str
-    stage: str           # design | confirm | validate
-    n: int
-    rep: int
-    seed: int
-    idx: np.ndarray
-
-
-@dataclass(frozen=True)
-class TrialResult:
-    key: str
-    stage: str
-    n: int
-    rep: int
-    seed: int
-    accuracy: float
-    seconds: float
-
-
-def trial_seed(seed: int, key: str, stage: str, n: int, rep: int) -> int:
-    """Deterministic per-trial seed, independent of execution order and chunking."""
-    h = zlib.crc32(f"{key}|{stage}".encode())
-    return int(np.random.SeedSequence([seed, h, n, rep]).generate_state(1)[0])
+__all__ = ["Trial", "TrialResult", "candidate_rows", "chunk_trials", "make_trials", "median_by", "run_trials", "trial_seed"]
 
 
 def candidate_rows(options: Sequence[PoolOption], counts: np.ndarray, offsets: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -76,41 +48,6 @@ def make_trials(
             idx = candidate_rows(options, counts, offsets, np.random.default_rng(s))
             out.append(Trial(key, stage, int(counts.sum()), r, s, idx))
     return out
-
-
-def chunk_trials(trials: Sequence[Trial], rows_budget: int = 20_000) -> list[list[Trial]]:
-    """Group trials of equal training-set size into chunks of about ``rows_budget`` rows."""
-    chunks: list[list[Trial]] = []
-    by_n: dict[int, list[Trial]] = {}
-    for t in trials:
-        by_n.setdefault(int(t.idx.size), []).append(t)
-    for n in sorted(by_n):
-        same = by_n[n]
-        per = max(1, rows_budget // max(n, 1))
-        chunks.extend(same[i:i + per] for i in range(0, len(same), per))
-    return chunks
-
-
-def run_trials(
-    trials: Sequence[Trial],
-    pools: Pools,
-    X_eval: np.ndarray,
-    y_eval: np.ndarray,
-    *,
-    n_classes: int,
-    weight_decay: float = 1e-3,
-    max_iter: int = 100,
-    threads: int | None = 1,
-) -> list[TrialResult]:
-    """Train one chunk (all trials with the same number of rows) as one stacked problem."""
-    if not trials:
-        return []
-    rows = {int(t.idx.size) for t in trials}
-    if len(rows) != 1:
-        raise WinnowError(f"a trial chunk must hold one training-set size, got {sorted(rows)}")
-    accs, share = train_index_sets(np.stack([t.idx for t in trials]), pools, X_eval, y_eval, n_classes=n_classes,
-                                   weight_decay=weight_decay, max_iter=max_iter, threads=threads)
-    return [TrialResult(t.key, t.stage, t.n, t.rep, t.seed, float(a), share) for t, a in zip(trials, accs)]
 
 
 def median_by(results: Sequence[TrialResult], keys: Sequence[str], sizes: Sequence[int], stage: str) -> np.ndarray:
