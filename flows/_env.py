@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 LOGGING_CONFIG = Path(__file__).resolve().parent / "prefect_logging.yml"
@@ -34,6 +35,63 @@ if _debug():
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "INFO")
 
 
+# --------------------------------------------------------- the temporary server dies with its process
+_SERVER_MODULE = "prefect.server.api.server"
+
+
+class _SubprocessWithWatchdog:
+    """Stands in for the ``subprocess`` module inside prefect.server.api.server: its ``Popen`` runs the
+    temporary server's ``python -m uvicorn ...`` under :mod:`flows._server_watchdog`; all else is subprocess."""
+
+    def __getattr__(self, name: str):
+        import subprocess
+
+        return getattr(subprocess, name)
+
+    @staticmethod
+    def Popen(args, **kwargs):  # noqa: N802 - the name Prefect calls
+        import subprocess
+
+        args = list(args)
+        if args[1:3] == ["-m", "uvicorn"]:
+            args = [args[0], "-m", "flows._server_watchdog", str(os.getpid()), "--", *args[3:]]
+        return subprocess.Popen(args, **kwargs)
+
+
+class _GuardTemporaryServer:
+    """Import hook: when Prefect first imports its server module (only to start a temporary server), route
+    that module's subprocess calls through :class:`_SubprocessWithWatchdog`. Importing Prefect here
+    instead would cost every command its start-up time."""
+
+    def find_spec(self, name, path, target=None):  # noqa: ANN001 - importlib protocol
+        if name != _SERVER_MODULE:
+            return None
+        import importlib.abc
+        import importlib.machinery
+
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return spec
+        inner = spec.loader
+
+        class Loader(importlib.abc.Loader):
+            def create_module(self, spec):  # noqa: ANN001
+                return inner.create_module(spec)
+
+            def exec_module(self, module):  # noqa: ANN001
+                inner.exec_module(module)
+                module.subprocess = _SubprocessWithWatchdog()
+
+        spec.loader = Loader()
+        return spec
+
+
+if _SERVER_MODULE not in sys.modules and not any(isinstance(f, _GuardTemporaryServer) for f in sys.meta_path):
+    sys.meta_path.insert(0, _GuardTemporaryServer())
+
+
+# ------------------------------------------------------------------ console filter for user errors
 def _user_error_names() -> tuple[str, ...]:
     from tasks.errors import WinnowError
 
