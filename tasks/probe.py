@@ -37,7 +37,6 @@ import torch
 import torch.nn.functional as F
 
 from tasks.progress import progress_bar
-from tasks.errors import WinnowError
 
 __all__ = [
     "BatchedProbeResult",
@@ -168,26 +167,26 @@ class ProbeDynamics:
 def _as_features(X: np.ndarray, name: str, d: int | None = None) -> np.ndarray:
     X = np.asarray(X)
     if X.ndim != 2:
-        raise WinnowError(f"{name} must be 2-D (n, d); got shape {X.shape}")
+        raise ValueError(f"{name} must be 2-D (n, d); got shape {X.shape}")
     if d is not None and X.shape[1] != d:
-        raise WinnowError(f"{name} has {X.shape[1]} features; expected d={d}")
+        raise ValueError(f"{name} has {X.shape[1]} features; expected d={d}")
     X = np.ascontiguousarray(X, dtype=np.float32)
     if not np.isfinite(X).all():
         bad = int((~np.isfinite(X)).any(axis=1).sum())
-        raise WinnowError(f"{name} contains NaN or inf in {bad} row(s); clean the features first")
+        raise ValueError(f"{name} contains NaN or inf in {bad} row(s); clean the features first")
     return X
 
 
 def _as_labels(y: np.ndarray, name: str, n: int) -> np.ndarray:
     y = np.asarray(y)
     if y.ndim != 1 or y.shape[0] != n:
-        raise WinnowError(f"{name} must have shape ({n},) to match the features; got {y.shape}")
+        raise ValueError(f"{name} must have shape ({n},) to match the features; got {y.shape}")
     if y.size and not np.issubdtype(y.dtype, np.integer):
         if not np.all(np.mod(y, 1) == 0):
-            raise WinnowError(f"{name} must hold integer class codes; got dtype {y.dtype}")
+            raise ValueError(f"{name} must hold integer class codes; got dtype {y.dtype}")
     y = y.astype(np.int64, copy=False)
     if y.size and y.min() < 0:
-        raise WinnowError(f"{name} has negative class code {int(y.min())}; codes must be >= 0")
+        raise ValueError(f"{name} has negative class code {int(y.min())}; codes must be >= 0")
     return y
 
 
@@ -196,17 +195,17 @@ def _resolve_n_classes(n_classes: int | None, *ys: np.ndarray) -> int:
     if n_classes is None:
         n_classes = seen
     if n_classes < 2:
-        raise WinnowError(f"n_classes={n_classes} must be >= 2 for a classifier")
+        raise ValueError(f"n_classes={n_classes} must be >= 2 for a classifier")
     if seen > n_classes:
-        raise WinnowError(f"labels go up to {seen - 1} but n_classes={n_classes}")
+        raise ValueError(f"labels go up to {seen - 1} but n_classes={n_classes}")
     return int(n_classes)
 
 
 def _check_hparams(weight_decay: float, max_iter: int) -> None:
     if not (weight_decay >= 0 and np.isfinite(weight_decay)):
-        raise WinnowError(f"weight_decay={weight_decay} must be a finite number >= 0")
+        raise ValueError(f"weight_decay={weight_decay} must be a finite number >= 0")
     if max_iter < 1:
-        raise WinnowError(f"max_iter={max_iter} must be >= 1")
+        raise ValueError(f"max_iter={max_iter} must be >= 1")
 
 
 def _standardise_stats(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -326,7 +325,7 @@ def train_linear_probe(
     X_test = _as_features(X_test, "X_test", d=X_train.shape[1])
     y_test = _as_labels(y_test, "y_test", X_test.shape[0])
     if X_train.shape[0] < 1:
-        raise WinnowError("X_train has 0 rows; a probe needs at least one training example")
+        raise ValueError("X_train has 0 rows; a probe needs at least one training example")
     C = _resolve_n_classes(n_classes, y_train, y_test)
     del seed  # deterministic solver; see docstring
 
@@ -370,20 +369,20 @@ def _subset_weights(train_sets: Sequence[np.ndarray], n: int) -> np.ndarray:
         s = np.asarray(s)
         if s.dtype == bool:
             if s.shape != (n,):
-                raise WinnowError(f"train_sets[{j}] is a mask of shape {s.shape}; expected ({n},)")
+                raise ValueError(f"train_sets[{j}] is a mask of shape {s.shape}; expected ({n},)")
             w[j] = s
         else:
             if s.ndim != 1 or (s.size and not np.issubdtype(s.dtype, np.integer)):
-                raise WinnowError(f"train_sets[{j}] must be a 1-D int index array or bool mask")
+                raise ValueError(f"train_sets[{j}] must be a 1-D int index array or bool mask")
             if s.size and (s.min() < 0 or s.max() >= n):
-                raise WinnowError(
+                raise ValueError(
                     f"train_sets[{j}] has index {int(s.min() if s.min() < 0 else s.max())} "
                     f"outside [0, {n})"
                 )
             w[j] = np.bincount(s, minlength=n)
         total = w[j].sum()
         if total == 0:
-            raise WinnowError(f"train_sets[{j}] is empty; every probe needs >= 1 training row")
+            raise ValueError(f"train_sets[{j}] is empty; every probe needs >= 1 training row")
         w[j] /= total
     return w
 
@@ -431,14 +430,14 @@ def train_linear_probes_batched(
     X_test = _as_features(X_test, "X_test", d=d)
     y_test = _as_labels(y_test, "y_test", X_test.shape[0])
     if len(train_sets) == 0:
-        raise WinnowError("train_sets is empty; pass at least one training subset")
+        raise ValueError("train_sets is empty; pass at least one training subset")
     C = _resolve_n_classes(n_classes, y_train, y_test)
     weights = _subset_weights(train_sets, n)  # (B, n)
     B = weights.shape[0]
     if chunk_size is None:
         chunk_size = max(1, _BATCH_FLOAT_BUDGET // max(1, n * max(C, d // 4)))
     if chunk_size < 1:
-        raise WinnowError(f"chunk_size={chunk_size} must be >= 1")
+        raise ValueError(f"chunk_size={chunk_size} must be >= 1")
 
     Xt = torch.from_numpy(X_train)
     Xte = torch.from_numpy(X_test)
@@ -521,15 +520,15 @@ def train_probe_with_dynamics(
     t0 = time.perf_counter()
     _check_hparams(weight_decay, 1)
     if epochs < 1:
-        raise WinnowError(f"epochs={epochs} must be >= 1")
+        raise ValueError(f"epochs={epochs} must be >= 1")
     if batch_size < 1:
-        raise WinnowError(f"batch_size={batch_size} must be >= 1")
+        raise ValueError(f"batch_size={batch_size} must be >= 1")
     if not (lr > 0):
-        raise WinnowError(f"lr={lr} must be > 0")
+        raise ValueError(f"lr={lr} must be > 0")
     X = _as_features(X, "X")
     n, d = X.shape
     if n < 1:
-        raise WinnowError("X has 0 rows")
+        raise ValueError("X has 0 rows")
     y = _as_labels(y, "y", n)
     C = _resolve_n_classes(n_classes, y)
 

@@ -10,7 +10,6 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedShuffleSplit
 from sklearn.preprocessing import StandardScaler
 
-from tasks.errors import WinnowError
 from tasks.probe import (
     train_linear_probe,
     train_linear_probes_batched,
@@ -87,9 +86,9 @@ def test_batched_probes_agree_with_one_at_a_time(digits_pca32):
 
 def test_batched_rejects_bad_subsets(digits_pca32):
     Xtr, ytr, Xte, yte = digits_pca32
-    with pytest.raises(WinnowError, match="outside"):
+    with pytest.raises(ValueError, match="outside"):
         train_linear_probes_batched(Xtr, ytr, [np.array([0, len(ytr)])], Xte, yte)
-    with pytest.raises(WinnowError, match="empty"):
+    with pytest.raises(ValueError, match="empty"):
         train_linear_probes_batched(Xtr, ytr, [np.array([], dtype=np.int64)], Xte, yte)
 
 
@@ -97,13 +96,13 @@ def test_probe_rejects_nan_and_bad_labels(digits_pca32):
     Xtr, ytr, Xte, yte = digits_pca32
     bad = Xtr.copy()
     bad[3, 1] = np.nan
-    with pytest.raises(WinnowError, match="NaN or inf"):
+    with pytest.raises(ValueError, match="NaN or inf"):
         train_linear_probe(bad, ytr, Xte, yte)
-    with pytest.raises(WinnowError, match="n_classes=5"):
+    with pytest.raises(ValueError, match="n_classes=5"):
         train_linear_probe(Xtr, ytr, Xte, yte, n_classes=5)
-    with pytest.raises(WinnowError, match="weight_decay"):
+    with pytest.raises(ValueError, match="weight_decay"):
         train_linear_probe(Xtr, ytr, Xte, yte, weight_decay=-1.0)
-    with pytest.raises(WinnowError, match="features"):
+    with pytest.raises(ValueError, match="features"):
         train_linear_probe(Xtr, ytr, Xte[:, :5], yte)
 
 
