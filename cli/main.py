@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 
+from typer import exceptions as typer_exceptions
 from typer._click import exceptions as click_exceptions
 
 # each module adds its commands; the import order is the order of `winnow --help`
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     except click_exceptions.ClickException as err:
         error_line(err.format_message())
         sys.exit(err.exit_code)
-    except click_exceptions.Abort:
+    except typer_exceptions.Abort:
         error_line("aborted")
         sys.exit(130)
     except KeyboardInterrupt:
