@@ -1,0 +1,428 @@
+"""The sharded flow: SSP scores, SemDeDup and one selection over a source processed shard by shard.
+
+Every heavy step is a Prefect task submitted to the configured task runner (threads locally, Dask
+workers to scale out), one per shard, per k-means pass, per cluster group:
+
+===================  ==================================================  ======================
+step                 task (one per ...)                                  runs on
+===================  ==================================================  ======================
+embed                ``embed-shard`` (shard): generate/copy, write file   workers
+k-means init         ``gather-rows`` (shard): the seeded subsample        workers; k-means++ here
+Lloyd iterations     ``kmeans-pass`` (shard x pass): sums, counts         workers; reduce here
+scoring              ``score-shard`` (shard): scores, cluster groups      workers
+SemDeDup             ``semdedup-group`` (group of whole clusters)         workers
+selection            ``select-histogram`` / ``-candidates`` / ``-members``  workers; thresholds here
+tables               DuckDB writes (one transaction, bounded batches)    this (flow) process
+===================  ==================================================  ======================
+
+Heavy tasks are cached across runs by (shard content hash, metric parameters, centroids) — see
+:mod:`flows.caching` — so a rerun after a crash skips the shards and passes already done. The flow
+process holds one int32 cluster id per row between passes and never a shard's vectors.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from configs.sharded import ParquetEmbeddingsConfig, ShardedConfig, SyntheticSourceConfig
+from flows.caching import heavy_task_options
+from flows.runner import make_task_runner
+from storage.db import Store
+from storage.shards import (
+    ShardFile, content_hash, read_columns, read_vectors, register_shards, run_dir, save_sharded_run, set_dir,
+    shard_name, vectors_table, write_atomic,
+)
+from tasks.errors import WinnowError
+from tasks.shards.dedup import dedup_clusters
+from tasks.shards.kmeans import PassPartial, init_centroids, init_sample, kmeans_pass, next_centroids, reduce_passes
+from tasks.shards.plan import Shard, plan_shards
+from tasks.shards.score import cluster_parts, score_shard
+from tasks.shards.select import (
+    PASS_BITS, BoundaryState, boundary_candidates, narrow, plan_selection, region_histogram, resolve_boundary,
+    select_mask, shard_ties, sortable_u32, start_boundary,
+)
+from tasks.synthetic import SyntheticSpec, synthetic_embeddings
+
+#: gather the boundary rows once the regions hold at most this many rows (else another radix pass)
+CANDIDATE_CAP = 1 << 20
+LIGHT = {"cache_policy": NO_CACHE, "persist_result": False}
+
+
+# ----------------------------------------------------------------------------------------- tasks
+@task(**heavy_task_options(name="embed-shard"))
+def embed_shard(source: SyntheticSourceConfig | ParquetEmbeddingsConfig, index: int, start: int, stop: int,
+                out_dir: str) -> ShardFile:
+    """Produce rows [start, stop) of the source as one shard file (synthetic: generated; Parquet: copied)."""
+    if isinstance(source, SyntheticSourceConfig):
+        spec = SyntheticSpec(**source.model_dump(exclude={"kind"}))
+        X = synthetic_embeddings(spec, start, stop).vectors
+        row_index = np.arange(start, stop, dtype=np.int64)
+    else:
+        import pyarrow.parquet as pq
+
+        table = pq.ParquetFile(source.path).read_row_groups(_row_groups(source.path, start, stop))
+        first = _row_groups_start(source.path, start)
+        table = table.slice(start - first, stop - start)
+        col = table.column("vector").combine_chunks()
+        X = col.flatten().to_numpy().reshape(len(col), col.type.list_size)
+        row_index = table.column("row_index").to_numpy()
+    h = content_hash(row_index, X)
+    path = write_atomic(vectors_table(row_index, X), Path(out_dir) / shard_name(index))
+    return ShardFile(index, start, stop, path, h)
+
+
+@task(name="gather-rows", **LIGHT)
+def gather_rows(shard: ShardFile, rows: np.ndarray) -> np.ndarray:
+    """The shard's rows with global numbers ``rows`` (sorted), raw."""
+    _, X, _ = read_vectors(shard.path)
+    return np.array(X[np.asarray(rows) - shard.start])
+
+
+@task(**heavy_task_options(name="kmeans-pass"))
+def kmeans_pass_task(shard: ShardFile, centroids: np.ndarray, prev_assign: np.ndarray | None) -> PassPartial:
+    """One Lloyd iteration over one shard (cached by shard hash, centroids, previous assignment)."""
+    _, X, _ = read_vectors(shard.path)
+    return kmeans_pass(X, centroids, prev_assign, row_offset=shard.start)
+
+
+@dataclass(frozen=True)
+class ScoredShard:
+    """Where a scored shard went: its score file, its cluster-group files (None: no rows), cluster sizes."""
+
+    index: int
+    start: int
+    stop: int
+    scores_path: str
+    part_paths: list[str | None]
+    sizes: np.ndarray
+    content_hash: str
+
+
+@task(**heavy_task_options(name="score-shard", scratch=["out_dir"]))
+def score_shard_task(shard: ShardFile, centroids: np.ndarray, n_parts: int, out_dir: str) -> ScoredShard:
+    """Final assignment + SSP scores of one shard; its rows regrouped into ``n_parts`` cluster groups."""
+    row_index, X, _ = read_vectors(shard.path)
+    sc = score_shard(X, centroids)
+    out = Path(out_dir)
+    scores_path = write_atomic(_scores_table(row_index, sc.assign, sc.cos, sc.scores),
+                               out / "scores" / shard_name(shard.index))
+    part_paths: list[str | None] = []
+    for p, rows in enumerate(cluster_parts(sc.assign, n_parts)):
+        if rows.size == 0:
+            part_paths.append(None)
+            continue
+        part_paths.append(write_atomic(
+            vectors_table(row_index[rows], X[rows], cluster=sc.assign[rows], cos=sc.cos[rows]),
+            out / "parts" / f"p-{p:04d}" / shard_name(shard.index)))
+    sizes = np.bincount(sc.assign, minlength=centroids.shape[0]).astype(np.int64)
+    return ScoredShard(shard.index, shard.start, shard.stop, scores_path, part_paths, sizes,
+                       content_hash(sc.assign, sc.scores))
+
+
+@task(**heavy_task_options(name="semdedup-group", scratch=["out_path"]))
+def semdedup_group_task(files: list[str], inputs_key: str, eps: list[float], keep: str, block: int | None,
+                        max_pairs: int, sub_rows: int | None, sub_iters: int, seed: int, out_path: str) -> dict[str, Any]:
+    """SemDeDup over one group of whole clusters; removed ids written to ``out_path``.
+
+    ``inputs_key`` (the scored shards' hashes) keys the cache: the group files are rewritten in place."""
+    import pyarrow as pa
+
+    parts = [read_vectors(f, columns=("cluster", "cos")) for f in files]
+    row_index = np.concatenate([p[0] for p in parts])
+    X = np.concatenate([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
+    cluster = np.concatenate([p[2]["cluster"] for p in parts])
+    cos = np.concatenate([p[2]["cos"] for p in parts])
+    del parts
+    res = dedup_clusters(X, row_index, cluster, cos, eps=eps, keep=keep, block=block, max_pairs=max_pairs,
+                         sub_rows=sub_rows, sub_iters=sub_iters, seed=seed)
+    eps_col = np.concatenate([np.full(res.removed[e].size, e) for e in res.eps])
+    write_atomic(pa.table({"eps": eps_col,
+                           "row_index": np.concatenate([res.removed[e] for e in res.eps]),
+                           "cluster": np.concatenate([res.removed_cluster[e] for e in res.eps]).astype(np.int32)}),
+                 out_path)
+    return {"path": out_path, "n_rows": res.n_rows, "n_removed": {e: int(res.removed[e].size) for e in res.eps},
+            "n_subclusters": res.n_subclusters, "not_converged": res.not_converged}
+
+
+def _selection_inputs(s: ScoredShard, resolved: str, grouped: bool) -> tuple[np.ndarray, np.ndarray]:
+    cols = read_columns(s.scores_path, ["cluster", "score"])
+    g = cols["cluster"].astype(np.int64) if grouped else np.zeros(s.stop - s.start, dtype=np.int64)
+    return sortable_u32(cols["score"], resolved), g
+
+
+@task(name="select-histogram", **LIGHT)
+def histogram_task(s: ScoredShard, resolved: str, grouped: bool, state: BoundaryState, bits: int) -> np.ndarray:
+    u, g = _selection_inputs(s, resolved, grouped)
+    return region_histogram(u, g, state, bits)
+
+
+@task(name="select-candidates", **LIGHT)
+def candidates_task(s: ScoredShard, resolved: str, grouped: bool, state: BoundaryState, seed: int) -> tuple:
+    u, g = _selection_inputs(s, resolved, grouped)
+    return boundary_candidates(u, shard_ties(seed, s.start, s.stop - s.start), g, state)
+
+
+@task(name="select-members", **LIGHT)
+def members_task(s: ScoredShard, resolved: str, grouped: bool, K: np.ndarray, T: np.ndarray, seed: int,
+                 out_path: str) -> int:
+    import pyarrow as pa
+
+    u, g = _selection_inputs(s, resolved, grouped)
+    mask = select_mask(u, shard_ties(seed, s.start, s.stop - s.start), g, K, T)
+    write_atomic(pa.table({"row_index": np.flatnonzero(mask).astype(np.int64) + s.start}), out_path)
+    return int(mask.sum())
+
+
+# ----------------------------------------------------------------------------------------- helpers
+def _row_groups_start(path: str, start: int) -> int:
+    import pyarrow.parquet as pq
+
+    md = pq.ParquetFile(path).metadata
+    pos = 0
+    for i in range(md.num_row_groups):
+        n = md.row_group(i).num_rows
+        if pos + n > start:
+            return pos
+        pos += n
+    return pos
+
+
+def _row_groups(path: str, start: int, stop: int) -> list[int]:
+    import pyarrow.parquet as pq
+
+    md = pq.ParquetFile(path).metadata
+    out, pos = [], 0
+    for i in range(md.num_row_groups):
+        n = md.row_group(i).num_rows
+        if pos < stop and pos + n > start:
+            out.append(i)
+        pos += n
+    return out
+
+
+def _scores_table(row_index: np.ndarray, assign: np.ndarray, cos: np.ndarray, scores: np.ndarray):
+    import pyarrow as pa
+
+    return pa.table({"row_index": np.asarray(row_index, dtype=np.int64), "cluster": assign.astype(np.int32),
+                     "cos": cos.astype(np.float32), "score": scores.astype(np.float32)})
+
+
+def _results(futures: list) -> list:
+    return [f.result() for f in futures]
+
+
+def _source_rows(cfg: ShardedConfig) -> int:
+    if isinstance(cfg.source, SyntheticSourceConfig):
+        return cfg.source.n
+    import pyarrow.parquet as pq
+
+    path = Path(cfg.source.path)
+    if not path.is_file():
+        raise WinnowError(f"embeddings Parquet not found: {path}")
+    return pq.ParquetFile(path).metadata.num_rows
+
+
+def _set_id(cfg: ShardedConfig) -> str:
+    import hashlib
+    import json
+
+    if isinstance(cfg.source, SyntheticSourceConfig):
+        ident = cfg.source.model_dump(mode="json")
+    else:
+        st = Path(cfg.source.path).stat()
+        ident = {"path": str(Path(cfg.source.path).resolve()), "size": st.st_size, "mtime": st.st_mtime_ns}
+    ident["shard_rows"] = cfg.shard_rows
+    return "set-" + hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------------- flow
+@flow(name="prune-sharded", log_prints=True)
+def sharded_flow(cfg: ShardedConfig, db: str) -> dict[str, Any]:
+    """SSP + SemDeDup + one selection, shard by shard; tables written to ``db``. Returns a summary."""
+    store = Store(db)
+    run_id = f"sharded-{cfg.results_hash()}"
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal t
+        now_ = time.perf_counter()
+        timings[name] = round(now_ - t, 3)
+        t = now_
+
+    n = _source_rows(cfg)
+    if cfg.k > n:
+        raise WinnowError(f"k={cfg.k} clusters must be <= the {n} rows of the source")
+    shards: list[Shard] = plan_shards(n, cfg.shard_rows)
+    set_id = _set_id(cfg)
+    vec_dir = str(set_dir(store, set_id))
+    out_dir = run_dir(store, run_id)
+
+    # embed: one shard file per shard (re-made when a cached result's file is gone)
+    files: list[ShardFile] = _results([embed_shard.submit(cfg.source, s.index, s.start, s.stop, vec_dir) for s in shards])
+    missing = [f.index for f in files if not Path(f.path).exists()]
+    if missing:
+        redo = embed_shard.with_options(refresh_cache=True)
+        for i in missing:
+            files[i] = redo(cfg.source, shards[i].index, shards[i].start, shards[i].stop, vec_dir)
+    d = int(read_vectors(files[0].path)[1].shape[1])
+    lap("embed")
+
+    # k-means: seeded subsample (gathered from the shards) -> k-means++ -> Lloyd map/reduce passes
+    sample, gen = init_sample(n, cfg.k, seed=cfg.seed, init_sample=cfg.init_sample)
+    starts = np.array([s.start for s in shards])
+    owner = np.searchsorted(starts, sample, side="right") - 1
+    pieces = _results([gather_rows.submit(files[i], sample[owner == i]) for i in np.unique(owner)])
+    C = init_centroids(np.concatenate(pieces), cfg.k, gen, cfg.init)
+    del pieces
+    prev: list[np.ndarray | None] = [None] * len(shards)
+    converged, it = False, 0
+    changed = n
+    for it in range(1, cfg.kmeans_iters + 1):
+        partials: list[PassPartial] = _results([kmeans_pass_task.submit(f, C, prev[f.index]) for f in files])
+        prev = [p.assign for p in partials]
+        red = reduce_passes(partials)
+        del partials
+        reseed = None
+        if red.empty.size:
+            rows = red.reseed_rows
+            reseed = _in_order(rows, np.searchsorted(starts, rows, side="right") - 1, files)
+        C = next_centroids(red, reseed)
+        changed = red.changed
+        if changed <= cfg.kmeans_tol * n and not red.empty.size:
+            converged = True
+            break
+    del prev
+    if not converged and changed > 0.01 * n:
+        print(f"warning: spherical k-means did not converge in kmeans_iters={cfg.kmeans_iters} "
+              f"({changed} rows still changed cluster); raise kmeans_iters")
+    lap("kmeans")
+
+    # scoring pass: final assignment, SSP scores, rows regrouped by cluster group
+    n_parts = min(cfg.k, cfg.semdedup_groups or len(shards))
+    scored: list[ScoredShard] = _results([score_shard_task.submit(f, C, n_parts, str(out_dir)) for f in files])
+    if any(not Path(s.scores_path).exists() for s in scored):
+        scored = [score_shard_task.with_options(refresh_cache=True)(f, C, n_parts, str(out_dir)) for f in files]
+    sizes = np.sum([s.sizes for s in scored], axis=0)
+    objective = 0.0
+    lap("score")
+
+    # SemDeDup: one task per group of whole clusters
+    key = content_hash(C, np.array([s.content_hash for s in scored]))
+    groups = []
+    for p in range(n_parts):
+        group_files = [s.part_paths[p] for s in scored if s.part_paths[p] is not None]
+        if group_files:
+            groups.append(semdedup_group_task.submit(
+                group_files, key, list(cfg.semdedup_eps), cfg.semdedup_keep, cfg.semdedup_block, cfg.semdedup_max_pairs,
+                cfg.semdedup_sub_rows, cfg.semdedup_sub_iters, cfg.seed, str(out_dir / "dedup" / f"p-{p:04d}.parquet")))
+    dedup = _results(groups)
+    removed = {e: sum(g["n_removed"][e] for g in dedup) for e in cfg.semdedup_eps}
+    lap("semdedup")
+
+    # selection: budget and quotas from the cluster sizes, exact thresholds by radix histograms
+    grouped = cfg.balance != "none"
+    plan = plan_selection(sizes if grouped else np.array([n]), d, fraction=cfg.fraction, policy=cfg.policy,
+                          balance=cfg.balance, auto_threshold=cfg.auto_alpha)
+    state = start_boundary(plan.quotas)
+    for bits in PASS_BITS:
+        counts = np.sum(_results([histogram_task.submit(s, plan.resolved_policy, grouped, state, bits) for s in scored]),
+                        axis=0)
+        state, region = narrow(state, counts, bits)
+        if region <= CANDIDATE_CAP:
+            break
+    cand = _results([candidates_task.submit(s, plan.resolved_policy, grouped, state, cfg.seed) for s in scored])
+    K, T = resolve_boundary(state, cand)
+    del cand
+    member_files = [str(out_dir / "members" / shard_name(s.index)) for s in scored]
+    kept = sum(_results([members_task.submit(s, plan.resolved_policy, grouped, K, T, cfg.seed, mf)
+                         for s, mf in zip(scored, member_files)]))
+    if kept != plan.budget:
+        raise RuntimeError(f"selected {kept} rows, expected the budget {plan.budget}")
+    lap("select")
+
+    # tables: shard sets + views, run, selection, members and removed ids in bounded batches
+    centroids_path = write_atomic(_centroids_table(C), out_dir / "centroids.parquet")
+    for s in scored:
+        objective += float(read_columns(s.scores_path, ["cos"])["cos"].astype(np.float64).sum())
+    objective /= n
+    vectors_view = register_shards(store, set_id, "vectors", files)
+    scores_view = register_shards(store, run_id, "scores", [
+        ShardFile(s.index, s.start, s.stop, s.scores_path, s.content_hash) for s in scored])
+    selection_id = f"{run_id}:ssp:{cfg.policy}:f={cfg.fraction:g}"
+    settings = cfg.model_dump(mode="json", exclude={"task_runner", "worker_memory_limit"})
+    settings["n_parts"] = n_parts
+    written = save_sharded_run(
+        store,
+        run={"run_id": run_id, "set_id": set_id, "n_rows": n, "dim": d, "n_shards": len(shards), "k": cfg.k,
+             "n_iter": it, "converged": converged, "objective": objective, "centroids_path": centroids_path,
+             "settings": settings, "timings": timings},
+        selection={"selection_id": selection_id, "metric": "ssp", "policy": plan.policy,
+                   "resolved_policy": plan.resolved_policy, "balance": plan.balance, "fraction": kept / n,
+                   "n_pool": n, "n_kept": kept, "histogram_passes": state.passes, "reason": plan.reason},
+        member_files=member_files,
+        dedup=[{"eps": e, "n_pool": n, "n_removed": removed[e]} for e in cfg.semdedup_eps],
+        dedup_files=[g["path"] for g in dedup],
+        batch_rows=cfg.member_batch_rows,
+    )
+    lap("tables")
+    return {"run_id": run_id, "set_id": set_id, "n_rows": n, "dim": d, "n_shards": len(shards), "n_iter": it,
+            "converged": converged, "n_kept": kept, "resolved_policy": plan.resolved_policy, "reason": plan.reason,
+            "removed": removed, "views": [vectors_view, scores_view], "written": written, "timings": timings,
+            "histogram_passes": state.passes, "n_parts": n_parts,
+            "subclusters": sum(g["n_subclusters"] for g in dedup)}
+
+
+def _in_order(rows: np.ndarray, own: np.ndarray, files: list[ShardFile]) -> np.ndarray:
+    """Raw vectors of the global ``rows`` in the given order (gathered shard by shard)."""
+    out: np.ndarray | None = None
+    for i in np.unique(own):
+        pos = np.flatnonzero(own == i)
+        order = np.argsort(rows[pos])
+        got = gather_rows(files[i], rows[pos][order])
+        if out is None:
+            out = np.empty((rows.size, got.shape[1]), dtype=np.float32)
+        out[pos[order]] = got
+    assert out is not None
+    return out
+
+
+def _centroids_table(C: np.ndarray):
+    import pyarrow as pa
+
+    flat = pa.array(np.ascontiguousarray(C, dtype=np.float32).reshape(-1), type=pa.float32())
+    return pa.table({"cluster": np.arange(C.shape[0], dtype=np.int32),
+                     "centroid": pa.FixedSizeListArray.from_arrays(flat, C.shape[1])})
+
+
+# ----------------------------------------------------------------------------------------- entry
+@contextmanager
+def sharded_runner_scope(cfg: ShardedConfig) -> Iterator[Any]:
+    """The task runner for one sharded run; ``kind: dask`` without an address starts one LocalCluster
+    whose workers have ``worker_memory_limit`` each (the shared runner scope has no memory limit)."""
+    tr = cfg.task_runner
+    if tr.kind != "dask" or tr.address:
+        yield make_task_runner(tr)
+        return
+    try:
+        from distributed import LocalCluster
+    except ModuleNotFoundError:
+        raise WinnowError("task_runner.kind 'dask' needs the dask extra: pip install 'winnow[dask]'") from None
+    with LocalCluster(n_workers=tr.n_workers, threads_per_worker=tr.threads_per_worker, dashboard_address=None,
+                      processes=True, memory_limit=cfg.worker_memory_limit or "auto") as cluster:
+        yield make_task_runner(tr.model_copy(update={"address": cluster.scheduler_address}))
+
+
+def run_sharded(cfg: ShardedConfig, db: str | Path) -> dict[str, Any]:
+    """Run :func:`sharded_flow` on the config's task runner; returns its summary."""
+    with sharded_runner_scope(cfg) as runner:
+        return sharded_flow.with_options(task_runner=runner)(cfg, str(Path(db).expanduser().resolve()))

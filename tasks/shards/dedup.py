@@ -1,0 +1,118 @@
+"""SemDeDup over one group of whole clusters (Abbas et al. 2023), the unit of the parallel pass.
+
+The scoring pass writes the rows of each group of clusters (``cluster % n_parts``) to files of
+their own; one task reads one group and runs the in-memory kernel
+:func:`tasks.prune.semdedup.semdedup` on it with the global clustering restricted to the group, so
+the keep/remove decision of every row is the one the in-memory path makes on the whole matrix.
+
+Bounding the pairwise pass (``sub_rows``): SemDeDup costs O(m_j^2 d) for a cluster of m_j rows,
+which grows with n at a fixed k. With ``sub_rows`` set, a cluster larger than that is split by the
+in-memory k-means kernel into ceil(m_j / sub_rows) sub-clusters (seeded by the cluster id) and the
+pairwise pass runs per sub-cluster, as SemDeDup does at web scale with many fine clusters: near-
+copies (cosine > 1 - eps) fall into the same sub-cluster except at its borders, so a few
+duplicates that straddle a border can be kept. ``sub_rows=None`` is the exact per-cluster pass.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tasks.prune.kmeans import KMeansResult, spherical_kmeans
+from tasks.prune.semdedup import DEFAULT_BLOCK, DEFAULT_MAX_PAIRS, semdedup
+
+__all__ = ["DedupGroup", "dedup_clusters"]
+
+
+@dataclass(frozen=True)
+class DedupGroup:
+    """Result for one group of clusters.
+
+    removed : {eps: (r,) int64 sorted global row numbers removed}.
+    removed_cluster : {eps: (r,) int32 their k-means cluster}.
+    n_rows : rows in the group; n_clusters : clusters with members; n_subclusters : pairwise groups run;
+    not_converged : sub-clusterings that stopped at ``sub_iters``.
+    """
+
+    removed: dict[float, np.ndarray]
+    removed_cluster: dict[float, np.ndarray]
+    n_rows: int
+    n_clusters: int
+    n_subclusters: int
+    not_converged: int = 0
+    eps: tuple[float, ...] = field(default=())
+
+
+def dedup_clusters(
+    X: np.ndarray,
+    row_index: np.ndarray,
+    cluster: np.ndarray,
+    cos: np.ndarray,
+    *,
+    eps: Sequence[float],
+    keep: str = "farthest",
+    block: int | None = DEFAULT_BLOCK,
+    max_pairs: int = DEFAULT_MAX_PAIRS,
+    sub_rows: int | None = None,
+    sub_iters: int = 10,
+    seed: int = 0,
+) -> DedupGroup:
+    """SemDeDup of the rows of whole clusters.
+
+    Parameters
+    ----------
+    X : (m, d) float32 rows (any order); row_index : (m,) their global row numbers.
+    cluster : (m,) k-means cluster of each row; cos : (m,) cosine to its centroid (the order of the
+        greedy walk, ``keep`` decides which end comes first).
+    eps : thresholds (duplicate if cosine similarity > 1 - eps).
+    block, max_pairs : the kernel's memory bounds.
+    sub_rows : split clusters larger than this into sub-clusters (None: exact per-cluster pass).
+    sub_iters, seed : the sub-clustering's iterations and seed (mixed with the cluster id).
+    """
+    eps_t = tuple(float(e) for e in eps)
+    m = int(np.asarray(row_index).size)
+    if m == 0:
+        empty = {e: np.empty(0, dtype=np.int64) for e in eps_t}
+        return DedupGroup(empty, {e: np.empty(0, dtype=np.int32) for e in eps_t}, 0, 0, 0, 0, eps_t)
+    if sub_rows is not None and sub_rows < 2:
+        raise ValueError(f"sub_rows={sub_rows} must be >= 2 (or None)")
+    row_index = np.asarray(row_index, dtype=np.int64)
+    cluster = np.asarray(cluster, dtype=np.int64)
+    order = np.lexsort((row_index, cluster))  # the in-memory kernel breaks ties by row number
+    X = np.ascontiguousarray(np.asarray(X, dtype=np.float32)[order])
+    row_index, cluster, cos = row_index[order], cluster[order], np.asarray(cos, dtype=np.float32)[order]
+
+    ids, starts, sizes = np.unique(cluster, return_index=True, return_counts=True)
+    local = np.empty(m, dtype=np.int64)
+    local_cos = cos.copy()
+    n_groups = 0
+    not_converged = 0
+    for c, a, size in zip(ids, starts, sizes):
+        b = a + size
+        parts = 1 if sub_rows is None else -(-int(size) // sub_rows)
+        if parts <= 1:
+            local[a:b] = n_groups
+            n_groups += 1
+            continue
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)
+            sub = spherical_kmeans(X[a:b], parts, iters=sub_iters, seed=(int(seed) * 1_000_003 + int(c)) % 2**31)
+        not_converged += any(issubclass(w.category, RuntimeWarning) for w in caught)
+        local[a:b] = n_groups + sub.assign
+        local_cos[a:b] = sub.cos_to_centroid
+        n_groups += parts
+    sizes_local = np.bincount(local, minlength=n_groups).astype(np.int64)
+    km = KMeansResult(centroids=np.zeros((n_groups, 1), dtype=np.float32), assign=local,
+                      cos_to_centroid=local_cos, sizes=sizes_local, objective=float("nan"), n_iter=0,
+                      converged=True, seed=int(seed))
+    res = semdedup(X, eps=eps_t, k=n_groups, keep=keep, block=block, max_pairs=max_pairs, kmeans=km)
+    removed, removed_cluster = {}, {}
+    for e in eps_t:
+        gone = ~res.keep[e]
+        o = np.argsort(row_index[gone], kind="stable")
+        removed[e] = row_index[gone][o]
+        removed_cluster[e] = cluster[gone][o].astype(np.int32)
+    return DedupGroup(removed, removed_cluster, m, int(ids.size), n_groups, not_converged, eps_t)
