@@ -18,6 +18,39 @@ from cli.app import EXIT_RUN_FAILED, EXIT_USER_ERROR, RunFailed, app, debug, err
 from tasks.errors import WinnowError
 
 
+def _chain(err: BaseException) -> list[BaseException]:
+    out: list[BaseException] = []
+    while err is not None and len(out) < 10:
+        out.append(err)
+        err = err.__cause__ or err.__context__
+    return out
+
+
+def server_problem(err: BaseException) -> tuple[int, str] | None:
+    """(exit code, one line) when ``err`` comes from talking to the Prefect server, else None.
+
+    Could not connect (nothing was started): exit 2, with how to fix it. The connection dropped while
+    a run was going on, or the server answered with an error status: exit 1 (the run's fate is
+    unknown), 2 for a 409 conflict or 422 (the request itself was refused)."""
+    import os
+
+    url = os.environ.get("PREFECT_API_URL") or "the temporary Prefect server"
+    for e in _chain(err):
+        name, text = type(e).__name__, str(e)
+        if name in ("ConnectError", "ConnectTimeout") or (isinstance(e, RuntimeError) and "Failed to reach API" in text):
+            return EXIT_USER_ERROR, (f"cannot reach the Prefect server at {url}: start it (`prefect server start "
+                                     "--host 127.0.0.1`) or unset PREFECT_API_URL to run with a temporary one")
+        if name in ("RemoteProtocolError", "ReadError", "ReadTimeout", "WriteError", "PoolTimeout"):
+            return EXIT_RUN_FAILED, (f"lost the connection to the Prefect server at {url} ({name}); the run's state "
+                                     "is unknown: check `winnow runs` (and the server) before retrying")
+        status = getattr(getattr(e, "response", None), "status_code", None)
+        if name in ("HTTPStatusError", "ObjectAlreadyExists", "ObjectNotFound", "PrefectHTTPStatusError") and status:
+            detail = " ".join(text.split())[:200]
+            code = EXIT_USER_ERROR if status in (404, 409, 422) else EXIT_RUN_FAILED
+            return code, f"the Prefect server at {url} refused the request ({status}): {detail}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI and exit with the code that tells the truth."""
     try:
@@ -26,6 +59,10 @@ def main(argv: list[str] | None = None) -> None:
         error_line(str(err))
         sys.exit(EXIT_USER_ERROR)
     except RunFailed as err:
+        server = server_problem(err)
+        if server is not None:
+            error_line(server[1])
+            sys.exit(server[0])
         error_line(str(err))
         sys.exit(EXIT_RUN_FAILED)
     except click_exceptions.NoArgsIsHelpError as err:
@@ -47,6 +84,10 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as err:  # a bug: one line (the traceback with WINNOW_DEBUG=1), exit 1
         if debug():
             raise
+        server = server_problem(err)
+        if server is not None:
+            error_line(server[1])
+            sys.exit(server[0])
         error_line(f"internal error: {type(err).__name__}: {err} (rerun with WINNOW_DEBUG=1 for the traceback)")
         sys.exit(EXIT_RUN_FAILED)
     if rv == 130:  # typer turns Ctrl-C (KeyboardInterrupt) into Exit(130) and returns it silently

@@ -193,8 +193,28 @@ def _format_error(err: ValidationError, origin: str) -> str:
     return f"{origin}: key '{loc}': {msg}{shown}{extra}"
 
 
+MAX_CONFIG_NODES = 200_000
+
+
+def _count_nodes(data: Any, origin: str) -> None:
+    """Refuse a config that expands (through YAML aliases) to more values than any run config has."""
+    todo, seen = [data], 0
+    while todo:
+        item = todo.pop()
+        seen += 1
+        if seen > MAX_CONFIG_NODES:
+            raise WinnowError(f"{origin}: the config expands to more than {MAX_CONFIG_NODES:,} values "
+                              "(YAML aliases of aliases?); write it out plainly")
+        if isinstance(item, dict):
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
+
+
 def _check_values(data: Any, origin: str, path: str = "") -> None:
     """Checks on the raw mapping that hold for every section: finite numbers, seeds in range."""
+    if not path:
+        _count_nodes(data, origin)
     if isinstance(data, dict):
         for k, v in data.items():
             key = f"{path}.{k}" if path else str(k)
