@@ -22,6 +22,7 @@ def deploy(
     from flows.ops import FLOW_NAME, build_deployment, describe_schedules, ensure_process_pool, require_server
 
     require_server()
+    _crash_detection()
     for path in configs or [builtin_config("demo")]:
         deployment, cfg = build_deployment(path, db)
         pool_name = pool or (cfg.deploy.work_pool if cfg.deploy else None)
@@ -44,14 +45,41 @@ def serve(
     from flows.ops import FLOW_NAME, api_url, build_deployment, describe_schedules, require_server, serve_deployments
 
     require_server()
+    _crash_detection()
     deployments = []
     for path in configs or [builtin_config("demo")]:
         deployment, cfg = build_deployment(path, db)
         deployments.append(deployment)
+        _record_stale_attempts(deployment.parameters["db"])
         console.print(f"serving [bold]{FLOW_NAME}/{deployment.name}[/bold]: {describe_schedules(cfg)}; "
                       f"db {deployment.parameters['db']}")
     console.print(f"UI: {api_url().rstrip('/').removesuffix('/api')}  (Ctrl-C stops serving and pauses the schedules)")
     serve_deployments(deployments, limit=limit)
+
+
+def _crash_detection() -> None:
+    """Install the server's zombie-run automation; a server that refuses it only loses that half (warned)."""
+    from flows.ops import ensure_zombie_automation
+
+    try:
+        ensure_zombie_automation()
+    except Exception as err:  # noqa: BLE001 - serving and deploying work without it
+        err_console.print(f"[yellow]warning:[/yellow] could not install the crashed-run automation on the server "
+                          f"({type(err).__name__}: {err}); `trigger --wait` still detects crashes by the run's lease",
+                          highlight=False, soft_wrap=True)
+
+
+def _record_stale_attempts(db: str) -> None:
+    """Attempts left 'running' by a serve process that died are recorded as crashed when serving starts again."""
+    from storage.db import Store
+    from storage.runs import mark_crashed
+    from tasks.errors import WinnowError
+
+    try:
+        for attempt in mark_crashed(Store(db)):
+            err_console.print(f"recorded attempt {attempt} in {db} as crashed (its lease had expired)", highlight=False)
+    except WinnowError:
+        pass  # busy or unreadable now: the next run's writer records it
 
 
 @app.command()

@@ -167,6 +167,8 @@ def embed_flow(config: RunConfig, db: str, run_id: str | None = None, progress: 
 def ingest_and_embed(config: RunConfig, db: str, progress: bool = True) -> dict[str, Any]:
     """``winnow embed``: ingest the config's sources (no-op when unchanged), then embed them."""
     from flows.ingest import ingest_flow
+    from storage.sources import pinned
 
-    ingest_flow(config=config, db=db, progress=progress)
-    return embed_flow(config=config, db=db, progress=progress)
+    records = ingest_flow(config=config, db=db, progress=progress)
+    with pinned(Store(db), {r.name: r.source_id for r in records}):  # embed the versions just ingested
+        return embed_flow(config=config, db=db, progress=progress)

@@ -10,13 +10,13 @@ from pathlib import Path
 
 from prefect import flow
 from prefect.futures import wait
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from configs.base import RunConfig, SourceConfig
 from flows.caching import heavy_task
 from storage.db import Store
 from storage.sources import SourceRecord, list_sources, register_sources
 from tasks.ingest import StagedSource, stage_source
+from tasks.progress import progress_bar
 
 
 @heavy_task(name="stage-source", scratch=["staging_dir"])
@@ -49,9 +49,8 @@ def stage_all(config: RunConfig, store: Store, progress: bool = True) -> list[St
     futures = [stage_source_task.submit(spec, staging, progress and single) for spec in specs]
     staged: list[StagedSource] = []
     try:
-        with Progress(TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TextColumn("sources"),
-                      TimeElapsedColumn(), disable=not progress or single, transient=True) as bar:
-            job = bar.add_task("sources", total=len(specs))
+        with progress_bar(progress and not single) as bar:  # off a terminal: periodic "done/total, rate" lines
+            job = bar.add_task("ingest: sources", total=len(specs))
             for fut in futures:
                 staged.append(fut.result())
                 bar.advance(job)

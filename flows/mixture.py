@@ -20,6 +20,7 @@ from prefect.cache_policies import NO_CACHE
 
 from configs.base import RunConfig
 from configs.mixture import MixtureConfig, ProbeSettings
+from flows.caching import heavy_task
 from storage.db import Store
 from tasks.data import SourceData
 from tasks.errors import WinnowError
@@ -65,7 +66,7 @@ def ot_sweep_task(data: MixtureData, cfg: MixtureConfig, grid: np.ndarray, progr
     return records, problem
 
 
-@task(name="train-chunk", cache_policy=NO_CACHE)
+@heavy_task(name="train-chunk")  # cached by content: a rerun after a crash skips finished pilot/trial chunks
 def train_chunk_task(trials: list[Trial], pools: Pools, X_eval: np.ndarray, y_eval: np.ndarray, n_classes: int,
                      weight_decay: float, max_iter: int) -> list[TrialResult]:
     return run_trials(trials, pools, X_eval, y_eval, n_classes=n_classes, weight_decay=weight_decay, max_iter=max_iter)

@@ -106,7 +106,7 @@ def build_deployment(config_path: Path, db: Optional[str]):
     store = Store(resolve_db_path(db, cfg.db))
     return pipeline_flow.to_deployment(
         name=deployment_name(cfg),
-        parameters={"config": cfg.model_dump(mode="json"), "db": str(store.path), "only": None, "progress": False},
+        parameters={"config": cfg.model_dump(mode="json"), "db": str(store.path), "only": None, "progress": True},
         schedules=_schedules(cfg),
         tags=["winnow"],
         description=f"winnow config {Path(config_path).resolve()} -> {store.path}",
@@ -221,17 +221,29 @@ def add_server_states(rows: list[dict]) -> tuple[list[dict], str | None]:
     return out, None
 
 
-def _winnow_run_for(db: str, flow_run_id: str) -> str | None:
+def _attempt_for(db: str, flow_run_id: str) -> dict | None:
     from storage.db import Store
-    from storage.runs import list_runs
+    from storage.runs import attempt_for_flow_run
 
-    store = Store(db)
-    if not store.exists:
-        return None
-    for r in list_runs(store, limit=10_000):
-        if str(r.get("prefect_flow_run_id")) == flow_run_id:
-            return r["run_id"]
-    return None
+    return attempt_for_flow_run(Store(db), flow_run_id)
+
+
+def _record_crash(db: str, flow_run_id: str, attempt: dict) -> str:
+    """The run's process stopped renewing its lease: record 'crashed' in DuckDB and on the server."""
+    from prefect import get_client
+    from prefect.states import Crashed
+
+    from storage.db import Store
+    from storage.runs import mark_crashed
+
+    message = f"winnow run {attempt['run_id']} (attempt {attempt['attempt']}): {attempt['error']}"
+    try:
+        mark_crashed(Store(db))
+    except WinnowError:
+        pass  # the database is busy: the next writer records it; the server's state is what --wait reports
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(flow_run_id, Crashed(message=message), force=True)
+    return message
 
 
 def trigger_run(name: str, assignments: list[str], wait: bool, timeout_s: float,
@@ -253,29 +265,92 @@ def trigger_run(name: str, assignments: list[str], wait: bool, timeout_s: float,
     out: dict[str, Any] = {"deployment": name, "flow_run_id": str(fr.id), "flow_run_name": fr.name,
                            "state": fr.state.name if fr.state else "Scheduled", "db": params.get("db")}
     if wait:
-        deadline = time.monotonic() + timeout_s
-        with get_client(sync_client=True) as client:
-            while True:
-                fr = client.read_flow_run(fr.id)
-                state = fr.state.name if fr.state else "Scheduled"
-                if on_state is not None:
-                    on_state(f"flow run {fr.name}: {state}")
-                if fr.state is not None and fr.state.type.value in TERMINAL_STATES:
-                    break
-                if time.monotonic() > deadline:
-                    raise WinnowError(f"flow run {fr.id} still {state} after {timeout_s:g} s "
-                                      "(is `winnow serve` or a worker running? raise --timeout)")
-                time.sleep(1.0)
+        fr = wait_for_flow_run(fr.id, params.get("db"), timeout_s, on_state)
         out["state"] = fr.state.name
         out["message"] = fr.state.message
         out["final"] = True
         if params.get("db"):
-            out["run_id"] = _winnow_run_for(params["db"], str(fr.id))
+            attempt = _attempt_for(params["db"], str(fr.id))
+            out["run_id"] = attempt["run_id"] if attempt else None
     return out
 
 
+def wait_for_flow_run(flow_run_id: Any, db: str | None, timeout_s: float,
+                      on_state: Callable[[str], None] | None = None, poll_s: float = 1.0, lease_check_s: float = 5.0) -> Any:
+    """Poll a flow run to a final state. While it runs, its winnow attempt's lease is checked too: a run
+    whose process died (SIGKILL, a lost machine) is recorded Crashed in DuckDB and on the server as soon as
+    its lease expires, instead of staying Running until the timeout."""
+    from prefect import get_client
+
+    deadline = time.monotonic() + timeout_s
+    next_check = 0.0
+    with get_client(sync_client=True) as client:
+        while True:
+            fr = client.read_flow_run(flow_run_id)
+            state = fr.state.name if fr.state else "Scheduled"
+            if on_state is not None:
+                on_state(f"flow run {fr.name}: {state}")
+            if fr.state is not None and fr.state.type.value in TERMINAL_STATES:
+                return fr
+            if db and fr.state is not None and fr.state.type.value == "RUNNING" and time.monotonic() >= next_check:
+                next_check = time.monotonic() + lease_check_s
+                try:
+                    attempt = _attempt_for(db, str(fr.id))
+                except WinnowError:
+                    attempt = None  # the file is busy or gone: the server's view decides
+                if attempt is not None and attempt["status"] == "crashed":
+                    _record_crash(db, str(fr.id), attempt)
+                    continue
+            if time.monotonic() > deadline:
+                raise WinnowError(f"flow run {fr.id} still {state} after {timeout_s:g} s "
+                                  "(is `winnow serve` or a worker running? raise --timeout)")
+            time.sleep(poll_s)
+
+
+HEARTBEAT_S = 30  # Prefect flow-run heartbeats of served runs (the server's zombie automation waits 3 of them)
+ZOMBIE_AUTOMATION = "winnow: crash flow runs that stopped sending heartbeats"
+
+
+def ensure_zombie_automation(missing_s: float = 3 * HEARTBEAT_S) -> None:
+    """The server-side half of crash detection: an automation (created once, by name) that marks a flow run
+    Crashed when its heartbeats stop for ``missing_s`` without a final state — a run whose process and
+    executor died together (SIGKILL, a lost machine). Prefect's recipe for zombie flow runs."""
+    from prefect import get_client
+    from prefect.automations import Automation
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    with get_client(sync_client=True) as client:
+        if any(a.name == ZOMBIE_AUTOMATION for a in client.read_automations_by_name(ZOMBIE_AUTOMATION)):
+            return
+    Automation(
+        name=ZOMBIE_AUTOMATION,
+        description="created by `winnow serve` (docs/operations.md, crash detection)",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.heartbeat", "prefect.flow-run.Completed", "prefect.flow-run.Failed",
+                    "prefect.flow-run.Cancelled", "prefect.flow-run.Crashed"},
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=missing_s),
+        ),
+        actions=[ChangeFlowRunState(state=StateType.CRASHED,
+                                    message=f"no heartbeat for {missing_s:g} s: the process running it died")],
+    ).create()
+
+
 def serve_deployments(deployments: list, limit: int | None = 1) -> None:
-    """Execute the deployments' scheduled and triggered runs in this process until stopped."""
+    """Execute the deployments' scheduled and triggered runs in this process until stopped.
+
+    Flow-run processes started from here send Prefect heartbeats (``PREFECT_FLOWS_HEARTBEAT_FREQUENCY``,
+    default 30 s) that the zombie automation watches; stale winnow attempts are recorded crashed first."""
+    import os
+
     from prefect import serve as prefect_serve
 
+    os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(HEARTBEAT_S))  # inherited by flow-run processes
     prefect_serve(*deployments, limit=limit, print_starting_message=False)

@@ -1,12 +1,18 @@
 """The end-to-end flow: ingest, then every stage the config switches on (embed/prune, mixture, ...).
 
-Order of events, so that bad input never leaves a half-written run:
-1. every source is read and validated (no database write yet);
-2. the run row is written (status 'running') and the sources registered;
-3. each stage computes, then writes its results in one transaction keyed by run_id;
-4. the run is marked 'completed' with a summary.
-A user-input error (:class:`WinnowError`) in any stage removes the run's rows again, as if it had never
-started; any other failure marks the run 'failed' with the error, and a rerun replaces it.
+Order of events, so that a refused run leaves the database and its folder as they were:
+1. every source is read and validated into a staging file (no database write);
+2. the run's source versions are pinned (already registered content: that version; new content: the
+   staged file) and every stage's preflight checks them: still no write;
+3. the attempt's lease starts, the attempt and run rows are written (status 'running') and the
+   sources registered, pinned in ``run_sources`` (:func:`storage.sources.register_run_sources`);
+4. each stage computes on exactly the pinned versions, then writes its results in one transaction
+   keyed by run_id;
+5. the attempt and the run are marked 'completed' with a summary.
+A failure after step 3 is recorded: the attempt (and the run) 'failed' with the error, kept in
+``winnow runs``. The one exception is a user-input error (:class:`WinnowError`) that only a stage
+could detect, in a run never seen before: its rows are removed again, as if it had never started. A
+process that dies stops renewing the attempt's lease and the attempt reads 'crashed'.
 """
 
 from __future__ import annotations
@@ -19,14 +25,16 @@ from prefect import flow
 from prefect.context import get_run_context
 
 from configs.base import RunConfig
+from flows.caching import results_in
 from flows.ingest import stage_sources_flow
 from flows.report import publish_summary
 from flows.runner import task_runner_scope
 from flows.stages import Stage, enabled_stages
 from storage.db import Store
-from storage.runs import delete_run, finish_run, make_run_id, run_exists, start_run
-from storage.sources import register_sources
+from storage.runs import Lease, delete_run, finish_run, lease_seconds, make_run_id, new_attempt_id, run_exists, start_run
+from storage.sources import SourceRecord, pinned, register_run_sources, registered_id, resolve_version
 from tasks.errors import WinnowError
+from tasks.ingest import StagedSource
 
 def run_label(stages: list[Stage], only: list[str] | None) -> str:
     return "pipeline" if only is None else ("ingest" if not stages else "+".join(s.name for s in stages))
@@ -60,43 +68,105 @@ def pipeline_flow(config: RunConfig, db: str, only: list[str] | None = None, pro
         return _run_pipeline(config, db, only, progress, runner)
 
 
+def _requested_version(config: RunConfig, name: str) -> Any:
+    """A source's ``version:`` (``'latest'`` or a number) when the config has that key, else None."""
+    return getattr(config.source(name), "version", None)
+
+
+def _pins_before_writing(store: Store, config: RunConfig, staged: list[StagedSource]) -> dict[str, Any]:
+    """The versions the run will read, for the preflights: registered content by id, new content as staged."""
+    pins: dict[str, Any] = {}
+    for s in staged:
+        wanted = _requested_version(config, s.name)
+        if wanted is not None and store.exists:
+            pins[s.name] = resolve_version(store, s.name, wanted)
+        else:
+            pins[s.name] = registered_id(store, s.name, s.content_hash) or s
+    return pins
+
+
+def _discard(staged: list[StagedSource], store: Store, had_artifacts: bool) -> None:
+    """Remove staged files of a refused run (and the artifacts folder if staging created it)."""
+    for s in staged:
+        s.path.unlink(missing_ok=True)
+    if not had_artifacts:
+        for d in (store.artifacts_dir / "staging", store.artifacts_dir):
+            try:
+                d.rmdir()
+            except OSError:
+                break
+
+
+def _source_lines(records: list[SourceRecord], pins: dict[str, int]) -> list[dict[str, Any]]:
+    return [{"name": r.name, "version": r.version, "rows": r.n_rows, "train": r.n_train, "test": r.n_test,
+             "new": r.created, "source_id": pins.get(r.name, r.source_id),
+             **({"pinned_version": "latest"} if pins.get(r.name, r.source_id) != r.source_id else {})} for r in records]
+
+
 def _run_pipeline(config: RunConfig, db: str, only: list[str] | None, progress: bool, runner: Any) -> dict[str, Any]:
     stages = enabled_stages(config, only)
     label = run_label(stages, only)
     run_id = make_run_id(label, config.identity_json())
     store = Store(db)
+    lease_s = lease_seconds()  # a bad WINNOW_LEASE_S / WINNOW_HEARTBEAT_S is refused before anything is written
     t0 = time.perf_counter()
+    had_artifacts = store.artifacts_dir.exists()
     staged = stage_sources_flow.with_options(task_runner=runner)(config=config, db=db, progress=progress)
-    existed = store.exists and run_exists(store, run_id)
-    start_run(store, run_id, label, config.name, config.canonical_json(), _flow_run_id())
+    try:  # ---- checks: nothing is written before every stage's preflight passed on the pinned versions
+        with pinned(store, _pins_before_writing(store, config, staged)):
+            for stage in stages:
+                preflight = stage.load_preflight()
+                if preflight is not None:
+                    preflight(config, db)
+        existed = store.exists and run_exists(store, run_id)
+    except BaseException:
+        _discard(staged, store, had_artifacts)
+        raise
+    # ---- writes
+    attempt_id = new_attempt_id()
     summary: dict[str, Any] = {"run_id": run_id, "db": str(store.path), "stages": {}}
-    records = []
+    records: list[SourceRecord] = []
+    with Lease(store, attempt_id):
+        try:
+            start_run(store, run_id, label, config.name, config.canonical_json(), _flow_run_id(),
+                      attempt_id=attempt_id, lease_s=lease_s)
+        except BaseException:
+            _discard(staged, store, True)
+            raise
+        try:
+            latest = {s.name for s in config.sources if _requested_version(config, s.name) == "latest"}
+            records, pins = register_run_sources(store, staged, run_id, attempt_id, latest=latest)
+            summary["sources"] = _source_lines(records, pins)
+            with pinned(store, pins), results_in(store.artifacts_dir / "cache"):  # resume: finished heavy tasks are kept here
+                for stage in stages:
+                    ts = time.perf_counter()
+                    result = stage.load_flow().with_options(task_runner=runner)(config=config, db=db, run_id=run_id, progress=progress)
+                    result = dict(result or {})
+                    result["seconds"] = round(time.perf_counter() - ts, 2)
+                    summary["stages"][stage.name] = result
+            summary["seconds"] = round(time.perf_counter() - t0, 2)
+            finish_run(store, run_id, "completed", summary, attempt_id=attempt_id)
+        except WinnowError as err:
+            _record_failure(store, run_id, attempt_id, summary, f"bad input: {err}",
+                            drop=None if existed else [r.source_id for r in records if r.created])
+            raise
+        except BaseException as err:
+            _record_failure(store, run_id, attempt_id, summary, f"{type(err).__name__}: {err}")
+            raise
+    publish_summary(summary)
+    return summary
+
+
+def _record_failure(store: Store, run_id: str, attempt_id: str, summary: dict[str, Any], error: str,
+                    drop: list[int] | None = None) -> None:
+    """Record a failed attempt; ``drop`` (a run never seen before, refused by a stage): remove it instead.
+
+    If even that cannot be written (the lock is held past its timeout), the attempt's lease ends with
+    this process and the next writer records it as crashed."""
     try:
-        records = register_sources(store, staged, run_id)
-        summary["sources"] = [
-            {"name": r.name, "version": r.version, "rows": r.n_rows, "train": r.n_train, "test": r.n_test,
-             "new": r.created} for r in records
-        ]
-        for stage in stages:  # input checks of every stage before the first stage writes anything
-            preflight = stage.load_preflight()
-            if preflight is not None:
-                preflight(config, db)
-        for stage in stages:
-            ts = time.perf_counter()
-            result = stage.load_flow().with_options(task_runner=runner)(config=config, db=db, run_id=run_id, progress=progress)
-            result = dict(result or {})
-            result["seconds"] = round(time.perf_counter() - ts, 2)
-            summary["stages"][stage.name] = result
-        summary["seconds"] = round(time.perf_counter() - t0, 2)
-        finish_run(store, run_id, "completed", summary)
-        publish_summary(summary)
-        return summary
-    except WinnowError:
-        if existed:
-            finish_run(store, run_id, "failed", summary, error="bad input (see the message)")
-        else:  # as if it never ran: its rows and the source versions it alone brought in
-            delete_run(store, run_id, drop_sources=[r.source_id for r in records if r.created])
-        raise
-    except BaseException as err:
-        finish_run(store, run_id, "failed", summary, error=f"{type(err).__name__}: {err}")
-        raise
+        if drop is not None:
+            delete_run(store, run_id, drop_sources=drop)
+        else:
+            finish_run(store, run_id, "failed", summary, error=error, attempt_id=attempt_id)
+    except Exception:  # noqa: BLE001 - the original error is the one to report
+        pass

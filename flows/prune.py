@@ -23,6 +23,7 @@ from prefect.cache_policies import NONE as NO_CACHE
 
 from configs.base import RunConfig
 from configs.prune import PruneConfig
+from flows.caching import heavy_task
 from storage.db import Store
 from storage.prune import save_perceptron, save_prune
 from tasks.errors import WinnowError
@@ -37,7 +38,8 @@ __all__ = ["prune_flow", "perceptron_flow", "preflight", "pool_info"]
 log = logging.getLogger("winnow.prune")
 
 # Arrays flow between these tasks: no result persistence, no input hashing of big arrays.
-prune_source_task = task(name="prune-source", cache_policy=NO_CACHE, persist_result=False)(prune_source)
+# cached by content (embeddings, labels, options, code): a rerun after a crash skips sources already scored
+prune_source_task = heavy_task(name="prune-source")(prune_source)
 perceptron_task = task(name="perceptron-grid", cache_policy=NO_CACHE, persist_result=False)(perceptron_experiment)
 
 

@@ -490,4 +490,60 @@ SELECT a.run_id, r.target_n, a.role, a.name, a.options, a.p, a.n_taken, a.predic
 FROM plan_alternatives a JOIN plan_runs r USING (run_id)
 """,
 ),
+# v3: scaling fits' details (issues 19/20): the predictor used, both fits, per-form table, warnings, source SQL
+3: (
+"""
+CREATE TABLE IF NOT EXISTS fit_details (
+    run_id VARCHAR NOT NULL,
+    fit_key VARCHAR NOT NULL,
+    predictor VARCHAR NOT NULL,          -- what the predictions come from: the form, or 'last_value' / 'best_small'
+    curve JSON,                          -- --by: {column: value} of this curve
+    source_sql VARCHAR,                  -- the read-only SELECT the fitted rows came from (--where/--col/--sql)
+    x3_col VARCHAR,                      -- unique-data column (data-constrained forms; x2_col is tokens seen)
+    validated_params JSON,               -- the validated fit (training points only) {name: value}
+    validated_n_train INTEGER,
+    baseline_rmsle JSON,                 -- {last_value: .., best_small: ..} on the held-out points
+    candidates JSON,                     -- auto: [[predictor, rmsle, are, note], ...] best first
+    interval_method VARCHAR,             -- what the prediction intervals cover
+    warnings JSON,                       -- every warning, as a list
+    notes JSON,
+    targets JSON,                        -- prediction points [[N, D, U], ...] when they have a third variable
+    PRIMARY KEY (run_id, fit_key)
+)
+""",
+),
+# v4: run history (issue 15): every attempt of a run is a row, with its lease, error and source versions
+4: (
+"""
+CREATE TABLE IF NOT EXISTS run_attempts (
+    attempt_id VARCHAR PRIMARY KEY,      -- random; also names the attempt's lease file
+    run_id VARCHAR NOT NULL,             -- runs.run_id ('<flow>-<config hash>'): the results it writes
+    attempt INTEGER NOT NULL,            -- 1, 2, ... per run_id
+    flow VARCHAR NOT NULL,
+    name VARCHAR,
+    status VARCHAR NOT NULL,             -- running | completed | failed | crashed
+    prefect_flow_run_id VARCHAR,
+    code_version VARCHAR NOT NULL,
+    host VARCHAR,
+    pid INTEGER,
+    lease_seconds DOUBLE NOT NULL,       -- running + no heartbeat for this long = crashed
+    started_at TIMESTAMP NOT NULL,
+    ended_at TIMESTAMP,
+    error VARCHAR,
+    source_ids INTEGER[],                -- the source versions this attempt read (its run_sources)
+    sources JSON                         -- [{"name", "version", "source_id"}] for people
+)
+""",
+"""
+INSERT INTO run_attempts
+SELECT run_id || '@1', run_id, 1, flow, name,
+       CASE WHEN status = 'running' THEN 'crashed' ELSE status END,
+       prefect_flow_run_id, code_version, NULL, NULL, 0, started_at, finished_at,
+       CASE WHEN status = 'running' THEN 'found running when run history was introduced' ELSE error END,
+       (SELECT list(source_id ORDER BY source_id) FROM run_sources rs WHERE rs.run_id = runs.run_id),
+       NULL
+FROM runs
+WHERE run_id || '@1' NOT IN (SELECT attempt_id FROM run_attempts)
+""",
+),
 }

@@ -1,10 +1,18 @@
-"""Runs: one row per (flow, config). A rerun of the same config is the same run and replaces its rows."""
+"""Runs and their attempts.
+
+A run is one (flow, config): its id is a hash of the config, and its results (every table keyed by
+``run_id``) are replaced by each attempt, so a rerun ends with the same rows. Every attempt is also
+a row of ``run_attempts`` (status, Prefect flow-run id, error, start/end, the source versions read),
+so failed and crashed attempts stay visible next to completed ones. A running attempt keeps a lease
+file fresh (:class:`Lease`); one whose lease expired is crashed (:func:`mark_crashed`).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import subprocess
+from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -46,35 +54,240 @@ def code_version() -> str:
     return f"{v}+{sha}" if sha else v
 
 
-def start_run(store: Store, run_id: str, flow: str, name: str, config_json: str, prefect_flow_run_id: str | None) -> None:
-    """Insert or reset the run row to status 'running' (a rerun keeps the same id)."""
-    with store.write() as con:
-        con.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
+def heartbeat_seconds() -> float:
+    """Seconds between two heartbeats of a running attempt (``WINNOW_HEARTBEAT_S``, default 15)."""
+    return _env_seconds("WINNOW_HEARTBEAT_S", 15.0)
+
+
+def lease_seconds() -> float:
+    """A running attempt whose lease file is older than this is crashed (``WINNOW_LEASE_S``, default 60).
+
+    Must stay well above the heartbeat interval: a busy machine may delay a heartbeat by seconds."""
+    return max(_env_seconds("WINNOW_LEASE_S", 60.0), 2 * heartbeat_seconds())
+
+
+def _env_seconds(name: str, default: float) -> float:
+    import math
+    import os
+
+    raw = os.environ.get(name, "")
+    if not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or value <= 0:
+        raise WinnowError(f"{name}={raw!r}: expected a positive number of seconds")
+    return value
+
+
+def lease_path(store: Store, attempt_id: str) -> Path:
+    """The lease file of an attempt: its modification time is the attempt's last heartbeat."""
+    return store.artifacts_dir / "leases" / f"{attempt_id}.lease"
+
+
+class Lease:
+    """Keeps an attempt's lease file fresh from a daemon thread while the attempt runs.
+
+    The heartbeat is a file, not a DuckDB row: a connection from a second thread of the writing
+    process would conflict with the flow's own (read-only and read-write connections cannot be open
+    at once in one process). Readers judge a ``running`` attempt by the file's age
+    (:func:`attempt_is_stale`); the next writer records the verdict (:func:`mark_crashed`).
+    """
+
+    def __init__(self, store: Store, attempt_id: str, every_s: float | None = None) -> None:
+        import threading
+
+        self.path = lease_path(store, attempt_id)
+        self.every_s = heartbeat_seconds() if every_s is None else every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"winnow-lease-{attempt_id}", daemon=True)
+
+    def __enter__(self) -> "Lease":
+        import os
+        import socket
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+        self._thread.start()
+        return self
+
+    def _beat(self) -> None:
+        import os
+
+        while not self._stop.wait(self.every_s):
+            try:
+                os.utime(self.path)
+            except OSError:
+                pass  # the file system hiccuped: the next beat tries again; a missing file reads as stale
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.path.unlink(missing_ok=True)
+        try:
+            self.path.parent.rmdir()  # only when no other attempt holds a lease
+        except OSError:
+            pass
+
+
+def attempt_is_stale(store: Store, attempt_id: str, lease_s: float, started_at: datetime | None, at: datetime | None = None) -> bool:
+    """True when a ``running`` attempt has not renewed its lease for ``lease_s`` seconds (0 = no lease kept)."""
+    if not lease_s:
+        return False
+    at = at or now()
+    try:
+        beat = datetime.fromtimestamp(lease_path(store, attempt_id).stat().st_mtime, timezone.utc).replace(tzinfo=None)
+    except OSError:  # no lease file: judged from the start (the file is made before the attempt row)
+        beat = started_at or at
+    return (at - beat).total_seconds() > lease_s
+
+
+def _stale_attempts(con: duckdb.DuckDBPyConnection, store: Store) -> list[tuple[str, str, datetime]]:
+    at = now()
+    out = []
+    for attempt_id, run_id, lease_s, started_at in con.execute(
+            "SELECT attempt_id, run_id, lease_seconds, started_at FROM run_attempts WHERE status = 'running'").fetchall():
+        if attempt_is_stale(store, attempt_id, lease_s, started_at, at):
+            out.append((attempt_id, run_id, at))
+    return out
+
+
+def _mark_crashed(con: duckdb.DuckDBPyConnection, store: Store, only: str | None = None) -> list[str]:
+    """Inside a write transaction: record every running attempt whose lease expired as ``crashed``."""
+    marked = []
+    for attempt_id, run_id, at in _stale_attempts(con, store):
+        if only is not None and attempt_id != only:
+            continue
+        path = lease_path(store, attempt_id)
+        try:
+            last = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).replace(tzinfo=None).isoformat(timespec="seconds")
+            why = f"crashed: no heartbeat since {last} UTC (the process running it died or lost the machine)"
+        except OSError:
+            why = "crashed: its process never kept a heartbeat (it died before the run started writing)"
+        con.execute("UPDATE run_attempts SET status = 'crashed', ended_at = ?, error = ? WHERE attempt_id = ? AND status = 'running'",
+                    [at, why, attempt_id])
         con.execute(
-            "INSERT INTO runs (run_id, flow, name, config, config_hash, code_version, status, started_at, prefect_flow_run_id) "
-            "VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?)",
-            [run_id, flow, name, config_json, run_id.rsplit("-", 1)[-1], code_version(), now(), prefect_flow_run_id],
-        )
+            "UPDATE runs SET status = 'crashed', finished_at = ?, error = ? WHERE run_id = ? AND status = 'running' AND NOT EXISTS "
+            "(SELECT 1 FROM run_attempts a WHERE a.run_id = runs.run_id AND a.status = 'running')", [at, why, run_id])
+        path.unlink(missing_ok=True)
+        marked.append(attempt_id)
+    return marked
 
 
-def finish_run(store: Store, run_id: str, status: str, summary: dict[str, Any] | None = None, error: str | None = None) -> None:
+def mark_crashed(store: Store) -> list[str]:
+    """Record every running attempt whose lease expired as ``crashed`` (its run row too); returns their ids."""
+    if not store.exists:
+        return []
+    with store.read() as con:
+        if not _stale_attempts(con, store):
+            return []
     with store.write() as con:
+        return _mark_crashed(con, store)
+
+
+def new_attempt_id() -> str:
+    import uuid
+
+    return uuid.uuid4().hex[:16]
+
+
+def start_run(store: Store, run_id: str, flow: str, name: str, config_json: str, prefect_flow_run_id: str | None,
+              *, attempt_id: str | None = None, lease_s: float = 0.0) -> str:
+    """Start a new attempt of ``run_id``: a new ``run_attempts`` row (status 'running') and the run row
+    set to 'running' (created on the first attempt). Returns the attempt id.
+
+    ``lease_s`` > 0 says the caller keeps a :class:`Lease` for ``attempt_id``; 0 = no heartbeat (the
+    attempt is never judged crashed). Attempts of other runs whose lease expired are recorded as
+    crashed in the same transaction.
+    """
+    import os
+    import socket
+
+    attempt_id = attempt_id or new_attempt_id()
+    at = now()
+    with store.write() as con:
+        _mark_crashed(con, store)
+        n = one(con.execute("SELECT coalesce(max(attempt), 0) + 1 FROM run_attempts WHERE run_id = ?", [run_id]))[0]
+        con.execute(
+            "INSERT INTO run_attempts (attempt_id, run_id, attempt, flow, name, status, prefect_flow_run_id, code_version, "
+            "host, pid, lease_seconds, started_at) VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
+            [attempt_id, run_id, n, flow, name, prefect_flow_run_id, code_version(), socket.gethostname(), os.getpid(),
+             float(lease_s), at],
+        )
+        values = [flow, name, config_json, run_id.rsplit("-", 1)[-1], code_version(), at, prefect_flow_run_id]
+        if one(con.execute("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]))[0]:
+            con.execute(
+                "UPDATE runs SET flow = ?, name = ?, config = ?, config_hash = ?, code_version = ?, status = 'running', "
+                "started_at = ?, prefect_flow_run_id = ?, finished_at = NULL, error = NULL WHERE run_id = ?", [*values, run_id])
+        else:
+            con.execute(
+                "INSERT INTO runs (flow, name, config, config_hash, code_version, started_at, prefect_flow_run_id, run_id, status) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running')", [*values, run_id])
+    return attempt_id
+
+
+def finish_run(store: Store, run_id: str, status: str, summary: dict[str, Any] | None = None, error: str | None = None,
+               *, attempt_id: str | None = None) -> None:
+    """End an attempt (``attempt_id``, default: the run's latest running one) and the run row with ``status``."""
+    at = now()
+    with store.write() as con:
+        if attempt_id is None:
+            row = one(con.execute("SELECT attempt_id FROM run_attempts WHERE run_id = ? AND status = 'running' "
+                                  "ORDER BY attempt DESC LIMIT 1", [run_id]))
+            attempt_id = row[0] if row else None
+        if attempt_id is not None:  # 'crashed' by a reader that gave up on a slow heartbeat: the attempt knows better
+            con.execute("UPDATE run_attempts SET status = ?, ended_at = ?, error = ? WHERE attempt_id = ?",
+                        [status, at, error, attempt_id])
         con.execute(
             "UPDATE runs SET status = ?, finished_at = ?, summary = ?, error = ? WHERE run_id = ?",
-            [status, now(), json.dumps(summary, default=str) if summary is not None else None, error, run_id],
+            [status, at, json.dumps(summary, default=str) if summary is not None else None, error, run_id],
         )
+
+
+def attempt_for_flow_run(store: Store, flow_run_id: str) -> dict | None:
+    """The attempt a Prefect flow run wrote (None when it never reached the database), status judged by its lease."""
+    if not store.exists:
+        return None
+    with store.read() as con:
+        found = rows(con.execute("SELECT * FROM run_attempts WHERE prefect_flow_run_id = ? ORDER BY started_at DESC LIMIT 1",
+                                 [str(flow_run_id)]))
+    if not found:
+        return None
+    return _judged(store, found)[0]
+
+
+def _judged(store: Store, attempts: list[dict]) -> list[dict]:
+    """``running`` attempts whose lease expired read as ``crashed`` (the next writer records it)."""
+    at = now()
+    for a in attempts:
+        if a["status"] == "running" and attempt_is_stale(store, a["attempt_id"], a.get("lease_seconds") or 0, a["started_at"], at):
+            a["status"] = "crashed"
+            a["error"] = a.get("error") or "crashed: no heartbeat within its lease (not yet recorded)"
+    return attempts
 
 
 def list_runs(store: Store, limit: int = 50) -> list[dict]:
+    """Every attempt of every run, newest first: failed and crashed attempts next to completed ones.
+
+    ``status`` of a running attempt whose lease expired reads ``crashed``; ``sources`` names the
+    source versions the attempt read."""
     with store.read() as con:
-        return rows(con.execute(
-            "SELECT run_id, flow, name, status, started_at, finished_at, "
-            "round(epoch(finished_at) - epoch(started_at), 1) AS seconds, prefect_flow_run_id "
-            "FROM runs ORDER BY started_at DESC LIMIT ?", [limit]))
+        found = rows(con.execute(
+            "SELECT run_id, attempt, flow, name, status, started_at, ended_at AS finished_at, "
+            "round(epoch(ended_at) - epoch(started_at), 1) AS seconds, prefect_flow_run_id, error, sources, "
+            "attempt_id, lease_seconds FROM run_attempts ORDER BY started_at DESC, attempt DESC LIMIT ?", [limit]))
+    for r in _judged(store, found):
+        srcs = json.loads(r["sources"]) if isinstance(r["sources"], str) else (r["sources"] or [])
+        r["sources"] = ", ".join(f"{s['name']} v{s['version']}" for s in srcs)
+        del r["lease_seconds"]
+    return found
 
 
 def show_run(store: Store, run_id: str) -> dict:
-    """The run row, its sources and the number of rows it owns in every table keyed by run_id."""
+    """The run row, the source versions it reads (``run_sources``), its attempts and the number of rows
+    it owns in every table keyed by run_id."""
     with store.read() as con:
         runs = rows(con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id]))
         if not runs:
@@ -91,7 +304,17 @@ def show_run(store: Store, run_id: str) -> dict:
             if n:
                 counts[table] = n
         run["tables"] = counts
-        return run
+        attempts = rows(con.execute(
+            "SELECT attempt, status, started_at, ended_at, prefect_flow_run_id, error, sources, attempt_id, lease_seconds "
+            "FROM run_attempts WHERE run_id = ? ORDER BY attempt", [run_id]))
+    for a in _judged(store, attempts):
+        srcs = json.loads(a["sources"]) if isinstance(a["sources"], str) else (a["sources"] or [])
+        a["sources"] = ", ".join(f"{s['name']} v{s['version']}" for s in srcs)
+        del a["lease_seconds"], a["attempt_id"]
+    run["attempts"] = attempts
+    if attempts and run["status"] == "running" and attempts[-1]["status"] == "crashed":
+        run["status"], run["error"] = "crashed", attempts[-1]["error"]
+    return run
 
 
 def delete_runrows(con: duckdb.DuckDBPyConnection, table: str, run_id: str) -> None:
