@@ -5,6 +5,10 @@ N log-uniform in [7e7, 1.6e10], D/N log-uniform in [5, 200], L = E + A/N^alpha +
 Epoch's estimates (E=1.817, A=482.0, B=2085.4, alpha=0.348, beta=0.366) and 2% log-normal noise.
 Grid: Epoch's 4,500 starts. Objective: summed Huber (delta=1e-3) on log residuals, both sides.
 
+``--curves`` instead runs the generated-curve table (auto vs the naive forecasts vs every single
+form on >= 20 curves of mixed kinds; see ``generated_curves``) and writes
+bench/out/bench_scaling_curves.json.
+
 Reported: wall and CPU seconds of (a) winnow's default fit (batched, raced), (b) the batched fit
 with every start run to the end, (c) a loop of scipy L-BFGS-B calls (default tolerances, a plain
 scalar numpy objective with analytic gradient) over the same starts, the ratios, and whether all
@@ -70,6 +74,114 @@ def scipy_loop(N: np.ndarray, D: np.ndarray, y: np.ndarray, starts: np.ndarray, 
     return best_f, best_x
 
 
+# ------------------------------------------------------------------ generated-curve table (issue 19)
+# `auto` against the naive forecasts and every single form, on curves of mixed kinds with known
+# generating laws. Protocol per curve: hold out its largest scale(s); every predictor sees only the
+# rest (auto runs its own rolling-origin check inside that training part); score = RMSLE on the
+# held-out points. Per kind: the mean over its curves.
+#     .venv/bin/python bench/bench_scaling.py --curves [--out bench/out/bench_scaling_curves.json]
+
+ONE_VAR_FORMS = ("m1", "m2", "pow4", "bnsl")
+THREE_VAR_FORMS = ("data_constrained", "data_constrained_ot", "chinchilla", "gadre")
+
+
+def _noisy(rng: np.random.Generator, y: np.ndarray, sd: float) -> np.ndarray:
+    return y * np.exp(rng.normal(0.0, sd, y.shape))
+
+
+def generated_curves(seed: int = 0) -> list[dict]:
+    """>= 20 curves: kind, x (and x2 = [D, U] for repeated-epoch runs), y, held-out count, truth."""
+    rng = np.random.default_rng(seed)
+    curves: list[dict] = []
+    x = np.geomspace(1e2, 1e6, 14)
+    for i in range(6):  # power law with a floor, 1% noise
+        E, B, c = rng.uniform(0.05, 0.4), rng.uniform(2.0, 20.0), rng.uniform(0.2, 0.7)
+        curves.append({"kind": "power law + noise", "name": f"pl-{i}", "x": x, "y": _noisy(rng, E + B * x**-c, 0.01),
+                       "holdout": 3, "truth": {"E": E, "B": B, "c": c}})
+    for i in range(5):  # saturating: a steep law that reaches its floor inside the data, 0.5% noise
+        E, c = rng.uniform(0.1, 0.3), rng.uniform(0.8, 1.5)
+        B = E * 0.01 * 1e6**c * rng.uniform(0.5, 2.0)  # the power term is ~1% of the floor at the largest x
+        curves.append({"kind": "saturating", "name": f"sat-{i}", "x": x, "y": _noisy(rng, E + B * x**-c, 0.005),
+                       "holdout": 3, "truth": {"E": E, "B": B, "c": c}})
+    for i in range(5):  # naive wins: a power law that flattens (plateau, 0.3% noise) before the held-out scales
+        B, c, k = rng.uniform(1.0, 5.0), rng.uniform(0.2, 0.5), int(rng.integers(7, 10))
+        y = B * x**-c
+        y[k:] = y[k - 1]
+        curves.append({"kind": "plateau (naive wins)", "name": f"flat-{i}", "x": x, "y": _noisy(rng, y, 0.003),
+                       "holdout": 3, "truth": {"B": B, "c": c, "flat_from": float(x[k])}})
+    dc = get_form("data_constrained")
+    for i, (rd, rn) in enumerate([(5.0, 3.0), (15.4, 5.3), (40.0, 10.0), (15.4, 2.0), (8.0, 5.3)]):
+        truth = {"E": 1.87, "A": 521.0, "B": 1488.0, "alpha": 0.353, "beta": 0.353, "Rstar_D": rd, "Rstar_N": rn}
+        N, U, ep = (a.ravel() for a in np.meshgrid(np.geomspace(2e7, 2e9, 5), [1e8, 1e9, 1e10], [1, 2, 4, 8, 16, 32, 64.0], indexing="ij"))
+        x2 = np.column_stack([U * ep, U])
+        y = _noisy(rng, dc.predict(dc.from_natural(truth), N, x2), 0.005)
+        curves.append({"kind": "repeated epochs", "name": f"rep-{i}", "x": N, "x2": x2, "y": y, "holdout": 1, "truth": truth})
+    return curves
+
+
+def _x2_for(name: str, x2: np.ndarray | None) -> np.ndarray | None:
+    return x2[:, 0] if x2 is not None and get_form(name).n_vars == 2 else x2
+
+
+def score_curve(c: dict, origins: int = 1) -> dict:
+    """Held-out RMSLE of auto, the two naive forecasts and every single form on one curve."""
+    from tasks.scaling.api import fit_report
+    from tasks.scaling.validate import baseline_predictions, holdout_mask, rmsle
+
+    x, y, x2 = c["x"], c["y"], c.get("x2")
+    train, test = holdout_mask(x, c["holdout"])
+    x2t = None if x2 is None else x2[train]
+    x2h = None if x2 is None else x2[test]
+    out: dict = {"kind": c["kind"], "name": c["name"], "n_train": int(train.sum()), "n_test": int(test.sum())}
+    base = baseline_predictions(x[train], y[train], x2t)
+    out["last_value"] = rmsle(y[test], np.full(test.sum(), base["last_value"]))
+    out["best_small"] = rmsle(y[test], np.full(test.sum(), base["best_small"]))
+    forms = ONE_VAR_FORMS if x2 is None else THREE_VAR_FORMS
+    for name in forms:
+        f = get_form(name)
+        try:
+            fit = fit_form(f, x[train], y[train], _x2_for(name, x2t))
+            out[name] = rmsle(y[test], f.predict(fit.theta, x[test], _x2_for(name, x2h)))
+        except Exception as err:  # noqa: BLE001 - a form that cannot fit this curve scores NaN
+            out[name] = float("nan")
+            out[f"{name}_error"] = str(err)
+    t0 = time.perf_counter()
+    rep = fit_report(x[train], y[train], x2=x2t, form="auto", holdout_largest=1, origins=origins,
+                     candidates=list(forms), predict_at=x[test] if x2 is None else np.column_stack([x[test], x2h]))
+    out["auto_seconds"] = time.perf_counter() - t0
+    out["auto"] = rmsle(y[test], rep.predictions)
+    out["auto_choice"] = rep.predictor
+    lo, hi = rep.pred_lo, rep.pred_hi
+    out["auto_interval_covers"] = float(np.mean((y[test] >= lo) & (y[test] <= hi)))
+    return out
+
+
+def curves_table(seed: int = 0, origins: int = 1) -> dict:
+    rows = [score_curve(c, origins=origins) for c in generated_curves(seed)]
+    kinds: dict[str, dict] = {}
+    for kind in dict.fromkeys(r["kind"] for r in rows):
+        rs = [r for r in rows if r["kind"] == kind]
+        forms = ONE_VAR_FORMS if "repeated" not in kind else THREE_VAR_FORMS
+        mean = {k: float(np.nanmean([r[k] for r in rs])) for k in ("auto", "last_value", "best_small", *forms)}
+        best_form = min(forms, key=lambda f: mean[f] if np.isfinite(mean[f]) else np.inf)
+        ref = min(mean["last_value"], mean[best_form])
+        kinds[kind] = {"n": len(rs), "mean_rmsle": mean, "best_single_form": best_form,
+                       "reference": ref, "auto_le_reference": bool(mean["auto"] <= ref * (1 + 1e-9)),
+                       "choices": {ch: sum(r["auto_choice"] == ch for r in rs) for ch in dict.fromkeys(r["auto_choice"] for r in rs)},
+                       "interval_coverage": float(np.mean([r["auto_interval_covers"] for r in rs]))}
+    return {"rows": rows, "kinds": kinds, "origins": origins, "seed": seed}
+
+
+def print_curves(res: dict) -> None:
+    print(f"| kind | curves | auto | last value | best single form | auto <= better of the two | auto's choices | interval coverage |")
+    print("|---|---|---|---|---|---|---|---|")
+    for kind, k in res["kinds"].items():
+        m = k["mean_rmsle"]
+        ch = ", ".join(f"{c} x{n}" for c, n in k["choices"].items())
+        print(f"| {kind} | {k['n']} | {m['auto']:.4f} | {m['last_value']:.4f} | {k['best_single_form']} {m[k['best_single_form']]:.4f} | "
+              f"{'yes' if k['auto_le_reference'] else '**no**'} | {ch} | {k['interval_coverage']:.0%} |")
+
+
 def timed(fn):
     w, c = time.perf_counter(), time.process_time()
     out = fn()
@@ -80,8 +192,21 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--scipy-starts", type=int, default=4500, help="run scipy on an even subsample and scale its time")
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "out" / "bench_scaling.json")
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--curves", action="store_true", help="the generated-curve table: auto vs naive vs single forms")
+    ap.add_argument("--origins", type=int, default=1, help="--curves: rolling origins of auto's own check")
     args = ap.parse_args()
+    if args.curves:
+        out = args.out or Path(__file__).parent / "out" / "bench_scaling_curves.json"
+        t0 = time.perf_counter()
+        res = curves_table(args.seed, args.origins)
+        res["seconds"] = time.perf_counter() - t0
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(res, indent=2, default=lambda o: np.asarray(o).tolist()))
+        print_curves(res)
+        print(f"{len(res['rows'])} curves in {res['seconds']:.0f} s; wrote {out}")
+        return
+    args.out = args.out or Path(__file__).parent / "out" / "bench_scaling.json"
     form = get_form("chinchilla")
     N, D, y = data(args.seed)
     grid = form.grid(N, D, y)

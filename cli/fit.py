@@ -1,4 +1,5 @@
-"""``winnow fit CSV``: fit a scaling law to a CSV, validate, predict with intervals, plot, store."""
+"""``winnow fit CSV``: fit a scaling law to a CSV (one curve, or one per ``--by`` key), validate,
+predict with intervals, plot, store."""
 
 from __future__ import annotations
 
@@ -12,89 +13,144 @@ from rich.table import Table
 from cli.app import app, console, print_json
 
 
-def _g(v: float) -> str:
+def _g(v: float | None) -> str:
     import math
 
     return "nan" if v is None or not math.isfinite(v) else f"{v:.5g}"
 
 
 def print_report(report: Any, out: Console = console) -> None:
-    """Rich tables: parameters with intervals, held-out errors vs baselines, predictions."""
+    """Rich tables: final-fit parameters with intervals, the validated fit, held-out errors vs the
+    naive forecasts (and auto's per-form table), predictions with intervals, notes and warnings."""
     from tasks.scaling.forms import get_form
 
-    fit = report.fit
+    fit, val, sel = report.fit, report.validation, report.selection
     form = get_form(fit.form)
     pct = int(round(fit.level * 100))
-    t = Table(title=f"{fit.form}: {form.formula}   (summed Huber loss {fit.loss:.4g}, {fit.n_points} points, "
-                    f"{fit.n_groups} runs, {fit.n_starts} starts, {fit.seconds:.2f} s)")
+    t = Table(title=f"parameters of the FINAL fit on all {fit.n_points} points (held-out points included) - "
+                    f"{fit.form}: {form.formula}   (summed Huber loss {fit.loss:.4g}, {fit.n_groups} runs, "
+                    f"{fit.n_starts} starts, {fit.seconds:.2f} s)")
     t.add_column("parameter")
-    t.add_column("estimate", justify="right")
+    t.add_column("final fit", justify="right")
     t.add_column(f"{pct}% interval (run bootstrap, approx.)" if fit.bootstrap else "interval (use --bootstrap B)", justify="right")
+    if val is not None and val.params and val.form == fit.form:
+        t.add_column(f"validated fit ({val.n_train} training points)", justify="right")
     for k, v in fit.params.items():
         lo, hi = fit.param_ci[k]
-        t.add_row(k, _g(v), f"[{_g(lo)}, {_g(hi)}]" if fit.bootstrap else "-")
+        cells = [k + (" (not pinned down)" if k in fit.unpinned else ""), _g(v), f"[{_g(lo)}, {_g(hi)}]" if fit.bootstrap else "-"]
+        if val is not None and val.params and val.form == fit.form:
+            cells.append(_g(val.params.get(k)))
+        t.add_row(*cells)
     out.print(t)
-    if report.selection is not None:
-        s = Table(title="form choice by held-out error (ARE on the largest scales)")
-        for c in ("form", "ARE", "RMSLE", "note"):
+    if sel is not None:
+        s = Table(title="auto: candidates ranked by held-out RMSLE (the naive forecasts compete)")
+        for c in ("predictor", "RMSLE", "ARE", "note"):
             s.add_column(c)
-        for name, v in report.selection.validations.items():
-            s.add_row(name, _g(v.are), _g(v.rmsle), v.error or ("chosen" if name == report.selection.form else ""))
+        for name, r, a, note in sel.ranking():
+            s.add_row(name, _g(r), _g(a), note)
         out.print(s)
-    if report.validation is not None:
-        v = report.validation
-        vt = Table(title=f"held out: {v.n_test} point(s) at the {v.holdout_largest} largest scale(s); fitted on {v.n_train}")
+    if val is not None:
+        vt = Table(title=f"held out: {val.n_test} point(s) at the {val.holdout_largest} largest scale(s); "
+                         f"validated fit on the other {val.n_train} (over {val.origins} origin(s))")
         for c in ("predictor", "ARE", "RMSLE"):
             vt.add_column(c, justify="right" if c != "predictor" else "left")
-        vt.add_row(f"{v.form} fit", _g(v.are), _g(v.rmsle))
-        for b in v.baseline_are:
-            vt.add_row(f"baseline: {b.replace('_', ' ')}", _g(v.baseline_are[b]), _g(v.baseline_rmsle[b]))
+        vt.add_row(f"{val.form}" + ("" if val.form in ("last_value", "best_small") else " (validated fit)"), _g(val.are), _g(val.rmsle))
+        for b in val.baseline_are:
+            vt.add_row(f"baseline: {b.replace('_', ' ')}", _g(val.baseline_are[b]), _g(val.baseline_rmsle[b]))
         out.print(vt)
-        if not v.beats_baseline:
-            out.print(f"[bold yellow]the {v.form} fit does NOT beat the naive baseline ({v.best_baseline.replace('_', ' ')}) "
+        if not val.beats_baseline and not report.naive:
+            out.print(f"[bold yellow]the {val.form} fit does NOT beat the naive baseline ({val.best_baseline.replace('_', ' ')}) "
                       "on the held-out scales: do not trust its extrapolation[/bold yellow]")
-    if report.selection is not None:
-        out.print(report.selection.message)
+    if sel is not None:
+        out.print(sel.message, highlight=False)
     if fit.predict_at.size:
-        pt = Table(title="predictions")
+        pt = Table(title=f"predictions from: {report.predictor}" + (" (final fit)" if not report.naive else ""))
         pt.add_column(form.x_names[0])
-        if fit.predict_at_x2 is not None:
-            pt.add_column(form.x_names[1])
+        px2 = fit.predict_at_x2
+        extra = [] if px2 is None else (list(form.x_names[1:]) if px2.ndim == 2 else [form.x_names[1]])
+        for c in extra:
+            pt.add_column(c)
         pt.add_column("prediction", justify="right")
-        pt.add_column(f"{pct}% interval" if fit.bootstrap else "interval", justify="right")
+        pt.add_column("interval", justify="right")
         for i, x in enumerate(fit.predict_at):
-            cells = [f"{x:.4g}"] + ([f"{fit.predict_at_x2[i]:.4g}"] if fit.predict_at_x2 is not None else [])
-            cells += [_g(fit.predictions[i]), f"[{_g(fit.pred_lo[i])}, {_g(fit.pred_hi[i])}]" if fit.bootstrap else "-"]
+            cells = [f"{x:.4g}"] + ([] if px2 is None else [f"{v:.4g}" for v in (px2[i] if px2.ndim == 2 else [px2[i]])])
+            cells += [_g(report.predictions[i]), f"[{_g(report.pred_lo[i])}, {_g(report.pred_hi[i])}]"]
             pt.add_row(*cells)
         out.print(pt)
-    if fit.warning:
-        out.print(f"[bold yellow]warning:[/bold yellow] {fit.warning}")
+        out.print(f"interval: {report.interval_method}", highlight=False)
+    for n in report.notes:
+        out.print(f"note: {n}", highlight=False)
+    for w in report.warnings:
+        out.print(f"[bold yellow]warning:[/bold yellow] {w}", highlight=False)
 
+
+def print_curves(table: dict, out: Console = console, max_rows: int = 40) -> None:
+    """``--by``: one row per curve (first ``max_rows``), then the per-predictor means."""
+    rows = table["curves"]
+    t = Table(title=f"{len(rows)} curves (held-out RMSLE of the validated fits; prediction at the last target)")
+    for c in ("curve", "predictor", "points", "held-out RMSLE", "last value", "best small", "prediction [interval]", "warnings"):
+        t.add_column(c, justify="left" if c in ("curve", "predictor") else "right")
+    for r in rows[:max_rows]:
+        pred = "-" if r["prediction"] is None else f"{_g(r['prediction'])} [{_g(r['lo'])}, {_g(r['hi'])}]"
+        t.add_row(r["curve"], r["predictor"], str(r["n_points"]), _g(r["holdout_rmsle"]), _g(r["last_value_rmsle"]),
+                  _g(r["best_small_rmsle"]), pred, str(r["warnings"]))
+    out.print(t)
+    if len(rows) > max_rows:
+        out.print(f"... {len(rows) - max_rows} more curves: see --json or the fits / fit_details tables", highlight=False)
+    m = Table(title="per predictor: mean held-out RMSLE over the curves it was validated on")
+    for c in ("predictor", "mean RMSLE", "curves", "chosen"):
+        m.add_column(c)
+    for r in table["per_predictor"]:
+        m.add_row(r["predictor"], _g(r["mean_holdout_rmsle"]), str(r["curves"]), str(r["chosen"]))
+    out.print(m)
+    for k, why in table["skipped"].items():
+        out.print(f"[yellow]skipped[/yellow] {k}: {why}", highlight=False)
+
+
+def _split_cols(cols: list[str] | None) -> list[tuple[str, str]]:
+    from tasks.errors import WinnowError
+
+    out = []
+    for c in cols or []:
+        name, sep, expr = c.partition("=")
+        if not sep or not name.strip() or not expr.strip():
+            raise WinnowError(f"--col {c!r}: write NAME=SQL, e.g. --col D=FLOP/(6*N)")
+        out.append((name.strip(), expr.strip()))
+    return out
 
 
 @app.command("fit")
 def fit_command(
-    csv: Path = typer.Argument(..., help="CSV with one row per observation"),
+    csv: Path = typer.Argument(..., help="CSV (or .parquet) with one row per observation"),
     x: str = typer.Option(..., "--x", help="size column (data, parameters, steps, compute); N for two-variable forms"),
     y: str = typer.Option(..., "--y", help="value column in error space (loss, 1 - accuracy), > 0"),
-    form: str = typer.Option("auto", "--form", help="m1, m2, pow4, bnsl, chinchilla, gadre, downstream, or auto"),
-    x2: Optional[str] = typer.Option(None, "--x2", help="second variable (D for chinchilla/gadre)"),
-    group: Optional[str] = typer.Option(None, "--group", help="run column: the bootstrap resamples whole runs"),
+    form: str = typer.Option("auto", "--form", help="m1, m2, pow4, bnsl, chinchilla, gadre, data_constrained, "
+                                                    "data_constrained_ot, downstream, or auto"),
+    x2: Optional[str] = typer.Option(None, "--x2", help="second variable: D (tokens seen) for chinchilla/gadre/data_constrained"),
+    unique: Optional[str] = typer.Option(None, "--unique", help="unique tokens/examples U (data-constrained forms; needs --x2 or --epochs)"),
+    epochs: Optional[str] = typer.Option(None, "--epochs", help="epochs column: tokens seen = epochs x --unique (instead of --x2)"),
+    group: Optional[str] = typer.Option(None, "--group", help="run column: the bootstrap resamples whole runs; plots draw one line per run"),
+    by: Optional[str] = typer.Option(None, "--by", help="COL[,COL]: one fit per curve (all in one process), a summary table"),
+    where: Optional[str] = typer.Option(None, "--where", help="DuckDB SQL filter on the rows, e.g. \"loss < 3.5\""),
+    col: Optional[list[str]] = typer.Option(None, "--col", help="NAME=SQL derived column (repeatable, in order), e.g. D=FLOP/(6*N)"),
+    sql: Optional[str] = typer.Option(None, "--sql", help="a read-only SELECT over the table `data` (the file) giving the rows"),
     holdout_largest: int = typer.Option(1, "--holdout-largest", min=0, help="largest scales held out for validation"),
-    predict: Optional[list[str]] = typer.Option(None, "--predict", help="size to predict (repeatable; N:D pairs for two-variable forms)"),
-    bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="run-level bootstrap replicates (0 = no intervals)"),
+    origins: int = typer.Option(1, "--origins", min=1, help="rolling origins of the held-out check"),
+    predict: Optional[list[str]] = typer.Option(None, "--predict", help="size to predict (repeatable; N:D pairs, N:D:U triples)"),
+    bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="run-level bootstrap replicates (0: intervals from the "
+                                                                   "near-optimal spread and the held-out error only)"),
     seed: int = typer.Option(0, "--seed"),
     delta: float = typer.Option(1e-3, "--delta", help="Huber delta on log residuals"),
     level: float = typer.Option(0.95, "--level", help="interval coverage"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="PNG path (default: next to the DuckDB file)"),
     db: Optional[str] = typer.Option(None, "--db", help="DuckDB file (default: $WINNOW_DB or ./.winnow/winnow.duckdb)"),
-    as_json: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON (everything the tables show) instead of tables"),
 ) -> None:
-    """Fit a scaling law to a CSV, validate it on the largest scales against naive baselines,
-    predict with run-bootstrap intervals, plot, and store the fit in DuckDB."""
+    """Fit a scaling law to a CSV, validate it on the largest scales against the naive forecasts,
+    predict with intervals, plot, and store the fit in DuckDB (tables fits, predictions, fit_details)."""
     import numpy as np
 
-    from flows.fit import fit_flow, parse_targets
+    from flows.fit import fit_flow, parse_targets, report_payload
     from storage.db import Store, resolve_db_path
     from tasks.errors import WinnowError
     from tasks.scaling.api import split_targets
@@ -108,39 +164,47 @@ def fit_command(
         raise WinnowError(f"--level {level} must be in (0, 1)")
     if not delta > 0:
         raise WinnowError(f"--delta {delta} must be > 0")
-    data = read_fit_csv(csv, x=x, y=y, x2=x2, group=group)
-    if form != "auto":
+    by_cols = tuple(c.strip() for c in by.split(",") if c.strip()) if by else ()
+    table = source_sql = None
+    cols = _split_cols(col)
+    if where or cols or sql:
+        from storage.scaling import select_fit_rows
+
+        table, source_sql = select_fit_rows(csv, where=where, cols=cols, sql=sql)
+    data = read_fit_csv(csv, x=x, y=y, x2=x2, group=group, unique=unique, epochs=epochs, by=by_cols, table=table,
+                        source_sql=source_sql)
+    n_vars = 1 if data.x2 is None else (3 if data.x2.ndim == 2 else 2)
+    if form != "auto" and not by_cols:
         check_xy(get_form(form), data.x, data.y, data.x2)  # before Prefect starts or the DB is touched
     px, px2 = parse_targets(predict)
-    split_targets(px if px2 is None else np.column_stack([px, px2]), None, get_form(form).n_vars if form != "auto" else (1 if x2 is None else 2))
+    split_targets(px, px2, get_form(form).n_vars if form != "auto" else n_vars)
     if form == "auto" and holdout_largest < 1:
         raise WinnowError("--form auto chooses by held-out error: use --holdout-largest 1 or more")
+    if holdout_largest and not by_cols:
+        levels = int(np.unique(data.x).size)
+        if holdout_largest >= levels:
+            raise WinnowError(f"--holdout-largest {holdout_largest} needs at least {holdout_largest + 1} distinct --x values "
+                              f"(one left to fit on); the data have {levels}")
     store = Store(resolve_db_path(db))
     result = fit_flow(
         data=data, db=str(store.path), form=form, holdout_largest=holdout_largest, bootstrap=bootstrap,
         predict_at=px.tolist(), predict_at_x2=None if px2 is None else px2.tolist(), seed=seed,
-        huber_delta=delta, level=level, plot_path=None if plot is None else str(plot),
+        huber_delta=delta, level=level, plot_path=None if plot is None else str(plot), origins=origins,
     )
-    report = result["report"]
-    if as_json:
-        fit = report.fit
-        payload = {
-            "run_id": result["run_id"], "db": result["db"], "plot": result["plot"], "form": fit.form,
-            "params": fit.params, "param_ci": {k: list(v) for k, v in fit.param_ci.items()},
-            "loss": fit.loss, "stable": fit.stable, "warning": fit.warning, "n_starts": fit.n_starts,
-            "predictions": [
-                {"x": float(px_), "x2": None if fit.predict_at_x2 is None else float(fit.predict_at_x2[i]),
-                 "y": float(fit.predictions[i]), "lo": float(fit.pred_lo[i]), "hi": float(fit.pred_hi[i])}
-                for i, px_ in enumerate(fit.predict_at)
-            ],
-            "validation": None if report.validation is None else {
-                "are": report.validation.are, "rmsle": report.validation.rmsle,
-                "baseline_are": report.validation.baseline_are, "beats_baseline": report.validation.beats_baseline,
-            },
-            "selection": None if report.selection is None else report.selection.message,
-        }
-        typer.echo(json.dumps(_finite(payload), indent=2, default=str))
-        return
-    print_report(report)
+    head = {"run_id": result["run_id"], "db": result["db"], "plot": result["plot"], "source_sql": source_sql}
+    if by_cols:
+        if as_json:
+            print_json({**head, "by": list(by_cols), **result["table"],
+                        "fits": {k: report_payload(r) for k, r in result["reports"].items()}})
+            return
+        print_curves(result["table"])
+    else:
+        report = result["report"]
+        if as_json:
+            print_json({**head, **report_payload(report)})
+            return
+        print_report(report)
+    if source_sql:
+        console.print(f"rows from: {source_sql}", highlight=False)
     console.print(f"plot: [bold]{result['plot']}[/bold]")
-    console.print(f"stored as run [bold]{result['run_id']}[/bold] in {result['db']} (tables fits, predictions)")
+    console.print(f"stored as run [bold]{result['run_id']}[/bold] in {result['db']} (tables fits, predictions, fit_details)")

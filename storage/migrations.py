@@ -546,4 +546,79 @@ FROM runs
 WHERE run_id || '@1' NOT IN (SELECT attempt_id FROM run_attempts)
 """,
 ),
+# v5: the sharded path (issue 18): shard files registered per set, sharded runs, selections,
+# members and SemDeDup removals (ids, not just counts)
+5: (
+"""
+CREATE TABLE IF NOT EXISTS shard_files (
+    set_id VARCHAR NOT NULL,             -- a shard set: one source's vectors, or one run's scores
+    kind VARCHAR NOT NULL,               -- vectors | scores
+    shard INTEGER NOT NULL,
+    row_start BIGINT NOT NULL,
+    row_stop BIGINT NOT NULL,
+    content_hash VARCHAR NOT NULL,
+    parquet_path VARCHAR NOT NULL,       -- relative to the database folder
+    created_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (set_id, kind, shard)
+)
+""",
+"""
+CREATE TABLE IF NOT EXISTS sharded_runs (
+    run_id VARCHAR PRIMARY KEY,
+    set_id VARCHAR NOT NULL,             -- the vectors' shard set
+    n_rows BIGINT NOT NULL,
+    dim INTEGER NOT NULL,
+    n_shards INTEGER NOT NULL,
+    k INTEGER NOT NULL,
+    n_iter INTEGER NOT NULL,
+    converged BOOLEAN NOT NULL,
+    objective DOUBLE NOT NULL,           -- mean cosine to the assigned centroid
+    centroids_path VARCHAR NOT NULL,
+    settings JSON NOT NULL,
+    timings JSON NOT NULL,               -- seconds per phase
+    created_at TIMESTAMP NOT NULL
+)
+""",
+"""
+CREATE TABLE IF NOT EXISTS sharded_selections (
+    run_id VARCHAR NOT NULL,
+    selection_id VARCHAR NOT NULL,       -- '<run_id>:ssp:<policy>:f=<fraction>'
+    metric VARCHAR NOT NULL,
+    policy VARCHAR NOT NULL,
+    resolved_policy VARCHAR NOT NULL,
+    balance VARCHAR NOT NULL,
+    fraction DOUBLE NOT NULL,
+    n_pool BIGINT NOT NULL,
+    n_kept BIGINT NOT NULL,
+    histogram_passes INTEGER NOT NULL,   -- radix passes over the per-shard histograms
+    reason VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (run_id, selection_id)
+)
+""",
+"""
+CREATE TABLE IF NOT EXISTS sharded_members (
+    run_id VARCHAR NOT NULL,
+    selection_id VARCHAR NOT NULL,
+    row_index BIGINT NOT NULL
+)
+""",
+"""
+CREATE TABLE IF NOT EXISTS sharded_dedup (
+    run_id VARCHAR NOT NULL,
+    eps DOUBLE NOT NULL,
+    n_pool BIGINT NOT NULL,
+    n_removed BIGINT NOT NULL,
+    PRIMARY KEY (run_id, eps)
+)
+""",
+"""
+CREATE TABLE IF NOT EXISTS sharded_dedup_removed (
+    run_id VARCHAR NOT NULL,
+    eps DOUBLE NOT NULL,
+    row_index BIGINT NOT NULL,
+    cluster INTEGER NOT NULL
+)
+""",
+),
 }

@@ -280,7 +280,8 @@ def fit_report(
     else:
         f = get_form(form)
         if f.n_vars >= 2 and x2_arr is None:
-            raise WinnowError(f"form {form!r} takes {f.n_vars} variables ({', '.join(f.x_names)}); pass x2 (--x2 COL)")
+            words = {2: "two", 3: "three"}[f.n_vars]
+            raise WinnowError(f"form {form!r} takes {words} variables ({', '.join(f.x_names)}); pass x2 (--x2 COL)")
         predictor = fit_name = form
         if holdout_largest:
             validation = rolling_origin(form, x_arr, y_arr, _x2_for(form, x2_arr), holdout_largest=holdout_largest,

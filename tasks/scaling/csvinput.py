@@ -6,7 +6,7 @@ the file, the column and the first bad row (1-based data row; the header is line
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +19,10 @@ from tasks.errors import WinnowError
 
 @dataclass(frozen=True)
 class FitData:
-    """Columns of a fit CSV as arrays: ``x``, ``y`` (n,) float64; ``x2`` (n,) or None; ``groups``
-    (n,) strings or None."""
+    """Columns of a fit input as arrays: ``x``, ``y`` (n,) float64; ``x2`` (n,) — or (n, 2)
+    [tokens seen, unique] with a unique-data column — or None; ``groups`` and ``curves`` (n,) strings
+    or None (``curves``: the ``--by`` key of each row). ``source_sql`` is the DuckDB SELECT the rows
+    came from, when ``--where``/``--col``/``--sql`` were used."""
 
     path: str
     x: np.ndarray
@@ -31,10 +33,20 @@ class FitData:
     y_col: str
     x2_col: str | None
     group_col: str | None
+    x3_col: str | None = None
+    by_cols: tuple[str, ...] = ()
+    curves: np.ndarray | None = None
+    curve_values: dict | None = None  # curve key -> {by column: value}
+    source_sql: str | None = None
 
     @property
     def n(self) -> int:
         return int(self.x.size)
+
+    def subset(self, mask: np.ndarray) -> "FitData":
+        """The rows in ``mask`` (one ``--by`` curve)."""
+        pick = (lambda a: None if a is None else a[mask])  # noqa: E731
+        return replace(self, x=self.x[mask], y=self.y[mask], x2=pick(self.x2), groups=pick(self.groups), curves=pick(self.curves))
 
 
 def _numeric(table: pa.Table, col: str, path: Path, *, positive: bool) -> np.ndarray:
@@ -63,29 +75,71 @@ def _numeric(table: pa.Table, col: str, path: Path, *, positive: bool) -> np.nda
     return v
 
 
-def read_fit_csv(path: str | Path, *, x: str, y: str, x2: str | None = None, group: str | None = None) -> FitData:
-    """Load the named columns of ``path``; ``x``, ``x2`` and ``y`` must be numeric, finite and > 0."""
+def read_table(path: str | Path) -> pa.Table:
+    """A CSV (or ``.parquet``) file as an Arrow table; one :class:`WinnowError` if it cannot be read."""
     p = Path(path)
     if not p.is_file():
         raise WinnowError(f"CSV file not found: {p}")
     try:
-        table = pacsv.read_csv(p, convert_options=pacsv.ConvertOptions(null_values=["", "NA", "NaN", "nan", "null"], strings_can_be_null=True))
+        if p.suffix.lower() in (".parquet", ".pq"):
+            import pyarrow.parquet as pq
+
+            return pq.read_table(p)
+        return pacsv.read_csv(p, convert_options=pacsv.ConvertOptions(null_values=["", "NA", "NaN", "nan", "null"], strings_can_be_null=True))
     except (pa.ArrowInvalid, OSError) as err:
         raise WinnowError(f"{p}: cannot parse as CSV: {err}") from None
+
+
+def read_fit_csv(
+    path: str | Path, *, x: str, y: str, x2: str | None = None, group: str | None = None, unique: str | None = None,
+    epochs: str | None = None, by: tuple[str, ...] | list[str] = (), table: pa.Table | None = None, source_sql: str | None = None,
+) -> FitData:
+    """Load the named columns of ``path`` (or of ``table``, rows already selected by DuckDB);
+    ``x``, ``x2``, ``unique``, ``epochs`` and ``y`` must be numeric, finite and > 0.
+
+    ``unique`` (unique tokens or examples) makes three-variable data for the data-constrained forms:
+    ``x2`` is then tokens seen; with ``epochs`` instead of ``x2``, tokens seen = ``epochs * unique``.
+    ``by`` columns split the rows into curves (one fit each).
+    """
+    p = Path(path)
+    if table is None:
+        table = read_table(p)
     have = table.column_names
-    for role, col in (("--x", x), ("--y", y), ("--x2", x2), ("--group", group)):
+    if epochs is not None and unique is None:
+        raise WinnowError("--epochs needs --unique (tokens seen = epochs x unique)")
+    if epochs is not None and x2 is not None:
+        raise WinnowError("give either --x2 (tokens seen) or --epochs (seen = epochs x unique), not both")
+    if unique is not None and x2 is None and epochs is None:
+        raise WinnowError("--unique needs the tokens seen: --x2 COL, or --epochs COL (seen = epochs x unique)")
+    for role, col in (("--x", x), ("--y", y), ("--x2", x2), ("--group", group), ("--unique", unique), ("--epochs", epochs),
+                      *(("--by", b) for b in by)):
         if col is not None and col not in have:
             raise WinnowError(f"{p}: no column {col!r} (given as {role}); columns are: {', '.join(have)}")
     if table.num_rows == 0:
-        raise WinnowError(f"{p}: no data rows")
+        raise WinnowError(f"{p}: no data rows" + (" after --where/--col/--sql" if source_sql else ""))
     xv = _numeric(table, x, p, positive=True)
     yv = _numeric(table, y, p, positive=True)
     x2v = None if x2 is None else _numeric(table, x2, p, positive=True)
-    gv = None
-    if group is not None:
-        g = table.column(group)
-        if g.null_count:
-            first = int(np.flatnonzero(pc.is_null(g).to_numpy(zero_copy_only=False))[0])
-            raise WinnowError(f"{p}: group column {group!r} is empty in row {first + 1}")
-        gv = np.asarray(pc.cast(g, pa.string()).to_numpy(zero_copy_only=False), dtype=object)
-    return FitData(str(p), xv, yv, x2v, gv, x, y, x2, group)
+    x2_col = x2
+    if unique is not None:
+        uv = _numeric(table, unique, p, positive=True)
+        if epochs is not None:
+            x2v, x2_col = _numeric(table, epochs, p, positive=True) * uv, f"{epochs}*{unique}"
+        x2v = np.column_stack([x2v, uv])
+    gv = None if group is None else _labels(table, group, p, "group")
+    curves = values = None
+    if by:
+        parts = [_labels(table, b, p, "--by") for b in by]
+        curves = np.array(["|".join(f"{b}={v}" for b, v in zip(by, row)) for row in zip(*parts)], dtype=object)
+        values = {}
+        for row in zip(curves, *parts):
+            values.setdefault(row[0], dict(zip(by, row[1:])))
+    return FitData(str(p), xv, yv, x2v, gv, x, y, x2_col, group, unique, tuple(by), curves, values, source_sql)
+
+
+def _labels(table: pa.Table, col: str, path: Path, role: str) -> np.ndarray:
+    g = table.column(col)
+    if g.null_count:
+        first = int(np.flatnonzero(pc.is_null(g).to_numpy(zero_copy_only=False))[0])
+        raise WinnowError(f"{path}: {role} column {col!r} is empty in row {first + 1}")
+    return np.asarray(pc.cast(g, pa.string()).to_numpy(zero_copy_only=False), dtype=object)

@@ -36,13 +36,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tasks.errors import WinnowError
-from tasks.scaling.forms import Form
+from tasks.scaling.forms import FORMS, Form
 
 Array = np.ndarray
 _BLOCK_ELEMENTS = 1 << 16
 _FUSED_BLOCK_ELEMENTS = 1 << 15
 BatchFn = Callable[[Array, Array], tuple[Array, Array]]
 
+_WORDS = {1: "one", 2: "two", 3: "three"}
 STATUS = {
     0: "running",
     1: "gradient small",
@@ -442,7 +443,7 @@ def check_xy(
         raise WinnowError(f"x has {x.size} values but y has {y.size}; they must align")
     if form.n_vars >= 2 and x2 is None:
         hint = "pass x2 (--x2)" if form.n_vars == 2 else "pass tokens seen and unique tokens (--x2 D --unique U, or --epochs E --unique U)"
-        raise WinnowError(f"form {form.name!r} takes {form.n_vars} variables ({', '.join(form.x_names)}); {hint}")
+        raise WinnowError(f"form {form.name!r} takes {_WORDS[form.n_vars]} variables ({', '.join(form.x_names)}); {hint}")
     if form.n_vars == 1 and x2 is not None:
         raise WinnowError(f"form {form.name!r} takes one variable; x2 was given (choose a two-variable form: chinchilla, gadre)")
     if x2 is not None:
@@ -521,6 +522,8 @@ def fit_form(
     x, y, x2 = check_xy(form, x, y, x2, weights, n_prior=len(prior or {}))
     t0 = time.perf_counter()
     th0 = form.grid(x, x2, y) if starts is None else np.atleast_2d(np.asarray(starts, dtype=np.float64))
+    if starts is None and form.extends is not None:
+        th0 = np.vstack([th0, _extended_starts(form, x, y, x2, weights, delta)])
     if th0.shape[1] != form.p:
         raise WinnowError(f"starts have {th0.shape[1]} columns; form {form.name!r} has {form.p} parameters")
     fun = huber_objective(form, x, y, x2, weights=weights, delta=delta)
@@ -582,6 +585,22 @@ def fit_form(
         unpinned=tuple(wide),
         prior=dict(prior) if prior else None,
     )
+
+
+def _extended_starts(form: Form, x: Array, y: Array, x2: Array | None, weights: Array | None, delta: float) -> Array:
+    """Starts for a form that extends a simpler one (:class:`~tasks.scaling.forms.Extends`): the base
+    form's best fit on each of its inputs, crossed with the extra parameters' grid."""
+    ext = form.extends
+    base = FORMS[ext.base]
+    rows = []
+    for xb in ext.inputs(x2):
+        try:
+            th = fit_form(base, x, y, xb, weights=weights, delta=delta, polish=4).theta
+        except WinnowError:
+            continue
+        th = np.clip(th, form.lower[: base.p], form.upper[: base.p])
+        rows.append(np.column_stack([np.repeat(th[None, :], ext.extra.shape[0], axis=0), ext.extra]))
+    return np.vstack(rows) if rows else np.empty((0, form.p))
 
 
 def with_prior(fun: BatchFn, form: Form, prior: dict[str, tuple[float, float]]) -> BatchFn:

@@ -78,6 +78,17 @@ class Param:
 
 
 @dataclass(frozen=True)
+class Extends:
+    """A form whose first parameters are those of a simpler ``base`` form (e.g. data_constrained
+    extends chinchilla by R*_D, R*_N). The fitter adds starts: ``base`` fitted to ``(x, x2_b, y)`` for
+    each ``x2_b`` in ``inputs(x2)``, its best solution crossed with the rows of ``extra``."""
+
+    base: str
+    inputs: Callable[["Array | None"], list[Array]]
+    extra: Array
+
+
+@dataclass(frozen=True)
 class Form:
     """A scaling-law form: parameters, bounds, batched ``log y`` with Jacobian, start grid.
 
@@ -96,6 +107,7 @@ class Form:
     grid: GridFn
     x_names: tuple[str, ...] = ("x",)
     lse_terms: TermsFn | None = None
+    extends: "Extends | None" = None
 
     @property
     def p(self) -> int:
@@ -401,8 +413,8 @@ def effective_data(unique: Array, seen: Array, r_star: float = R_STAR_D) -> Arra
     (Muennighoff et al. 2023, Eq. 5): ``D' -> U (1 + R*)`` as the repetitions grow, so data repeated
     far beyond ``R*`` times is worth little more. Arrays broadcast; ``r_star`` > 0.
 
-    >>> float(effective_data(1e9, 4e9, 15.4)) / 1e9  # 4 epochs: 3 repetitions
-    3.727...
+    >>> round(float(effective_data(1e9, 4e9, 15.4)) / 1e9, 3)  # 4 epochs = 3 repetitions: worth 3.726 fresh epochs
+    3.726
     """
     if not r_star > 0:
         raise ValueError(f"r_star={r_star!r} must be > 0")
@@ -475,34 +487,20 @@ def _dc_ot_log_y(theta: Array, x: Array, x2: Array | None) -> tuple[Array, list[
 _R_GRID = np.log([2.0, 5.0, 15.0, 50.0, 200.0])
 
 
-def _dc_grid_from(base: str, x: Array, x2: Array | None, y: Array, coarse: Array) -> Array:
-    """Starts: the 2-variable ``base`` form fitted with D = tokens seen and with D = unique tokens
-    (its best solution each), crossed with a grid of R*_D, R*_N; plus ``coarse`` rows."""
-    from tasks.scaling.fit import fit_form  # the fitter imports this module
-
+def _dc_base_inputs(x2: Array | None) -> list[Array]:
+    """The second variable to give the two-variable base form: D = tokens seen, and D = unique tokens."""
     D, U = _dcu(x2)
-    form = FORMS[base]
-    rows = [coarse]
-    for d in (D, U):
-        try:
-            th = fit_form(form, x, y, d, polish=4).theta
-        except (WinnowError, ValueError):
-            continue
-        rs = _grid(_R_GRID, _R_GRID)
-        rows.append(np.column_stack([np.repeat(th[None, :], rs.shape[0], axis=0), rs]))
-    return np.vstack(rows)
+    return [D, U]
 
 
 def _dc_grid(x: Array, x2: Array | None, y: Array) -> Array:
     le = np.log(np.array([0.3, 0.7]) * float(np.min(y)))
-    coarse = _grid(le, (5.0, 10.0, 15.0), (5.0, 10.0, 15.0), (0.3, 0.6), (0.3, 0.6), np.log([15.0]), np.log([5.0]))
-    return _dc_grid_from("chinchilla", x, x2, y, coarse)
+    return _grid(le, (5.0, 10.0, 15.0), (5.0, 10.0, 15.0), (0.3, 0.6), (0.3, 0.6), np.log([15.0]), np.log([5.0]))
 
 
 def _dc_ot_grid(x: Array, x2: Array | None, y: Array) -> Array:
     le = np.log(np.array([0.3, 0.7]) * float(np.min(y)))
-    coarse = _grid(le, (5.0, 10.0, 15.0), (5.0, 10.0, 15.0), (0.1, 0.2, 0.3), np.log([15.0]), np.log([5.0]))
-    return _dc_grid_from("gadre", x, x2, y, coarse)
+    return _grid(le, (5.0, 10.0, 15.0), (5.0, 10.0, 15.0), (0.1, 0.2, 0.3), np.log([15.0]), np.log([5.0]))
 
 
 # ----------------------------------------------------------------------------- registry
@@ -558,7 +556,7 @@ _register(Form(
      Param("alpha", False, 0.02, 10.0), Param("beta", False, 0.02, 10.0),
      Param("Rstar_D", True, np.log(0.05), np.log(1e4), "R*_D: repetitions of data worth having"),
      Param("Rstar_N", True, np.log(0.05), np.log(1e4), "R*_N: excess parameters worth having")),
-    3, _dc_log_y, _dc_grid, ("N", "D", "U"),
+    3, _dc_log_y, _dc_grid, ("N", "D", "U"), extends=Extends("chinchilla", _dc_base_inputs, _grid(_R_GRID, _R_GRID)),
 ))
 _register(Form(
     "data_constrained_ot", "L = E + (a * M'^eta + b * M'^-eta) * C'^-eta,  M' = D'/N', C' = 6 N' D'",
@@ -566,7 +564,7 @@ _register(Form(
      Param("eta", False, 0.01, 5.0),
      Param("Rstar_D", True, np.log(0.05), np.log(1e4), "R*_D: repetitions of data worth having"),
      Param("Rstar_N", True, np.log(0.05), np.log(1e4), "R*_N: excess parameters worth having")),
-    3, _dc_ot_log_y, _dc_ot_grid, ("N", "D", "U"),
+    3, _dc_ot_log_y, _dc_ot_grid, ("N", "D", "U"), extends=Extends("gadre", _dc_base_inputs, _grid(_R_GRID, _R_GRID)),
 ))
 
 
