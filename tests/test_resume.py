@@ -95,6 +95,7 @@ def _run_and_kill(config: Path, db: Path, calls: Path, block: str, marker: str) 
     driver = calls.with_suffix(".py")
     driver.write_text(DRIVER)
     env = dict(os.environ, WINNOW_TEST_CALLS=str(calls), WINNOW_TEST_BLOCK=block,
+               WINNOW_HEARTBEAT_S="1", WINNOW_LEASE_S="3",  # the killed attempt reads crashed 3 s after the kill
                PREFECT_API_URL=PREFECT_API_URL.value())  # the session's test server: no ephemeral start-up
     proc = subprocess.Popen([sys.executable, str(driver), str(config), "--db", str(db)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
@@ -111,11 +112,14 @@ def _run_and_kill(config: Path, db: Path, calls: Path, block: str, marker: str) 
     assert proc.returncode == -signal.SIGKILL
 
 
-@pytest.mark.parametrize("block, marker, restaged", [
-    ("stage:b", "b", ["b", "c"]),  # killed while staging the 2nd source, before any database write
-    ("finish", "finish", []),      # killed after sources were registered, with the run row still 'running'
+@pytest.mark.parametrize("block, marker, restaged, history", [
+    # killed while staging the 2nd source, before any database write: the killed process's staged files are
+    # swept by the next run (storage/db.py), so 'a' is staged again after its cached result is found stale
+    ("stage:b", "b", ["b", "c", "a"], ["completed"]),
+    ("finish", "finish", [], ["completed", "crashed"]),  # killed after sources were registered, the attempt 'running'
 ])
-def test_killed_run_resumes_and_ends_with_the_same_tables(tmp_path, monkeypatch, config, clean, block, marker, restaged):
+def test_killed_run_resumes_and_ends_with_the_same_tables(tmp_path, monkeypatch, config, clean, block, marker, restaged,
+                                                          history):
     import flows.ingest
     from flows.pipeline import run_config
     from tasks.ingest import stage_source
@@ -132,6 +136,7 @@ def test_killed_run_resumes_and_ends_with_the_same_tables(tmp_path, monkeypatch,
         return stage_source(spec, staging_dir, progress=progress)
 
     monkeypatch.setattr(flows.ingest, "stage_source", recorded)
+    time.sleep(3.5)  # past the killed attempt's lease
     resumed = run_config(config, str(db), None, progress=False)
     clean_run_id, clean_tables = clean
     assert resumed["run_id"] == clean_run_id
@@ -139,8 +144,13 @@ def test_killed_run_resumes_and_ends_with_the_same_tables(tmp_path, monkeypatch,
     assert rerun_calls == restaged
 
     got = db_contents(db, VOLATILE)
-    assert got == clean_tables
+    # the results equal a clean run's; the history also keeps the killed attempt, recorded as crashed
+    assert {t: r for t, r in got.items() if t != "run_attempts"} == {t: r for t, r in clean_tables.items() if t != "run_attempts"}
     assert len(got["runs"]) == 1 and "completed" in got["runs"][0]
+    from storage.db import Store
+    from storage.runs import list_runs
+
+    assert [r["status"] for r in list_runs(Store(db))] == history
     assert len(got["sources"]) == 3 and len(got["examples"]) == 200 + 400 + 200
     # no orphan source files: exactly the registered ones under artifacts/sources
     registered = sorted(Path(r[-1]).name for r in got["sources"])
