@@ -50,13 +50,37 @@ def _scaling(ctx: Context) -> Section:
     return run_scaling(ctx)
 
 
+def _pruning_quality(ctx: Context) -> Section:
+    from bench import bench_pruning_quality
+
+    return bench_pruning_quality.run(ctx)
+
+
+def _decisions(ctx: Context) -> Section:
+    from bench import bench_decisions
+
+    return bench_decisions.run(ctx)
+
+
+def _scale(ctx: Context) -> Section:
+    from bench import bench_scale
+
+    return bench_scale.run(ctx)
+
+
 BENCHES: dict[str, Callable[[Context], Section]] = {
     "ssp": _ssp,
     "ot_sweep": _ot_sweep,
     "scaling_fit": _scaling,
     "e2e": _e2e,
     "storage": _storage,
+    "pruning_quality": _pruning_quality,
+    "decisions": _decisions,
+    "scale": _scale,
 }
+
+# run only when asked for with --only (the full scale benchmark takes about an hour on 2 cores)
+OPT_IN = ("scale",)
 
 
 DEVICE_BENCHES = ("ssp", "ot_sweep")
@@ -174,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     # storage, e2e and the scaling fit run numpy/DuckDB/Prefect code with no device path: a GPU run
     # measures the torch code paths only, unless asked otherwise with --only
-    names = args.only or [n for n in BENCHES if device == "cpu" or n in DEVICE_BENCHES]
+    names = args.only or [n for n in BENCHES if n not in OPT_IN and (device == "cpu" or n in DEVICE_BENCHES)]
     machine = machine_description(device)
     sections: list[Section] = []
     failures: dict[str, str] = {}
