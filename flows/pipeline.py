@@ -99,8 +99,8 @@ def _discard(staged: list[StagedSource], store: Store, had_artifacts: bool) -> N
 
 def _source_lines(records: list[SourceRecord], pins: dict[str, int]) -> list[dict[str, Any]]:
     return [{"name": r.name, "version": r.version, "rows": r.n_rows, "train": r.n_train, "test": r.n_test,
-             "new": r.created, "source_id": pins.get(r.name, r.source_id),
-             **({"pinned_version": "latest"} if pins.get(r.name, r.source_id) != r.source_id else {})} for r in records]
+             "new": r.created, "source_id": r.source_id,
+             **({"reads_source_id": pins[r.name]} if pins.get(r.name, r.source_id) != r.source_id else {})} for r in records]
 
 
 def _run_pipeline(config: RunConfig, db: str, only: list[str] | None, progress: bool, runner: Any) -> dict[str, Any]:
@@ -134,8 +134,8 @@ def _run_pipeline(config: RunConfig, db: str, only: list[str] | None, progress: 
             _discard(staged, store, True)
             raise
         try:
-            latest = {s.name for s in config.sources if _requested_version(config, s.name) == "latest"}
-            records, pins = register_run_sources(store, staged, run_id, attempt_id, latest=latest)
+            requested = {s.name: v for s in config.sources if (v := _requested_version(config, s.name)) is not None}
+            records, pins = register_run_sources(store, staged, run_id, attempt_id, requested=requested)
             summary["sources"] = _source_lines(records, pins)
             with pinned(store, pins), results_in(store.artifacts_dir / "cache"):  # resume: finished heavy tasks are kept here
                 for stage in stages:

@@ -97,21 +97,22 @@ def register_sources(store: Store, staged: list[StagedSource], run_id: str | Non
 
 
 def register_run_sources(store: Store, staged: list[StagedSource], run_id: str | None = None,
-                         attempt_id: str | None = None, latest: frozenset[str] | set[str] = frozenset(),
+                         attempt_id: str | None = None, requested: Mapping[str, "int | str"] | None = None,
                          ) -> tuple[list[SourceRecord], dict[str, int]]:
     """Register every staged source in ONE transaction (all or nothing) and pin the run's versions.
 
     Returns the records and the pins ``{name: source_id}``: the registered version of each staged
-    source, or for names in ``latest`` (config ``version: latest``) the newest version of that name at
-    this moment. With ``run_id`` the run's ``run_sources`` become exactly the pinned versions (a rerun
-    whose file changed reads the new version, never both); with ``attempt_id`` the attempt records them.
+    source, or for names in ``requested`` (a config's ``version:``) that version, ``'latest'`` meaning
+    the newest of that name at this moment. With ``run_id`` the run's ``run_sources`` become exactly
+    the pinned versions (a rerun whose file changed reads the new version, never both); with
+    ``attempt_id`` the attempt records them.
     """
     try:
         with store.write() as con:
             records = [register_source(con, store, s) for s in staged]
             pins = {r.name: r.source_id for r in records}
-            for name in latest:
-                pins[name] = int(source_row(con, name)["source_id"])
+            for name, version in (requested or {}).items():
+                pins[name] = int(source_row(con, name, None if version == "latest" else int(version))["source_id"])
             if run_id is not None:
                 con.execute("DELETE FROM run_sources WHERE run_id = ?", [run_id])
                 for sid in sorted(set(pins.values())):

@@ -144,3 +144,30 @@ def test_stale_running_attempt_reads_crashed_and_the_next_writer_records_it(tmp_
     assert [(r[0], r[1]) for r in got] == [("pipeline-aaa", "crashed"), ("pipeline-bbb", "running")]
     assert "no heartbeat" in got[0][2] or "never kept a heartbeat" in got[0][2]
     assert run_status == [("crashed",)]
+
+
+def test_a_requested_version_pins_that_version_and_latest_the_newest(tmp_path):
+    """What a config's ``version:`` asks for (the pipeline passes it on): run_sources and the attempt say so."""
+    from configs.base import parse_config
+    from storage.db import Store
+    from storage.runs import start_run
+    from storage.sources import load_source, pinned, register_run_sources
+    from tasks.ingest import stage_source
+
+    store = Store(tmp_path / "w.duckdb")
+    for n in (30, 40):  # two versions of 'tab'
+        (tmp_path / "t.csv").write_text("a,y\n" + "".join(f"{i},{i % 2}\n" for i in range(n)))
+        spec = parse_config({"sources": [{"name": "tab", "kind": "csv", "path": str(tmp_path / "t.csv"), "label": "y"}]}).sources[0]
+        register_run_sources(store, [stage_source(spec, store.staging_dir())])
+    (tmp_path / "t.csv").write_text("a,y\n" + "".join(f"{i},{i % 2}\n" for i in range(30)))  # back to version 1's content
+    for requested, want in ((None, 1), ({"tab": "latest"}, 2), ({"tab": 2}, 2)):
+        attempt = start_run(store, "pipeline-x", "pipeline", "x", "{}", None)
+        _, pins = register_run_sources(store, [stage_source(spec, store.staging_dir())], "pipeline-x", attempt, requested)
+        with store.read() as con:
+            linked = con.execute("SELECT s.version FROM run_sources r JOIN sources s USING (source_id) "
+                                 "WHERE run_id = 'pipeline-x'").fetchall()
+            described = con.execute("SELECT sources FROM run_attempts WHERE attempt_id = ?", [attempt]).fetchall()[0][0]
+        assert linked == [(want,)] and json.loads(described)[0]["version"] == want
+        with pinned(store, pins):
+            assert load_source(store, "tab").version == want
+    assert load_source(store, "tab").version == 2  # outside a run: the latest
