@@ -251,11 +251,26 @@ def attempt_for_flow_run(store: Store, flow_run_id: str) -> dict | None:
     if not store.exists:
         return None
     with store.read() as con:
-        found = rows(con.execute("SELECT * FROM run_attempts WHERE prefect_flow_run_id = ? ORDER BY started_at DESC LIMIT 1",
+        found = rows(con.execute(f"SELECT * FROM {_attempts(con)} WHERE prefect_flow_run_id = ? ORDER BY started_at DESC LIMIT 1",
                                  [str(flow_run_id)]))
     if not found:
         return None
     return _judged(store, found)[0]
+
+
+#: a file written before run history (schema < 4) and not yet opened by a writer: its runs as attempt 1
+_ATTEMPTS_OF_OLD_FILE = (
+    "(SELECT run_id || '@1' AS attempt_id, run_id, 1 AS attempt, flow, name, status, prefect_flow_run_id, code_version, "
+    "NULL AS host, NULL AS pid, 0.0 AS lease_seconds, started_at, finished_at AS ended_at, error, NULL AS source_ids, "
+    "NULL AS sources FROM runs)"
+)
+
+
+def _attempts(con: duckdb.DuckDBPyConnection) -> str:
+    """``run_attempts``, or the runs of a file that predates it (read-only commands never migrate)."""
+    has = one(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'run_attempts' "
+                          "AND table_schema = 'main'"))[0]
+    return "run_attempts" if has else _ATTEMPTS_OF_OLD_FILE
 
 
 def _judged(store: Store, attempts: list[dict]) -> list[dict]:
@@ -277,7 +292,7 @@ def list_runs(store: Store, limit: int = 50) -> list[dict]:
         found = rows(con.execute(
             "SELECT run_id, attempt, flow, name, status, started_at, ended_at AS finished_at, "
             "round(epoch(ended_at) - epoch(started_at), 1) AS seconds, prefect_flow_run_id, error, sources, "
-            "attempt_id, lease_seconds FROM run_attempts ORDER BY started_at DESC, attempt DESC LIMIT ?", [limit]))
+            f"attempt_id, lease_seconds FROM {_attempts(con)} ORDER BY started_at DESC, attempt DESC LIMIT ?", [limit]))
     for r in _judged(store, found):
         srcs = json.loads(r["sources"]) if isinstance(r["sources"], str) else (r["sources"] or [])
         r["sources"] = ", ".join(f"{s['name']} v{s['version']}" for s in srcs)
@@ -300,13 +315,15 @@ def show_run(store: Store, run_id: str) -> dict:
             "WHERE r.run_id = ? ORDER BY s.name", [run_id]))
         counts = {}
         for (table,) in con.execute(RUN_TABLES_QUERY).fetchall():
+            if table == "run_attempts":  # the history, listed below
+                continue
             n = one(con.execute(f'SELECT count(*) FROM "{table}" WHERE run_id = ?', [run_id]))[0]
             if n:
                 counts[table] = n
         run["tables"] = counts
         attempts = rows(con.execute(
             "SELECT attempt, status, started_at, ended_at, prefect_flow_run_id, error, sources, attempt_id, lease_seconds "
-            "FROM run_attempts WHERE run_id = ? ORDER BY attempt", [run_id]))
+            f"FROM {_attempts(con)} WHERE run_id = ? ORDER BY attempt", [run_id]))
     for a in _judged(store, attempts):
         srcs = json.loads(a["sources"]) if isinstance(a["sources"], str) else (a["sources"] or [])
         a["sources"] = ", ".join(f"{s['name']} v{s['version']}" for s in srcs)
