@@ -190,11 +190,13 @@ def finalist_set(cfg: MixtureConfig, grid: np.ndarray, table: PilotTable, grid_o
     off = 0
     for p, why in items:
         p = np.asarray(p, dtype=np.float64)
-        on = np.flatnonzero(np.abs(grid - p).max(1) < 1e-9)
+        p = np.where(p < 1e-6, 0.0, p)  # the ascent's float dust (1e-16) is not a share of a pool
+        p = p / p.sum()
+        on = np.flatnonzero(np.abs(grid - p).max(1) < 1e-6)
         if on.size:
             key = str(int(on[0]))
         else:
-            same = [kk for kk, q in P.items() if np.abs(q - p).max() < 1e-9]
+            same = [kk for kk, q in P.items() if np.abs(q - p).max() < 1e-6]
             if same:
                 key = same[0]
             else:

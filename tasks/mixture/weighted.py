@@ -304,9 +304,11 @@ class WeightedOT:
                                      max_iter=min(self.max_iter, 2_000), device=self.device, dtype=self.dtype)
             value, f, g, n_iter, conv = float(r.lower[0]), r.f[0], r.g[0], r.n_iter, bool(r.converged[0])
             grad = self.problem.source_means(f)
-            if not conv:
+            if not conv and not getattr(self, "_warned", False):  # once per engine: the ascent calls it often
+                self._warned = True
                 warnings.warn(f"Sinkhorn did not reach tol={self.tol} for p={np.round(p, 3).tolist()} even at "
-                              f"ε={r.row_reg[0]:g}; raise reg", RuntimeWarning, stacklevel=2)
+                              f"ε={r.row_reg[0]:g} (further mixtures of this solve are not reported); raise reg",
+                              RuntimeWarning, stacklevel=2)
         else:
             value, f, g, n_iter, conv = self._ab.solve(a, self.b, init, self.tol, self.max_iter)
             grad = self.problem.source_means(f)
