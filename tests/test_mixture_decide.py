@@ -9,8 +9,8 @@ import pytest
 
 from tasks.mixture.correct import choose_bandwidth, fit_corrected
 from tasks.mixture.decide import (
-    choose_by_draws, coverage, extrapolation_halfwidth, log_error_interval, measurement_interval, merge_finalists,
-    pooled_logit_sd,
+    choose_by_draws, coverage, extrapolation_halfwidth, interval_sd, log_error_interval, measurement_interval,
+    merge_finalists, pooled_logit_sd,
 )
 from tasks.mixture.simplex import simplex_grid
 
@@ -136,3 +136,12 @@ def test_weighted_sweep_reports_iterations_and_seconds_per_mixture():
     assert sw.converged.all() and np.all(sw.regs == 0.05) and np.all(sw.seconds > 0)
     stalled = weighted_sweep(prob, grid, reg=0.001, tol=1e-7, max_iter=10)
     assert np.all(stalled.regs > 0.001) and stalled.n_unconverged >= 0 and np.all(np.isfinite(stalled.values))
+
+
+def test_an_alternative_that_varies_more_than_the_pool_gets_its_own_wider_sd():
+    calm = [np.array([0.80, 0.801, 0.799]), np.array([0.60, 0.601, 0.599])]
+    noisy = np.array([0.70, 0.80, 0.75])
+    s_own, df_own = interval_sd([noisy], calm + [noisy])
+    s_all, _ = pooled_logit_sd(calm + [noisy])
+    assert df_own == 2 and s_own > s_all
+    assert interval_sd([calm[0]], calm + [noisy]) == pooled_logit_sd(calm + [noisy])  # calm: the pooled SD

@@ -11,8 +11,9 @@ checked against them.
 Intervals live in logit space (accuracy a ↦ log(a / (1 − a))), so they never leave [0, 1]:
 a measurement interval is the mean logit of the confirm draws ± t_{df} · s · sqrt(1/R + 1/R_v),
 with s the within-alternative standard deviation of logit accuracies pooled over every finalist's
-rank draws (df = Σ (R_i − 1)) and R_v the draws a later measurement averages — a prediction
-interval for that measurement, not only for the mean. Extrapolated predictions use log-error
+rank draws (df = Σ (R_i − 1)), or over the alternative's own draws when those vary more
+(:func:`interval_sd`), and R_v the draws a later measurement averages — a prediction interval for
+that measurement, not only for the mean. Extrapolated predictions use log-error
 intervals, err · exp(±w) (see :func:`log_error_interval`), which stay in [0, 1] as well.
 """
 
@@ -71,6 +72,17 @@ def pooled_logit_sd(draws: Sequence[np.ndarray]) -> tuple[float, int]:
             ss += float(((z - z.mean()) ** 2).sum())
             df += z.size - 1
     return (float(np.sqrt(ss / df)) if df else float("nan")), df
+
+
+def interval_sd(own: Sequence[np.ndarray], everyone: Sequence[np.ndarray]) -> tuple[float, int]:
+    """The SD (and df) for one alternative's interval: the pooled SD over every alternative's draws, or
+    over its own draws (``own``: e.g. its rank and confirm draws) when that is larger — variance
+    differs between mixtures, and a pooled SD alone under-covered the noisier ones."""
+    s_all, df_all = pooled_logit_sd(everyone)
+    s_own, df_own = pooled_logit_sd(own)
+    if df_own and (not df_all or s_own > s_all):
+        return s_own, df_own
+    return s_all, df_all
 
 
 def snap(lo: float, hi: float) -> tuple[float, float]:

@@ -18,8 +18,8 @@ import numpy as np
 from configs.mixture import MixtureConfig
 from tasks.mixture.correct import CorrectedFit, choose_bandwidth, fit_corrected
 from tasks.mixture.decide import (
-    Coverage, Finalist, choose_by_draws, coverage, extrapolation_halfwidth, log_error_interval, measurement_interval,
-    merge_finalists, pooled_logit_sd,
+    Coverage, Finalist, choose_by_draws, coverage, extrapolation_halfwidth, interval_sd, log_error_interval,
+    measurement_interval, merge_finalists, pooled_logit_sd,
 )
 from tasks.mixture.extrapolate import extrapolate_errors
 from tasks.mixture.jobs import Train, trial_seed
@@ -301,7 +301,8 @@ def decide(cfg: MixtureConfig, finalists: list[Finalist], fp: dict[str, np.ndarr
                              "confirm") if sel.confirm else []
     confirm = _acc(conf_runs, chosen)
     if confirm.size and final_n == n_target:
-        est, lo, hi = measurement_interval(confirm, sd, df, level=sel.level, n_future=cfg.extrapolation.reps)
+        s_c, df_c = interval_sd([rank[chosen], confirm], list(rank.values()))
+        est, lo, hi = measurement_interval(confirm, s_c, df_c, level=sel.level, n_future=cfg.extrapolation.reps)
     else:  # no independent draws at N: an estimate from the rank draws, with the widest honest interval
         est, lo, hi = float(np.mean(rank[chosen])), 0.0, 1.0
     name = {f.key: f for f in finalists}
@@ -359,8 +360,8 @@ def _assemble(cfg, data, grid, table, ot_vals, surface, ext, proposal, grid_obj,
         if f.key == decision.chosen:
             pred, lo, hi = decision.estimate, decision.lo, decision.hi
         elif decision.rank[f.key].size and cfg.extrapolation.train_at_target:
-            pred, lo, hi = measurement_interval(decision.rank[f.key], decision.sd, decision.df, level=level,
-                                                n_future=cfg.extrapolation.reps)
+            s_f, df_f = interval_sd([decision.rank[f.key]], list(decision.rank.values()))
+            pred, lo, hi = measurement_interval(decision.rank[f.key], s_f, df_f, level=level, n_future=cfg.extrapolation.reps)
         else:
             pred, lo, hi = float(grid_obj[int(f.key)]) if int(f.key) >= 0 else proposal.predicted, 0.0, 1.0
         m = fin_measured.get(f.key, np.zeros(0))

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from configs.base import RunConfig
-from tasks.mixture.decide import choose_by_draws, coverage, measurement_interval, pooled_logit_sd, snap
+from tasks.mixture.decide import choose_by_draws, coverage, interval_sd, measurement_interval, pooled_logit_sd, snap
 from tasks.mixture.jobs import Train, accuracies
 from tasks.mixture.pilots import Pools
 from tasks.mixture.pools import MixtureData
@@ -168,7 +168,9 @@ def run_plan(data: MixtureData, config: RunConfig, options: list[list[PoolOption
         t0 = time.perf_counter()
         val = train(val_trials)
         secs["validation"] = time.perf_counter() - t0
-    est = measurement_interval(accuracies(final_runs, pick.key, "final"), sd, df, level=pc.level, n_future=reps)
+    final = accuracies(final_runs, pick.key, "final")
+    s_p, df_p = interval_sd([rank[pick.key], final], list(rank.values()))
+    est = measurement_interval(final, s_p, df_p, level=pc.level, n_future=reps)
     plan_j = next(j for j, e in enumerate(entries) if e.key == pick.key)
     alternatives = [_alternative(e, j == plan_j, options, conf, float(e_ot[j]), float(e_screen[j]), val, est,
                                  float(np.mean(rank[e.key])))
