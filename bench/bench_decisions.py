@@ -226,12 +226,10 @@ def run_setting(s: Setting, sources: dict[str, Any], seed: int) -> dict[str, Any
 
 
 def _plan_coverage(plan) -> list[int]:
-    seen: dict[str, Any] = {}
-    for a in plan.alternatives:
-        if a.role == "plan" or a.key not in seen:
-            seen[a.key] = a
-    got = [a.contained for a in seen.values() if a.contained is not None]
-    return [int(sum(got)), len(got)]
+    from tasks.plan.stage import plan_coverage
+
+    c = plan_coverage(plan)
+    return [c.inside, c.total]
 
 
 def _in01(study, plan) -> bool:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from configs.base import RunConfig
-from tasks.mixture.decide import choose_by_draws, coverage, interval_sd, measurement_interval, pooled_logit_sd, snap
+from tasks.mixture.decide import Coverage, choose_by_draws, coverage, interval_sd, measurement_interval, pooled_logit_sd, snap
 from tasks.mixture.jobs import Train, accuracies
 from tasks.mixture.pilots import Pools
 from tasks.mixture.pools import MixtureData
@@ -193,7 +193,9 @@ def run_plan(data: MixtureData, config: RunConfig, options: list[list[PoolOption
                   "final_reps": pc.final_reps, "final_confirm_reps": pc.final_confirm_reps, "sd_logit": sd, "df": df,
                   "holdout_residuals": [round(float(r), 4) for r in res]},
     )
-    lines += plan_lines(outcome, pc.level)
+    cov = plan_coverage(outcome)
+    outcome.settings["coverage"] = [cov.inside, cov.total]
+    lines += plan_lines(outcome, pc.level) + ["  " + cov.line(pc.level)]
     return outcome, lines
 
 
@@ -223,11 +225,15 @@ def plan_lines(o: PlanOutcome, level: float) -> list[str]:
         inside = {True: " (inside)", False: " (outside)", None: ""}[a.contained]
         out.append(f"    {a.role:9s} {a.name:24s} {100 * a.predicted:5.1f} [{100 * a.lo:.1f}, {100 * a.hi:.1f}] / {meas}{inside}"
                    f"  {describe_mixture(a.options, a.p, o.pools)}" + (f"; {a.note}" if a.note else ""))
+    return out
+
+
+def plan_coverage(o: PlanOutcome) -> Coverage:
+    """Measured alternatives inside their interval, one per distinct alternative (a baseline equal to a
+    finalist shares its trainings), the plan included."""
     seen: dict[str, Alternative] = {}
-    for a in o.alternatives:  # one row per distinct alternative (a baseline equal to a finalist shares its trainings)
+    for a in o.alternatives:
         if a.role == "plan" or a.key not in seen:
             seen[a.key] = a
-    cov = coverage([(a.lo, a.hi, a.measured) for a in seen.values()])
-    out.append("  " + cov.line(level))
-    return out
+    return coverage([(a.lo, a.hi, a.measured) for a in seen.values()])
 
