@@ -123,7 +123,7 @@ def _x2_for(name: str, x2: np.ndarray | None) -> np.ndarray | None:
     return x2[:, 0] if x2 is not None and get_form(name).n_vars == 2 else x2
 
 
-def score_curve(c: dict, origins: int = 1) -> dict:
+def score_curve(c: dict, origins: int | None = None) -> dict:
     """Held-out RMSLE of auto, the two naive forecasts and every single form on one curve."""
     from tasks.scaling.api import fit_report
     from tasks.scaling.validate import baseline_predictions, holdout_mask, rmsle
@@ -156,7 +156,7 @@ def score_curve(c: dict, origins: int = 1) -> dict:
     return out
 
 
-def curves_table(seed: int = 0, origins: int = 1) -> dict:
+def curves_table(seed: int = 0, origins: int | None = None) -> dict:
     rows = [score_curve(c, origins=origins) for c in generated_curves(seed)]
     kinds: dict[str, dict] = {}
     for kind in dict.fromkeys(r["kind"] for r in rows):
@@ -194,7 +194,7 @@ def main() -> None:
     ap.add_argument("--scipy-starts", type=int, default=4500, help="run scipy on an even subsample and scale its time")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--curves", action="store_true", help="the generated-curve table: auto vs naive vs single forms")
-    ap.add_argument("--origins", type=int, default=1, help="--curves: rolling origins of auto's own check")
+    ap.add_argument("--origins", type=int, default=None, help="--curves: rolling origins of auto's own check (default: auto's)")
     args = ap.parse_args()
     if args.curves:
         out = args.out or Path(__file__).parent / "out" / "bench_scaling_curves.json"

@@ -273,7 +273,7 @@ def fit_flow(
     huber_delta: float = 1e-3,
     level: float = 0.95,
     plot_path: str | None = None,
-    origins: int = 1,
+    origins: int | None = None,
 ) -> dict[str, Any]:
     """Fit a validated input (one curve, or one per ``--by`` key), write the plot, and store run +
     fits + predictions + details; returns a summary with the reports."""
@@ -281,7 +281,7 @@ def fit_flow(
 
     options = dict(form=form, holdout_largest=holdout_largest, bootstrap=bootstrap, predict_at=predict_at or [],
                    predict_at_x2=predict_at_x2, seed=seed, huber_delta=huber_delta, level=level)
-    if origins != 1:
+    if origins is not None:
         options["origins"] = origins
     config_json = fit_config_json(data, **options)
     run_id = make_run_id("fit", config_json)
@@ -389,7 +389,8 @@ def extrapolate_pilots(
         try:
             rep = fit_report(size[m], err, form=cfg.form, holdout_largest=cfg.holdout_largest, candidates=cfg.candidates, **kwargs)
         except WinnowError as e:
-            if cfg.holdout_largest == 0 or "cannot hold out" not in str(e) and "no candidate form" not in str(e):
+            too_few = any(msg in str(e) for msg in ("cannot hold out", "no candidate form", "distinct x values"))
+            if cfg.holdout_largest == 0 or not too_few:
                 out.append(PilotFit(key, None, f"skipped: {e}"))
                 continue
             form = "m2" if cfg.form == "auto" else cfg.form
@@ -429,7 +430,7 @@ def summary_lines(fits: list[PilotFit], skipped: list[str]) -> list[str]:
     """Aggregate lines: forms chosen, how many beat the naive baselines, best predicted mixtures."""
     if not fits:
         return ["no curve could be fitted"] + skipped
-    forms = Counter(pf.report.fit.form for pf in fits)
+    forms = Counter(pf.report.predictor or pf.report.fit.form for pf in fits)
     validated = [pf for pf in fits if pf.report.validation is not None]
     beats = sum(bool(pf.report.validation.beats_baseline) for pf in validated)
     unstable = sum(not pf.report.fit.stable for pf in fits)
@@ -443,9 +444,10 @@ def summary_lines(fits: list[PilotFit], skipped: list[str]) -> list[str]:
     if len(fits[0].report.fit.predict_at):
         i = len(fits[0].report.fit.predict_at) - 1
         x = fits[0].report.fit.predict_at[i]
-        best = sorted(fits, key=lambda pf: pf.report.fit.predictions[i])[:3]
+        best = sorted(fits, key=lambda pf: pf.report.predictions[i])[:3]
         lines.append(f"lowest predicted error at N={x:,.0f}: " + "; ".join(
-            f"{pf.key} {_g(pf.report.fit.predictions[i])} [{_g(pf.report.fit.pred_lo[i])}, {_g(pf.report.fit.pred_hi[i])}]" for pf in best))
+            f"{pf.key} {_g(pf.report.predictions[i])} [{_g(pf.report.pred_lo[i])}, {_g(pf.report.pred_hi[i])}]"
+            + ("" if not pf.report.naive else f" ({pf.report.predictor})") for pf in best))
     return lines + skipped
 
 

@@ -240,14 +240,15 @@ def fit_report(
     level: float = 0.95,
     candidates: Sequence[str] | None = None,
     naive: bool = True,
-    origins: int = 1,
+    origins: int | None = None,
 ) -> FitReport:
     """Validate (rolling origin, ``holdout_largest`` scales), choose the predictor if ``form == "auto"``,
     then fit on all points and predict with an interval.
 
     ``form="auto"`` needs ``holdout_largest >= 1``: the candidate forms and (with ``naive``) the naive
-    forecasts are ranked by held-out RMSLE only, over ``origins`` rolling origins (fewer when the
-    curve is short). A form with more parameters than training points is fitted with an exponent
+    forecasts are ranked by held-out RMSLE only, over ``origins`` rolling origins (default: 2 for
+    ``auto``, 1 for a given form; fewer when the curve is short), the simplest within the residual
+    scatter of the best winning (:func:`~tasks.scaling.validate.select_form`). A form with more parameters than training points is fitted with an exponent
     prior (:data:`~tasks.scaling.validate.EXPONENT_PRIOR`) instead of being refused.
 
     Every prediction carries an interval: the hull of the run bootstrap (``bootstrap > 0``), the
@@ -268,6 +269,8 @@ def fit_report(
         )
     notes: list[str] = []
     selection = validation = None
+    if origins is None:
+        origins = 2 if form == "auto" else 1
     n_orig = max(1, min(int(origins), levels - holdout_largest - 1)) if holdout_largest else 1
     if form == "auto":
         if holdout_largest < 1:
@@ -370,9 +373,18 @@ def _predict_with_interval(
             parts.append("the exponent prior's +-2 sd")
     if validation is not None and np.isfinite(validation.rmsle) and px.size:
         z = NormalDist().inv_cdf(0.5 + level / 2.0)
-        w = z * validation.rmsle * _stretch(x, validation, px)
+        e = validation.rmsle
+        noise = ""
+        if predictor not in NAIVE:  # the scatter of single observations around the final fit
+            with np.errstate(all="ignore"):
+                r = np.log(y) - np.log(get_form(fit.form).predict(fit.theta, x, _x2_for(fit.form, x2)))
+            s = float(np.sqrt(np.mean(r[np.isfinite(r)] ** 2))) if np.isfinite(r).any() else 0.0
+            e = float(np.hypot(e, s))
+            noise = f" and residual scatter {s:.3g}"
+        w = z * e * _stretch(x, validation, px)
         lo, hi = np.fmin(lo, preds * np.exp(-w)), np.fmax(hi, preds * np.exp(w))
-        parts.append(f"held-out error band ({z:.2f} x RMSLE {validation.rmsle:.3g}, widened with extrapolation distance)")
+        parts.append(f"held-out error band ({z:.2f} x [held-out RMSLE {validation.rmsle:.3g}{noise}], "
+                     "widened with extrapolation distance)")
     method = ("hull of: " + "; ".join(parts)) if parts else "none (nothing measured the uncertainty)"
     return preds, lo, hi, method
 

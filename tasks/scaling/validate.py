@@ -116,6 +116,7 @@ class Validation:
     params: dict[str, float] | None = None  # the validated fit (origin 0, training points only)
     prior: dict[str, tuple[float, float]] | None = None  # exponent prior used on a short curve
     unpinned: tuple[str, ...] = ()  # parameters the validated fit does not pin down
+    train_rmsle: float | None = None  # RMS log residual of the validated fit on its training points (noise scale)
 
     @property
     def best_baseline(self) -> str:
@@ -149,7 +150,7 @@ def rolling_origin(
     ares, rmsles, b_are, b_rmsle = [], [], {b: [] for b in BASELINES}, {b: [] for b in BASELINES}
     points = np.empty((0, 4))
     warning = None
-    params = prior_used = None
+    params = prior_used = train_rmsle = None
     unpinned: tuple[str, ...] = ()
     n_train = n_test = 0
     for o in range(origins):
@@ -176,6 +177,7 @@ def rolling_origin(
             points = np.column_stack([x[test], x2t, y[test], pred])
             if fit is not None:
                 warning, params, prior_used, unpinned = fit.warning, fit.params, fit.prior, fit.unpinned
+                train_rmsle = rmsle(y[train], form.predict(fit.theta, x[train], xt2))
             else:
                 params = {form_name: float(pred[0]) if pred.size else float("nan")}
     mean_b = {b: float(np.mean(v)) for b, v in b_are.items()}
@@ -196,6 +198,7 @@ def rolling_origin(
         params=params,
         prior=prior_used,
         unpinned=unpinned,
+        train_rmsle=train_rmsle,
     )
 
 
@@ -246,9 +249,16 @@ def select_form(
     delta: float = 1e-3,
     naive: bool = True,
     allow_prior: bool = True,
+    parsimony: bool = True,
 ) -> Selection:
     """Choose among ``candidates`` (and, with ``naive``, the naive forecasts) by rolling-origin
     held-out RMSLE only (never by training fit).
+
+    ``parsimony``: a held-out difference smaller than the scatter of single observations (the RMS
+    log residual of the best form's validated fit on its training points) is not evidence, so among
+    the candidates within that margin of the lowest held-out RMSLE the simplest is chosen: last
+    value, then best small, then forms by number of parameters (Breiman et al.'s one-standard-error
+    rule, with the residual scatter as the error scale).
 
     A form with more parameters than training points is fitted with an exponent prior when it has
     one (:data:`EXPONENT_PRIOR`, ``allow_prior``), otherwise skipped (recorded with ``error``).
@@ -276,19 +286,32 @@ def select_form(
     if not ok:
         reasons = "; ".join(f"{n}: {v.error}" for n, v in vals.items())
         raise WinnowError(f"no candidate form could be validated ({reasons})")
-    rank = {b: i + 1 for i, b in enumerate(NAIVE)}  # ties: a form, then last value, then best small
-    best = min(ok, key=lambda n: (ok[n].rmsle, rank.get(n, 0)))
+    rank = {b: i + 1 for i, b in enumerate(NAIVE)}  # exact ties: a form, then last value, then best small
+    top = min(ok, key=lambda n: (ok[n].rmsle, rank.get(n, 0)))
     ok_forms = [n for n in ok if n not in NAIVE]
     best_form = min(ok_forms, key=lambda n: ok[n].rmsle) if ok_forms else None
+    margin = 0.0
+    if parsimony and best_form is not None and ok[best_form].train_rmsle is not None and np.isfinite(ok[best_form].train_rmsle):
+        margin = float(ok[best_form].train_rmsle)
+    within = [n for n in ok if ok[n].rmsle <= ok[top].rmsle + margin]
+    complexity = {"last_value": -2.0, "best_small": -1.0}
+    best = min(within, key=lambda n: (complexity.get(n, get_form(n).p if n not in NAIVE else 0), ok[n].rmsle))
+    simpler = ""
+    if best != top:
+        simpler = (f" ({best} is the simplest candidate within the residual scatter {margin:.3g} of the lowest held-out "
+                   f"RMSLE, {top} {ok[top].rmsle:.4g})")
+    if best_form is not None and best not in NAIVE:
+        best_form = best
     v = ok[best]
     if best in NAIVE:
         runner = f"best form {best_form} has held-out RMSLE {ok[best_form].rmsle:.4g}" if best_form else "no form could be validated"
-        msg = (f"chose the naive forecast {best.replace('_', ' ')}: held-out RMSLE {v.rmsle:.4g}; {runner}. "
+        msg = (f"chose the naive forecast {best.replace('_', ' ')}: held-out RMSLE {v.rmsle:.4g}; {runner}{simpler}. "
                "no form beats the naive baseline, so the prediction is the naive forecast")
         beats = False
     else:
         bname = min(v.baseline_rmsle, key=v.baseline_rmsle.__getitem__)
-        msg = f"chose {best}: held-out RMSLE {v.rmsle:.4g} vs best naive forecast {bname.replace('_', ' ')} {v.baseline_rmsle[bname]:.4g}"
+        msg = (f"chose {best}: held-out RMSLE {v.rmsle:.4g} vs best naive forecast {bname.replace('_', ' ')} "
+               f"{v.baseline_rmsle[bname]:.4g}{simpler}")
         beats = v.rmsle < v.baseline_rmsle[bname]
         if not beats:
             msg = (f"no form beats the naive baseline: best form {best} has held-out RMSLE {v.rmsle:.4g}, "
