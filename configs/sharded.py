@@ -4,7 +4,7 @@ Example (``winnow`` wiring: see docs/operations.md, "Which stages run where")::
 
     name: big
     source: {kind: synthetic_embeddings, n: 10000000, d: 384, clusters: 1000, duplicate_rate: 0.05}
-    shard_rows: 131072          # rows per shard (a multiple of 16384)
+    shard_rows: 262144          # rows per shard (a multiple of 16384)
     k: 100
     semdedup_eps: [0.01]
     semdedup_sub_rows: 2000     # bound the pairwise pass (None: exact per-cluster pass)
@@ -61,7 +61,7 @@ class ShardedConfig(StrictModel):
     semdedup_block: int | None = Field(default=2048, gt=0)
     semdedup_max_pairs: int = Field(default=2**27, gt=0)
     semdedup_sub_rows: int | None = Field(default=None, ge=2)
-    semdedup_sub_iters: int = Field(default=10, gt=0)
+    semdedup_sub_iters: int = Field(default=5, gt=0)
     semdedup_groups: int | None = Field(default=None, gt=0, description="cluster groups (tasks); default: one per shard")
     fraction: float = Field(default=0.3, gt=0.0, le=1.0)
     policy: Literal["hard", "easy", "auto"] = "auto"

@@ -76,7 +76,7 @@ def embed_shard(source: SyntheticSourceConfig | ParquetEmbeddingsConfig, index: 
         X = col.flatten().to_numpy().reshape(len(col), col.type.list_size)
         row_index = table.column("row_index").to_numpy()
     h = content_hash(row_index, X)
-    path = write_atomic(vectors_table(row_index, X), Path(out_dir) / shard_name(index))
+    path = write_atomic(vectors_table(row_index, X), Path(out_dir) / shard_name(index), compression="none")
     return ShardFile(index, start, stop, path, h)
 
 
@@ -122,7 +122,7 @@ def score_shard_task(shard: ShardFile, centroids: np.ndarray, n_parts: int, out_
             continue
         part_paths.append(write_atomic(
             vectors_table(row_index[rows], X[rows], cluster=sc.assign[rows], cos=sc.cos[rows]),
-            out / "parts" / f"p-{p:04d}" / shard_name(shard.index)))
+            out / "parts" / f"p-{p:04d}" / shard_name(shard.index), compression="none"))
     sizes = np.bincount(sc.assign, minlength=centroids.shape[0]).astype(np.int64)
     return ScoredShard(shard.index, shard.start, shard.stop, scores_path, part_paths, sizes,
                        content_hash(sc.assign, sc.scores))

@@ -6,11 +6,12 @@ their own; one task reads one group and runs the in-memory kernel
 the keep/remove decision of every row is the one the in-memory path makes on the whole matrix.
 
 Bounding the pairwise pass (``sub_rows``): SemDeDup costs O(m_j^2 d) for a cluster of m_j rows,
-which grows with n at a fixed k. With ``sub_rows`` set, a cluster larger than that is split by the
-in-memory k-means kernel into ceil(m_j / sub_rows) sub-clusters (seeded by the cluster id) and the
-pairwise pass runs per sub-cluster, as SemDeDup does at web scale with many fine clusters: near-
-copies (cosine > 1 - eps) fall into the same sub-cluster except at its borders, so a few
-duplicates that straddle a border can be kept. ``sub_rows=None`` is the exact per-cluster pass.
+which grows with n at a fixed k. With ``sub_rows`` set, a cluster larger than that is split by
+recursive spherical 2-means (the in-memory kernel with k = 2, seeded by the cluster id) until
+every piece has at most ``sub_rows`` rows, and the pairwise pass runs per piece, as SemDeDup does at
+web scale with many fine clusters: near-copies (cosine > 1 - eps) fall into the same piece except
+at its borders, so a few duplicates that straddle a border can be kept. ``sub_rows=None`` is the
+exact per-cluster pass.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def dedup_clusters(
     block: int | None = DEFAULT_BLOCK,
     max_pairs: int = DEFAULT_MAX_PAIRS,
     sub_rows: int | None = None,
-    sub_iters: int = 10,
+    sub_iters: int = 5,
     seed: int = 0,
 ) -> DedupGroup:
     """SemDeDup of the rows of whole clusters.
@@ -70,7 +71,7 @@ def dedup_clusters(
     eps : thresholds (duplicate if cosine similarity > 1 - eps).
     block, max_pairs : the kernel's memory bounds.
     sub_rows : split clusters larger than this into sub-clusters (None: exact per-cluster pass).
-    sub_iters, seed : the sub-clustering's iterations and seed (mixed with the cluster id).
+    sub_iters, seed : iterations of each 2-means split and the seed (mixed with the cluster id).
     """
     eps_t = tuple(float(e) for e in eps)
     m = int(np.asarray(row_index).size)
@@ -92,18 +93,16 @@ def dedup_clusters(
     not_converged = 0
     for c, a, size in zip(ids, starts, sizes):
         b = a + size
-        parts = 1 if sub_rows is None else -(-int(size) // sub_rows)
-        if parts <= 1:
+        if sub_rows is None or size <= sub_rows:
             local[a:b] = n_groups
             n_groups += 1
             continue
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", RuntimeWarning)
-            sub = spherical_kmeans(X[a:b], parts, iters=sub_iters, seed=(int(seed) * 1_000_003 + int(c)) % 2**31)
-        not_converged += any(issubclass(w.category, RuntimeWarning) for w in caught)
-        local[a:b] = n_groups + sub.assign
-        local_cos[a:b] = sub.cos_to_centroid
-        n_groups += parts
+        leaves, nc = _bisect(X[a:b], sub_rows, sub_iters, (int(seed) * 1_000_003 + int(c)) % 2**31)
+        not_converged += nc
+        for rows, leaf_cos in leaves:
+            local[a + rows] = n_groups
+            local_cos[a + rows] = leaf_cos
+            n_groups += 1
     sizes_local = np.bincount(local, minlength=n_groups).astype(np.int64)
     km = KMeansResult(centroids=np.zeros((n_groups, 1), dtype=np.float32), assign=local,
                       cos_to_centroid=local_cos, sizes=sizes_local, objective=float("nan"), n_iter=0,
@@ -116,3 +115,33 @@ def dedup_clusters(
         removed[e] = row_index[gone][o]
         removed_cluster[e] = cluster[gone][o].astype(np.int32)
     return DedupGroup(removed, removed_cluster, m, int(ids.size), n_groups, not_converged, eps_t)
+
+
+def _bisect(X: np.ndarray, sub_rows: int, iters: int, seed: int) -> tuple[list[tuple[np.ndarray, np.ndarray]], int]:
+    """Split rows by recursive spherical 2-means until every leaf has at most ``sub_rows`` rows.
+
+    Returns the leaves as (row positions, cosine to the leaf's centroid) and how many splits did not
+    converge. Cost per row: O(log2(m / sub_rows) * d * iters), against O(m / sub_rows * d * iters) for
+    one flat k-means with m / sub_rows centroids. A split that cannot separate the rows (all on one
+    side: identical rows) stops there.
+    """
+    leaves: list[tuple[np.ndarray, np.ndarray]] = []
+    not_converged = 0
+    todo = [np.arange(X.shape[0])]
+    while todo:
+        rows = todo.pop()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)
+            km = spherical_kmeans(X[rows], 2, iters=iters, seed=seed, init="random")
+        not_converged += any(issubclass(w.category, RuntimeWarning) for w in caught)
+        if km.sizes.min() == 0:
+            leaves.append((rows, km.cos_to_centroid))
+            continue
+        for j in (0, 1):
+            side = km.assign == j
+            if side.sum() > sub_rows:
+                todo.append(rows[side])
+            else:
+                leaves.append((rows[side], km.cos_to_centroid[side]))
+    leaves.sort(key=lambda leaf: int(leaf[0][0]))
+    return leaves, not_converged

@@ -8,8 +8,9 @@ from tasks.prune.kmeans import DEFAULT_CHUNK
 
 __all__ = ["DEFAULT_SHARD_ROWS", "Shard", "plan_shards"]
 
-#: rows per shard: 8 k-means chunks; 131,072 x 384 float32 = 192 MiB per shard in memory
-DEFAULT_SHARD_ROWS = 8 * DEFAULT_CHUNK
+#: rows per shard: 16 k-means chunks; 262,144 x 384 float32 = 384 MiB per shard in memory (a task
+#: holds one shard plus ~1 cluster group's copy: well inside a 2 GiB worker)
+DEFAULT_SHARD_ROWS = 16 * DEFAULT_CHUNK
 
 
 @dataclass(frozen=True)
