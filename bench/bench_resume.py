@@ -12,6 +12,7 @@ pilot chunk and is SIGKILLed (whole process group) once 80 % of the cold run's p
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import subprocess
@@ -103,7 +104,7 @@ def main() -> None:
     db = tmp / "resumed" / "w.duckdb"
     proc = subprocess.Popen([sys.executable, str(driver), str(cfg), "--db", str(db), "--json"], env=env, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    kill_after = int(0.8 * total) + 1
+    kill_after = math.ceil(0.8 * total) + 1
     while _count(kill_log) < kill_after and proc.poll() is None:
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)

@@ -221,11 +221,12 @@ def add_server_states(rows: list[dict]) -> tuple[list[dict], str | None]:
     return out, None
 
 
-def _attempt_for(db: str, flow_run_id: str) -> dict | None:
+def _attempt_for(db: str, flow_run_id: str, lock_timeout_s: float = 2.0) -> dict | None:
+    """The winnow attempt of a flow run (short lock wait by default: a wait loop must not stall on a busy file)."""
     from storage.db import Store
     from storage.runs import attempt_for_flow_run
 
-    return attempt_for_flow_run(Store(db), flow_run_id)
+    return attempt_for_flow_run(Store(db, lock_timeout_s=lock_timeout_s), flow_run_id)
 
 
 def _record_crash(db: str, flow_run_id: str, attempt: dict) -> str:
@@ -270,7 +271,10 @@ def trigger_run(name: str, assignments: list[str], wait: bool, timeout_s: float,
         out["message"] = fr.state.message
         out["final"] = True
         if params.get("db"):
-            attempt = _attempt_for(params["db"], str(fr.id))
+            try:
+                attempt = _attempt_for(params["db"], str(fr.id), lock_timeout_s=30.0)
+            except WinnowError:  # the file is busy or unreadable: the state is still the answer
+                attempt = None
             out["run_id"] = attempt["run_id"] if attempt else None
     return out
 
