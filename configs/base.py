@@ -156,6 +156,13 @@ class RunConfig(StrictModel):
     task_runner: TaskRunnerConfig = Field(default_factory=TaskRunnerConfig)
     deploy: DeployConfig | None = None
 
+    @field_validator("db", mode="before")
+    @classmethod
+    def _db_not_blank(cls, v: Any) -> Any:
+        if isinstance(v, str) and not v.strip():
+            raise ValueError("db is empty: give a DuckDB file path, or leave 'db' out")
+        return v
+
     @model_validator(mode="after")
     def _unique_names(self) -> "RunConfig":
         seen: set[str] = set()

@@ -173,6 +173,7 @@ class Store:
         self.path = Path(path).expanduser().resolve()
         self.lock_timeout_s = env_lock_timeout_s() if lock_timeout_s is None else lock_timeout_s
         self._schema_checked = False
+        self._check_type()  # stat calls only: a directory, special file or file-as-folder fails at once
 
     # ------------------------------------------------------------------ paths
     @property
@@ -335,9 +336,40 @@ class Store:
         os.replace(staged, target)
         return self.relative(target)
 
-    def staging_dir(self) -> Path:
-        """A folder on the same file system as the artifacts, for tasks that stream large outputs."""
+    def check_usable(self) -> None:
+        """Refuse, before any data is read, a database path that cannot work: a directory or special file,
+        an unwritable place, a file that is not DuckDB, someone else's DuckDB file, a newer schema.
+        Opens the file read-only for a moment; a file locked by a writer is left to the writer's checks."""
         self._check_location()
+        if not self.exists:
+            return
+        try:
+            con = duckdb.connect(str(self.path), read_only=True)
+        except duckdb.IOException as err:
+            if _is_lock_error(err):
+                return
+            raise WinnowError(f"cannot open database {self.path}: {str(err).splitlines()[0]} (use --db or WINNOW_DB)") from None
+        except duckdb.Error as err:
+            raise WinnowError(f"cannot open database {self.path}: {str(err).splitlines()[0]} (use --db or WINNOW_DB)") from None
+        try:
+            from storage.schema import check_readable
+
+            self._check_winnow_file(con)
+            try:
+                check_readable(con, self.path)
+            except WinnowError:
+                raise
+            except (duckdb.Error, ValueError) as err:
+                raise self._not_winnow(str(err).splitlines()[0]) from None
+        finally:
+            con.close()
+
+    def staging_dir(self) -> Path:
+        """A folder on the same file system as the artifacts, for tasks that stream large outputs.
+
+        The database is checked first (:meth:`check_usable`): staging is the first step of a run, and
+        an unusable database must be refused before any data is read."""
+        self.check_usable()
         d = self.artifacts_dir / "staging"
         try:
             d.mkdir(parents=True, exist_ok=True)

@@ -366,13 +366,13 @@ def _numeric_looking(spec: SourceConfig, rb: pa.RecordBatch) -> dict[str, tuple[
     if spec.kind != "csv" or spec.text is not None or spec.features is not None:
         return {}
     out = {}
-    for name in rb.schema.names:
+    for i, name in enumerate(rb.schema.names):  # by position: duplicate names are refused later, by name
         if name in {spec.label, spec.split} | RESERVED:
             continue
-        t = rb.schema.field(name).type
+        t = rb.schema.field(i).type
         if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
             continue
-        cells = rb.column(name).to_pylist()
+        cells = rb.column(i).to_pylist()
         filled = [(i, c) for i, c in enumerate(cells) if c is not None and c.strip() != ""]
         good = sum(_parses_as_number(c) for _, c in filled)
         if filled and good * 2 >= len(filled) and good < len(filled):

@@ -49,3 +49,42 @@ def test_shipped_demo_config_is_valid_and_hash_is_stable():
     assert cfg.hash() == load_config(builtin_config("demo")).hash()
     with pytest.raises(WinnowError, match="no shipped config named 'nope'"):
         builtin_config("nope")
+
+
+@pytest.mark.parametrize("text,message", [
+    ("sources:\n  - {name: a, kind: mnist}\nsources:\n  - {name: b, kind: mnist}\n", "key 'sources' appears twice"),
+    ("sources:\n  - {name: a, kind: mnist, seed: -1}\n", "key 'sources.0.seed': a seed must be a whole number"),
+    ("sources:\n  - {name: a, kind: mnist, seed: 18446744073709551616}\n", "key 'sources.0.seed'"),
+    ("sources:\n  - {name: a, kind: mnist}\nextrapolate: {huber_delta: .inf}\n", "key 'extrapolate.huber_delta': numbers must be finite"),
+    ("sources:\n  - {name: a, kind: mnist}\nmixture:\n  pools: [{name: p, source: a, class_proportions: {'0': .nan}}]\n",
+     "numbers must be finite"),
+    ("sources:\n  - {name: a, kind: csv, path: x.csv, delimiter: ';;'}\n", "key 'sources.0.delimiter'"),
+    ("sources:\n  - {name: a, kind: csv, path: x.csv, delimiter: ''}\n", "key 'sources.0.delimiter'"),
+    ("sources:\n  - {name: a, kind: csv, path: x.csv, features: []}\n", "features is an empty list"),
+    ("sources:\n  - {name: a, kind: image_dir, path: x, image_size: [0, 0]}\n", "image_size sides must be between 1 and 4096"),
+    ("sources:\n  - {name: a, kind: image_dir, path: x, image_size: [100000, 100000]}\n", "between 1 and 4096"),
+    ("db: ''\nsources:\n  - {name: a, kind: mnist}\n", "key 'db': db is empty"),
+    ("a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+     "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+     "e: [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d, *d, *d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\n", "expands to more than"),
+])
+def test_hardened_config_values_are_refused_with_the_key(tmp_path, text, message):
+    path = write_yaml(tmp_path / "bad.yaml", text)
+    with pytest.raises(WinnowError) as err:
+        load_config(path)
+    assert message in str(err.value) and str(path) in str(err.value)
+
+
+def test_special_files_as_configs_are_refused_without_blocking(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "pipe.yaml")
+    with pytest.raises(WinnowError, match="is a FIFO"):
+        load_config(tmp_path / "pipe.yaml")
+    with pytest.raises(WinnowError, match="is a device"):
+        load_config("/dev/zero")
+
+
+def test_config_db_resolves_against_the_config_folder(tmp_path):
+    path = write_yaml(tmp_path / "sub" / "c.yaml", "db: out/w.duckdb\nsources:\n  - {name: a, kind: mnist}\n")
+    assert load_config(path).db == (tmp_path / "sub" / "out" / "w.duckdb").resolve()

@@ -158,3 +158,107 @@ def test_bad_source_gives_one_clear_error_and_stages_nothing(tmp_path, case):
     assert "'bad'" in str(err.value)
     staging = tmp_path / "staging"
     assert not staging.exists() or not any(staging.iterdir())
+
+
+# ------------------------------------------------------------------ hardening (issues 16 and 17)
+def test_a_numeric_looking_csv_column_with_a_bad_cell_is_an_error_naming_column_and_row(tmp_path):
+    (tmp_path / "d.csv").write_text("a,b,y\n1,2,0\n3,x,1\n4,5,0\n")
+    with pytest.raises(WinnowError) as err:
+        stage(tmp_path, name="d", kind="csv", path=tmp_path / "d.csv", label="y")
+    assert "column 'b' looks numeric but row 1 holds 'x'" in str(err.value) and "bad_cells: drop_column" in str(err.value)
+    assert not list((tmp_path / "staging").glob("*.parquet"))
+
+
+def test_bad_cells_drop_column_leaves_the_column_out_with_a_warning(tmp_path, caplog):
+    (tmp_path / "d.csv").write_text("a,b,y\n1,2,0\n3,x,1\n4,5,0\n")
+    with caplog.at_level("WARNING", logger="winnow.ingest"):
+        s = stage(tmp_path, name="d", kind="csv", path=tmp_path / "d.csv", label="y", bad_cells="drop_column")
+    assert s.n_features == 1
+    assert any("column 'b' looks numeric but row 1 holds 'x'" in r.getMessage() for r in caplog.records)
+
+
+def test_a_text_column_is_not_numeric_looking(tmp_path):
+    (tmp_path / "d.csv").write_text("a,name,y\n1,alice,0\n3,bob,1\n4,7,0\n")
+    s = stage(tmp_path, name="d", kind="csv", path=tmp_path / "d.csv", label="y")
+    assert s.n_features == 1
+
+
+def test_a_bad_cell_past_the_first_block_names_its_row(tmp_path):
+    rows = ["a,b,y"] + [f"{i},{i % 7}.5,{i % 2}" for i in range(300_000)]
+    rows[250_001] = "1,x,0"
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(WinnowError) as err:
+        stage(tmp_path, name="d", kind="csv", path=tmp_path / "d.csv", label="y")
+    assert "column 'b'" in str(err.value) and "row 250000 holds 'x'" in str(err.value)
+
+
+def test_max_rows_on_a_builtin_keeps_every_class(tmp_path):
+    from tasks.ingest import stratified_head
+
+    s = stage(tmp_path, name="d", kind="sklearn_digits", max_rows=100)
+    labels = read_staged(s.path).column("label").to_pylist()
+    assert s.n_rows == 100 and len(set(labels)) == 10 and min(labels.count(c) for c in set(labels)) >= 9
+    y = np.repeat([0, 1, 2], [510, 386, 417])  # bbc-like: rows sorted by class
+    kept = stratified_head(y, 600)
+    assert len(kept) == 600 and np.all(np.diff(kept) > 0)
+    assert np.bincount(y[kept]).tolist() == [233, 176, 191]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_special_files_are_refused_by_type_without_opening(tmp_path, kind):
+    import os
+
+    path = tmp_path / "p.csv" if kind == "fifo" else Path("/dev/zero")
+    if kind == "fifo":
+        os.mkfifo(path)  # opening it for reading would block forever
+    with pytest.raises(WinnowError) as err:
+        stage(tmp_path, name="d", kind="csv", path=path, label="y")
+    assert ("is a FIFO" if kind == "fifo" else "is a device") in str(err.value)
+
+
+def test_npz_header_that_declares_more_than_it_holds_is_refused_before_loading(tmp_path):
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f8", "fortran_order": False, "shape": (10_000_000, 100_000)})
+    buf.write(b"\x00" * 80)
+    with zipfile.ZipFile(tmp_path / "x.npz", "w") as zf:
+        zf.writestr("X.npy", buf.getvalue())
+    with pytest.raises(WinnowError, match=r"declares shape \(10000000, 100000\)"):
+        stage(tmp_path, name="d", kind="npz", path=tmp_path / "x.npz")
+
+
+def test_scalar_npz_features_are_refused(tmp_path):
+    np.savez(tmp_path / "s.npz", X=np.array(3.0))
+    with pytest.raises(WinnowError, match=r"got shape \(\)"):
+        stage(tmp_path, name="d", kind="npz", path=tmp_path / "s.npz")
+
+
+def test_duplicate_csv_columns_and_text_on_numbers_are_refused(tmp_path):
+    (tmp_path / "d.csv").write_text("a,a,y\n1,2,0\n")
+    with pytest.raises(WinnowError, match="column name 'a' appears 2 times"):
+        stage(tmp_path, name="d", kind="csv", path=tmp_path / "d.csv", label="y")
+    (tmp_path / "n.csv").write_text("a,y\n1,0\n2,1\n")
+    with pytest.raises(WinnowError, match="text column 'a' holds int64"):
+        stage(tmp_path, name="n", kind="csv", path=tmp_path / "n.csv", label="y", text="a")
+
+
+def test_a_png_decompression_bomb_is_a_user_error(tmp_path):
+    (tmp_path / "im" / "a").mkdir(parents=True)
+    Image.new("L", (20_000, 20_000)).save(tmp_path / "im" / "a" / "bomb.png", optimize=True)
+    with pytest.raises(WinnowError, match="too large to decode safely"):
+        stage(tmp_path, name="d", kind="image_dir", path=tmp_path / "im")
+
+
+def test_staged_files_of_a_dead_process_are_swept(tmp_path):
+    from storage.db import Store
+
+    store = Store(tmp_path / "w.duckdb")
+    staging = store.staging_dir()
+    dead = staging / "src-999999999-abc.parquet"  # no such pid
+    mine = staging / f"src-{__import__('os').getpid()}-abc.parquet"
+    dead.write_bytes(b"x")
+    mine.write_bytes(b"x")
+    store.staging_dir()
+    assert not dead.exists() and mine.exists()
