@@ -1,0 +1,275 @@
+"""Hardening of files, processes and queries: safe writes, unusable databases, query limits, quiet Prefect
+console, the temporary Prefect server's lifetime. The CLI checks run the installed console script."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from storage.db import Store, env_lock_timeout_s, resolve_db_path, safe_write
+from tasks.errors import WinnowError
+
+WINNOW = Path(sys.executable).parent / "winnow"
+ENDLESS = "SELECT count(*) FROM range(100000000000) a, range(1000) b"
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WINNOW_", "PREFECT_"))}
+    env.update(PREFECT_HOME=str(tmp / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    return env
+
+
+def _sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def empty_db(tmp_path: Path) -> Path:
+    """A winnow DuckDB file with the schema and no rows (no Prefect needed)."""
+    store = Store(tmp_path / "w.duckdb")
+    with store.write():
+        pass
+    return store.path
+
+
+# ------------------------------------------------------------------------------------ safe writes
+def test_safe_write_never_follows_a_symlink_planted_at_its_temp_name(tmp_path, monkeypatch):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    names = iter(["planted", "planted", "fresh"])
+    monkeypatch.setattr(tempfile, "_get_candidate_names", lambda: names)
+    (tmp_path / ".out.csv.planted.tmp").symlink_to(victim)  # the name mkstemp tries first
+    (tmp_path / ".out.csv.tmp").symlink_to(victim)  # the fixed name older versions used
+    safe_write(tmp_path / "out.csv", lambda fh: fh.write(b"new data"))
+    assert victim.read_text() == "keep me"
+    assert (tmp_path / "out.csv").read_bytes() == b"new data" and not (tmp_path / "out.csv").is_symlink()
+    assert not list(tmp_path.glob(".out.csv.fresh*"))  # our own temp file is gone
+
+
+def test_safe_write_refuses_to_overwrite_and_force_replaces_a_link_not_its_target(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (tmp_path / "out.csv").symlink_to(victim)
+    with pytest.raises(WinnowError, match="already exists; pass --force"):
+        safe_write(tmp_path / "out.csv", lambda fh: fh.write(b"x"))
+    safe_write(tmp_path / "out.csv", lambda fh: fh.write(b"x"), force=True)
+    assert victim.read_text() == "keep me" and (tmp_path / "out.csv").read_bytes() == b"x"
+
+
+def test_safe_write_cleans_up_when_the_writer_fails(tmp_path):
+    def boom(fh):
+        fh.write(b"half")
+        raise RuntimeError("disk on fire")
+
+    with pytest.raises(RuntimeError):
+        safe_write(tmp_path / "out.csv", boom)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_safe_write_names_the_place_that_cannot_work(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(WinnowError, match="file is a file, not a folder"):
+        safe_write(tmp_path / "file" / "out.csv", lambda fh: None, option="--to")
+    os.mkfifo(tmp_path / "pipe.csv")
+    with pytest.raises(WinnowError, match="is a FIFO"):
+        safe_write(tmp_path / "pipe.csv", lambda fh: None, force=True)
+    (tmp_path / "d.csv").mkdir()
+    with pytest.raises(WinnowError, match="is a directory"):
+        safe_write(tmp_path / "d.csv", lambda fh: None, force=True)
+
+
+# --------------------------------------------------------------------------- environment and paths
+@pytest.mark.parametrize("value", ["abc", "-1", "nan", "inf", "1e9"])
+def test_a_bad_lock_timeout_is_a_user_error(monkeypatch, value):
+    monkeypatch.setenv("WINNOW_LOCK_TIMEOUT", value)
+    with pytest.raises(WinnowError, match="WINNOW_LOCK_TIMEOUT"):
+        env_lock_timeout_s()
+
+
+def test_lock_timeout_default_and_value(monkeypatch):
+    monkeypatch.delenv("WINNOW_LOCK_TIMEOUT", raising=False)
+    assert env_lock_timeout_s() == 120.0
+    monkeypatch.setenv("WINNOW_LOCK_TIMEOUT", " 7.5 ")
+    assert env_lock_timeout_s() == 7.5
+
+
+def test_an_empty_db_option_is_refused(monkeypatch):
+    monkeypatch.delenv("WINNOW_DB", raising=False)
+    with pytest.raises(WinnowError, match="--db is empty"):
+        resolve_db_path("")
+    monkeypatch.setenv("WINNOW_DB", "  ")
+    with pytest.raises(WinnowError, match="WINNOW_DB is blank"):
+        resolve_db_path(None)
+
+
+def test_foreign_and_broken_duckdb_files_are_refused_untouched(tmp_path):
+    import duckdb
+
+    foreign = tmp_path / "foreign.duckdb"
+    con = duckdb.connect(str(foreign), config={"storage_compatibility_version": "v1.5.0"})
+    con.execute("CREATE TABLE runs (id INTEGER); INSERT INTO runs VALUES (1)")
+    con.close()
+    before = _sha(foreign)
+    for use in (lambda s: s.write().__enter__(), lambda s: s.read().__enter__(), lambda s: s.check_usable()):
+        with pytest.raises(WinnowError, match="not a usable winnow database"):
+            use(Store(foreign))
+    assert _sha(foreign) == before
+    os.mkfifo(tmp_path / "pipe.duckdb")
+    with pytest.raises(WinnowError, match="is a FIFO"):
+        Store(tmp_path / "pipe.duckdb")
+
+
+def test_a_schema_version_that_is_not_a_number_is_refused(empty_db):
+    import duckdb
+
+    con = duckdb.connect(str(empty_db), config={"storage_compatibility_version": "v1.5.0"})
+    con.execute("UPDATE winnow_meta SET value = 'abc' WHERE key = 'schema_version'")
+    con.close()
+    before = _sha(empty_db)
+    with pytest.raises(WinnowError, match="schema_version is 'abc'"):
+        Store(empty_db).check_usable()
+    with pytest.raises(WinnowError, match="schema_version is 'abc'"):
+        with Store(empty_db).write():
+            pass
+    assert _sha(empty_db) == before
+
+
+# ------------------------------------------------------------------------------ one line on stderr
+def test_prefect_console_filter_drops_user_errors_only():
+    from flows._env import HideUserErrors
+
+    f = HideUserErrors()
+    try:
+        raise WinnowError("source 'x': file not found")
+    except WinnowError:
+        with_exc = logging.LogRecord("prefect.flow_runs", logging.ERROR, __file__, 1, "Encountered exception", None, sys.exc_info())
+    state = logging.LogRecord("prefect.task_runs", logging.ERROR, __file__, 1,
+                              "Finished in state Failed('Task run encountered an exception WinnowError: bad')", None, None)
+    other = logging.LogRecord("prefect.flow_runs", logging.ERROR, __file__, 1, "Finished in state Failed('ValueError: bug')", None, None)
+    assert not f.filter(with_exc) and not f.filter(state) and f.filter(other)
+
+
+def test_server_problems_are_one_line_with_the_right_exit_code():
+    from cli.main import server_problem
+
+    class ConnectError(Exception):
+        pass
+
+    class RemoteProtocolError(Exception):
+        pass
+
+    code, line = server_problem(RuntimeError("Failed to reach API at http://x/api/"))
+    assert code == 2 and "cannot reach the Prefect server" in line
+    try:
+        try:
+            raise ConnectError("refused")
+        except ConnectError as inner:
+            raise RuntimeError("wrapped") from inner
+    except RuntimeError as outer:
+        assert server_problem(outer)[0] == 2
+    assert server_problem(RemoteProtocolError("peer closed"))[0] == 1
+    assert server_problem(ValueError("a bug")) is None
+
+
+# ----------------------------------------------------------------------------------------- query
+def test_an_endless_query_stops_at_its_timeout_with_one_line(empty_db, tmp_path):
+    """Exit 2 within timeout + 5 s of the query starting. The process's own start-up (imports: ~1 s on an
+    idle machine, 10x that on a loaded one) is measured alongside with a trivial query and left out."""
+    def timed(sql: str, timeout: str) -> tuple[subprocess.CompletedProcess, float]:
+        t0 = time.monotonic()
+        p = subprocess.run([str(WINNOW), "query", sql, "--db", str(empty_db), "--timeout", timeout], env=_env(tmp_path),
+                           capture_output=True, text=True, timeout=120)
+        return p, time.monotonic() - t0
+
+    _, startup = timed("SELECT 1", "60")
+    p, elapsed = timed(ENDLESS, "2")
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "query stopped after --timeout 2 s" in p.stderr
+    assert elapsed - startup < 2 + 5, f"took {elapsed:.1f} s, of which start-up ~{startup:.1f} s"
+
+
+def test_ctrl_c_stops_a_running_query_at_once(empty_db, tmp_path):
+    proc = subprocess.Popen([str(WINNOW), "query", ENDLESS, "--db", str(empty_db), "--timeout", "600"], env=_env(tmp_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(4)  # well inside the query (start-up is ~1-2 s)
+        assert proc.poll() is None
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        stopped = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and err.strip() == "error: interrupted"
+    assert stopped < 2.0, f"took {stopped:.2f} s"
+
+
+def test_query_results_stream_and_stop_at_the_limit(empty_db, tmp_path):
+    p = subprocess.run([str(WINNOW), "query", "SELECT range AS i FROM range(100000)", "--db", str(empty_db), "--json",
+                        "--limit", "5000"], env=_env(tmp_path), capture_output=True, text=True, timeout=60)
+    import json
+
+    rows = json.loads(p.stdout)
+    assert p.returncode == 0 and len(rows) == 5000 and rows[-1] == {"i": 4999}
+
+
+def test_query_streams_batches_without_holding_the_result():
+    from storage.query import BATCH_ROWS
+
+    assert BATCH_ROWS <= 10_000
+
+
+# ----------------------------------------------------------------- the temporary Prefect server
+def _children(pid: int) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(d.name))
+    return out
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+@pytest.mark.slow
+def test_sigkill_of_winnow_takes_its_temporary_prefect_server_down(tmp_path):
+    """kill -9 of `winnow ingest` used to orphan the uvicorn server Prefect started; its watchdog ends it."""
+    (tmp_path / "c.yaml").write_text("sources:\n  - {name: d, kind: sklearn_digits, max_rows: 200}\n")
+    proc = subprocess.Popen([str(WINNOW), "ingest", "c.yaml", "--db", str(tmp_path / "w.duckdb")], cwd=tmp_path,
+                            env=_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = None
+    deadline = time.monotonic() + 240
+    try:
+        while server is None and time.monotonic() < deadline and proc.poll() is None:
+            server = next((c for c in _children(proc.pid) if "flows._server_watchdog" in _cmdline(c)), None)
+            time.sleep(0.2)
+        assert server is not None, "winnow never started its temporary server"
+        proc.kill()
+        proc.wait()
+        gone = time.monotonic() + 10
+        while time.monotonic() < gone and Path(f"/proc/{server}").exists() and "watchdog" in _cmdline(server):
+            time.sleep(0.1)
+        assert not (Path(f"/proc/{server}").exists() and "watchdog" in _cmdline(server)), "the server outlived winnow"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if server is not None and "watchdog" in _cmdline(server):
+            os.kill(server, signal.SIGKILL)
