@@ -161,3 +161,51 @@ def test_sigkilled_serve_and_flow_run_are_recorded_crashed_and_trigger_wait_retu
     finally:
         con.close()
     assert [(s[0], s[2]) for s in status] == [("crashed", "crashed")] and "heartbeat" in status[0][1]
+
+
+def test_without_anyone_waiting_the_server_marks_a_killed_run_crashed_from_missing_heartbeats(server):
+    """The server-side half: `winnow serve` installed the zombie automation and its flow runs send
+    heartbeats (every 30 s), so a run whose serve and flow process were SIGKILLed turns Crashed on the
+    server with nobody polling it (90 s after its last heartbeat)."""
+    from prefect import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.ops import ZOMBIE_AUTOMATION
+
+    tmp = server["tmp"]
+    cfg = write_yaml(tmp / "alone.yaml", textwrap.dedent("""
+        name: alone
+        sources:
+          - {name: digits, kind: sklearn_digits}
+        encoder: {kind: ssl_cnn, dim: 16, epochs: 400}
+        deploy: {name: alone}
+    """))
+    db = tmp / "alone.duckdb"
+    serve = _serve(server, cfg, db, "alone")
+    try:
+        _wait_for_deployment(server, "alone", serve, "alone")
+        started = subprocess.run([str(BIN / "winnow"), "trigger", "alone", "--json"], env=server["env"],
+                                 capture_output=True, text=True, timeout=120)
+        assert started.returncode == 0, started.stderr
+        flow_run_id = json.loads(started.stdout)["flow_run_id"]
+        leases = tmp / "alone.artifacts" / "leases"
+        deadline = time.monotonic() + 240
+        while not (leases.exists() and any(leases.iterdir())):
+            assert serve.poll() is None and time.monotonic() < deadline, _serve_log(server, "alone")
+            time.sleep(0.5)
+        time.sleep(2)
+        os.killpg(serve.pid, signal.SIGKILL)
+        serve.wait(timeout=30)
+    finally:
+        _stop(serve)
+    killed_at = time.monotonic()
+    with temporary_settings({PREFECT_API_URL: server["url"]}):
+        with get_client(sync_client=True) as client:
+            assert [a.name for a in client.read_automations_by_name(ZOMBIE_AUTOMATION)] == [ZOMBIE_AUTOMATION]
+            while True:
+                state = client.read_flow_run(flow_run_id).state
+                if state.is_crashed():
+                    break
+                assert time.monotonic() - killed_at < 180, f"still {state.name} 180 s after the kill"
+                time.sleep(2)
+    assert "heartbeat" in (state.message or "")
