@@ -273,3 +273,23 @@ def test_sigkill_of_winnow_takes_its_temporary_prefect_server_down(tmp_path):
             proc.kill()
         if server is not None and "watchdog" in _cmdline(server):
             os.kill(server, signal.SIGKILL)
+
+
+# ------------------------------------------------------------------------------------ fit plots
+def test_a_prediction_outside_its_interval_still_plots(tmp_path):
+    """errorbar refused the negative offset ('yerr must not contain negative values') whenever a
+    prediction fell outside its bootstrap interval; the interval is now drawn from its own ends."""
+    import dataclasses
+
+    import numpy as np
+
+    from tasks.scaling.api import fit_report
+    from tasks.scaling.plot import plot_fit
+
+    x = 100.0 * 2.0 ** np.arange(8)
+    y = 0.05 + 2.0 * x ** -0.4
+    report = fit_report(x, y, form="m2", predict_at=[1e5, 1e6], holdout_largest=0)
+    p = np.asarray(report.predictions if report.predictions is not None else report.fit.predictions)
+    outside = dataclasses.replace(report, predictions=p, pred_lo=p * 1.2, pred_hi=p * 1.5)  # point below its interval
+    plot_fit(tmp_path / "fit.png", outside)
+    assert (tmp_path / "fit.png").stat().st_size > 1000
