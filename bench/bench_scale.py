@@ -204,6 +204,13 @@ def _max_rss(res: dict[str, Any]) -> tuple[int, str]:
     return max(cands)
 
 
+def _log(ctx: Context, kind: str, n: int, res: dict[str, Any]) -> None:
+    """Append one finished measurement to ``<out>/scale_runs.jsonl`` (kept when a long run is stopped)."""
+    with open(ctx.out_dir / "scale_runs.jsonl", "a") as fh:
+        fh.write(json.dumps({"kind": kind, "n": n, "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+                             "load_avg_1m": os.getloadavg()[0], **res}, default=float) + "\n")
+
+
 def _sharded(sz: dict[str, Any], n: int, n_workers: int) -> dict[str, Any]:
     work = tempfile.mkdtemp(prefix=f"winnow-scale-{n}-", dir=os.environ.get("WINNOW_BENCH_TMP"))
     try:
@@ -220,28 +227,35 @@ def _sharded(sz: dict[str, Any], n: int, n_workers: int) -> dict[str, Any]:
 def run(ctx: Context) -> Section:
     sz = ctx.sizes("scale", SIZES)
     sec = Section("scale")
-    ref_n = sz["ref_n"]
-    print(f"[scale] in-memory reference n={ref_n:,} ...", file=sys.stderr, flush=True)
-    ref = run_child("bench.bench_scale:inmemory_child", {"config": _config(sz, ref_n, None)}, timeout=6 * 3600)
-    per_row_ref = ref["seconds"] / ref_n
-    sec.rows.append(Row("scale", f"in-memory path n={ref_n:,} (reference)", ref["seconds"], None, None, "-", None,
-                        note=f"phases {json.dumps({k: round(v, 1) for k, v in ref['timings'].items()})}; peak RSS "
-                             f"{fmt_bytes(ref['peak_rss_bytes'])}; removed {ref['removed']:,}; planted near-copy pairs "
-                             f"caught {ref['planted_pairs_caught']:.3f}; {ref['resolved_policy']}"))
-    one = _sharded(sz, ref_n, 1)
+    ref_n = sz["ref_n"]  # 0: no references (e.g. a 10M run in its own process)
+    ref = one = None
+    per_row_ref = None
+    if ref_n:
+        print(f"[scale] in-memory reference n={ref_n:,} ...", file=sys.stderr, flush=True)
+        ref = run_child("bench.bench_scale:inmemory_child", {"config": _config(sz, ref_n, None)}, timeout=6 * 3600)
+        _log(ctx, "in-memory", ref_n, ref)
+        per_row_ref = ref["seconds"] / ref_n
+        sec.rows.append(Row("scale", f"in-memory path n={ref_n:,} (reference)", ref["seconds"], None, None, "-", None,
+                            note=f"phases {json.dumps({k: round(v, 1) for k, v in ref['timings'].items()})}; peak RSS "
+                                 f"{fmt_bytes(ref['peak_rss_bytes'])}; removed {ref['removed']:,}; planted near-copy "
+                                 f"pairs caught {ref['planted_pairs_caught']:.3f}; {ref['resolved_policy']}"))
+        one = _sharded(sz, ref_n, 1)
+        _log(ctx, "sharded-1-worker", ref_n, one)
     runs: dict[int, dict[str, Any]] = {}
     for n in sz["ns"]:
         runs[n] = _sharded(sz, n, 2)
+        _log(ctx, "sharded-2-workers", n, runs[n])
     curve_n, curve_t, curve_m = [], [], []
     for n, res in runs.items():
         rss, who = _max_rss(res)
-        ratio = per_row_ref / (res["seconds"] / n)
+        ratio = per_row_ref / (res["seconds"] / n) if per_row_ref else None
         curve_n.append(n)
         curve_t.append(res["seconds"])
         curve_m.append(rss)
         s = res["summary"]
         sec.rows.append(Row("scale", f"sharded SSP+SemDeDup+auto@30% n={n:,} (2 workers x 1 thread)", res["seconds"],
-                            per_row_ref * n, ratio, ">= 0.7 (throughput vs in-memory at 1M)", ratio >= 0.7,
+                            per_row_ref * n if per_row_ref else None, ratio, ">= 0.7 (throughput vs in-memory at 1M)",
+                            None if ratio is None else ratio >= 0.7,
                             ratio_label="throughput ours/in-memory",
                             note=f"phases {json.dumps(s['timings'])}; {s['n_shards']} shards, {s['n_iter']} k-means "
                                  f"passes, {s['n_parts']} SemDeDup groups ({s['subclusters']} sub-clusters), removed "
@@ -253,7 +267,7 @@ def run(ctx: Context) -> Section:
                                  + ", ".join(fmt_bytes(v) for v in res["worker_peak_rss"].values())
                                  + f", scheduler {fmt_bytes(res['scheduler_peak_rss'])}"))
     two = runs.get(ref_n)
-    if two is not None:
+    if two is not None and one is not None:
         speed = one["seconds"] / two["seconds"]
         sec.rows.append(Row("scale", f"speed-up 2 workers vs 1 worker (1 thread each), n={ref_n:,}", two["seconds"],
                             one["seconds"], speed, ">= 1.6x", speed >= 1.6, ratio_label="x faster",

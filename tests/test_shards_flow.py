@@ -8,13 +8,13 @@ import pytest
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")  # these tests run Prefect flows
 
-N, D, K = 200_000, 32, 40
+N, D, K = 200_000, 32, 100
 
 
 def _config(**over):
     from configs.sharded import ShardedConfig
 
-    base = dict(source={"kind": "synthetic_embeddings", "n": N, "d": D, "clusters": 60, "duplicate_rate": 0.05,
+    base = dict(source={"kind": "synthetic_embeddings", "n": N, "d": D, "clusters": 150, "duplicate_rate": 0.05,
                         "seed": 4},
                 shard_rows=32_768, k=K, kmeans_iters=30, seed=7, semdedup_eps=[0.01, 0.05], fraction=0.3,
                 policy="auto", task_runner={"kind": "threads", "max_workers": 2})
@@ -42,7 +42,7 @@ def test_sharded_flow_equals_the_in_memory_path_on_200k_rows(store):
     summary = run_sharded(cfg, store.path)
     assert summary["n_shards"] == 7 and summary["converged"]
 
-    E = synthetic_embeddings(SyntheticSpec(n=N, d=D, clusters=60, duplicate_rate=0.05, seed=4)).vectors
+    E = synthetic_embeddings(SyntheticSpec(n=N, d=D, clusters=150, duplicate_rate=0.05, seed=4)).vectors
     km = spherical_kmeans(E, K, iters=30, seed=7)  # same seed -> same subsample and k-means++ centres
     assert summary["n_iter"] == km.n_iter
     np.testing.assert_allclose(_centroids(store, summary["run_id"]), km.centroids, atol=1e-5)
