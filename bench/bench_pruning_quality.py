@@ -45,7 +45,8 @@ FRACTIONS = (0.5, 0.3, 0.1)
 DEFAULT_METRICS = ("ssp", "semdedup", "dbp")
 #: shown next to the defaults for information (same default options, other policies)
 INFO_SERIES = (("ssp", "hard"), ("ssp", "easy"), ("moderate", "easy"), ("ssp", "ccs"))
-PROBE_ITERS = 200  # the stage's default (prune.evaluate.probe_max_iter)
+PROBE_ITERS = 200
+REL_SWEEP = (0.05, 0.1, 0.2)  # relative eps also measured (information), besides sizes["rel_eps"]  # the stage's default (prune.evaluate.probe_max_iter)
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -189,23 +190,33 @@ def _verdicts(curve, setting: str, metrics) -> tuple[list[Row], dict]:
     return rows, table
 
 
-def _dedup_pr(E: np.ndarray, pairs: np.ndarray, rel: float, k: int, seed: int = 0) -> dict:
+def _pair_scores(removed: np.ndarray, pairs: np.ndarray) -> dict:
+    """A pair counts as found when one of its rows is removed; precision = found pairs / removed rows
+    (removing both members of a pair, or rows of no planted pair, lowers it)."""
+    tp = int((removed[pairs[:, 0]] | removed[pairs[:, 1]]).sum())
+    in_pair = np.zeros(removed.size, bool)
+    in_pair[pairs.ravel()] = True
+    n_removed = int(removed.sum())
+    return {"removed": n_removed, "found_pairs": tp, "recall": tp / len(pairs), "precision": tp / max(n_removed, 1),
+            "removed_outside_pairs": int((removed & ~in_pair).sum())}
+
+
+def _dedup_pr(E: np.ndarray, pairs: np.ndarray, is_near: np.ndarray, rels, k: int, seed: int = 0) -> dict:
+    """SemDeDup at each relative eps on one encoder: {rel: scores on all / exact / near pairs}."""
     from tasks.prune.kmeans import spherical_kmeans
     from tasks.prune.semdedup import nn_distance_scale, resolve_thresholds, semdedup
 
     km = spherical_kmeans(E, k, seed=seed)
     scale = nn_distance_scale(E, km, seed=seed)
-    (t,) = resolve_thresholds(rel_eps=[rel], nn_scale=scale)
-    removed = ~semdedup(E, eps=t.eps, k=k, kmeans=km).keep[t.eps]
-    pair_hit = removed[pairs[:, 0]] | removed[pairs[:, 1]]
-    in_pair = np.zeros(E.shape[0], bool)
-    in_pair[pairs.ravel()] = True
-    # one removal per found pair is right; removing both members, or unplanted rows, is a false positive
-    tp = int(pair_hit.sum())
-    n_removed = int(removed.sum())
-    return {"eps": t.eps, "scale": scale, "removed": n_removed, "found_pairs": tp,
-            "recall": tp / len(pairs), "precision": tp / max(n_removed, 1),
-            "removed_outside_pairs": int((removed & ~in_pair).sum())}
+    ts = resolve_thresholds(rel_eps=list(rels), nn_scale=scale)
+    res = semdedup(E, eps=[t.eps for t in ts], k=k, kmeans=km)
+    out = {}
+    for r, t in zip(rels, ts):
+        removed = ~res.keep[t.eps]
+        out[r] = {"eps": t.eps, "scale": scale, **_pair_scores(removed, pairs),
+                  "recall_exact": _pair_scores(removed, pairs[~is_near])["recall"],
+                  "recall_near": _pair_scores(removed, pairs[is_near])["recall"]}
+    return out
 
 
 # ------------------------------------------------------------------------------------------ settings
@@ -228,18 +239,20 @@ def _image(s: dict, data: dict, encs: dict) -> tuple[list[Row], dict]:
     from tasks.prune.options import default_k
 
     rows, details = [], {}
+    rels = sorted({s["rel_eps"], *REL_SWEEP})
     for name, (E, Et, secs) in encs.items():
-        pr = _dedup_pr(E, data["pairs"], s["rel_eps"], default_k(E.shape[0], 10))
-        exact = _dedup_pr(E, data["pairs"][~data["is_near"]], s["rel_eps"], default_k(E.shape[0], 10))
-        near = _dedup_pr(E, data["pairs"][data["is_near"]], s["rel_eps"], default_k(E.shape[0], 10))
-        details[name] = {"all": pr, "recall_exact": exact["recall"], "recall_near": near["recall"], "embed_seconds": secs}
-        ok = pr["precision"] >= 0.95 and pr["recall"] >= 0.95
-        rows.append(Row("pruning_quality", f"MNIST+copies/{name}: SemDeDup rel={s['rel_eps']:g} precision (ref: recall)",
-                        pr["precision"], pr["recall"], None, "precision and recall >= 0.95", ok, unit="",
-                        note=f"eps={pr['eps']:.3g} (= {s['rel_eps']:g} x median NN distance {pr['scale']:.4g}); "
-                             f"removed {pr['removed']} for {len(data['pairs'])} planted pairs, found {pr['found_pairs']} "
-                             f"(exact {exact['recall']:.3f}, near {near['recall']:.3f}); "
-                             f"{pr['removed_outside_pairs']} removed rows outside planted pairs"))
+        by_rel = _dedup_pr(E, data["pairs"], data["is_near"], rels, default_k(E.shape[0], 10))
+        details[name] = {"by_rel": {f"{r:g}": v for r, v in by_rel.items()}, "embed_seconds": secs}
+        for r, pr in by_rel.items():
+            target = r == s["rel_eps"]
+            ok = pr["precision"] >= 0.95 and pr["recall"] >= 0.95
+            rows.append(Row("pruning_quality", f"MNIST+copies/{name}: SemDeDup rel={r:g} precision (ref: recall)",
+                            pr["precision"], pr["recall"], None,
+                            "precision and recall >= 0.95" if target else "info (sweep)", ok if target else None, unit="",
+                            note=f"eps={pr['eps']:.3g} (= {r:g} x median NN distance {pr['scale']:.4g}); "
+                                 f"removed {pr['removed']} for {len(data['pairs'])} planted pairs, found {pr['found_pairs']} "
+                                 f"(exact {pr['recall_exact']:.3f}, near {pr['recall_near']:.3f}); "
+                                 f"{pr['removed_outside_pairs']} removed rows outside planted pairs"))
     E, Et, _ = encs["ssl"]
     curve, k = _auto_vs_random(E, data["y"], Et, data["yte"], s["seeds"], 10)
     r2, table = _verdicts(curve, "MNIST+copies/SSL", DEFAULT_METRICS)
@@ -274,8 +287,11 @@ def _noisy(s: dict, data: dict, encs: dict) -> tuple[list[Row], dict]:
     from tasks.prune.kmeans import spherical_kmeans
     from tasks.prune.registry import compute_metric, select_by_metric
 
+    from tasks.prune.select import effective_dim
+
     opts = _default_options()
     params = opts.params(k)
+    d_eff = effective_dim(E)
     km = spherical_kmeans(E, k, seed=0)
     noise_rates = {}
     for m in DEFAULT_METRICS + ("random", "el2n"):
@@ -283,7 +299,7 @@ def _noisy(s: dict, data: dict, encs: dict) -> tuple[list[Row], dict]:
                             kmeans=km if m != "random" and m != "el2n" else None)
         for f in FRACTIONS:
             pol = "random" if m == "random" else ("easy" if m == "el2n" else "auto")
-            sel = select_by_metric(ms, pol, options=opts.select, fraction=f, dim=E.shape[1], n_groups=10, seed=0)
+            sel = select_by_metric(ms, pol, options=opts.select, fraction=f, dim=d_eff, n_groups=10, seed=0)
             noise_rates[f"{m}/{pol}@{f:g}"] = float(flip[sel.indices].mean())
     for m in DEFAULT_METRICS:
         cells = ", ".join(f"f={f:g} {noise_rates[f'{m}/auto@{f:g}']:.3f}" for f in FRACTIONS)
@@ -291,7 +307,7 @@ def _noisy(s: dict, data: dict, encs: dict) -> tuple[list[Row], dict]:
                         noise_rates[f"{m}/auto@0.1"], noise_rates["random/random@0.1"], None, "info", None, unit="",
                         note=f"{cells}; random: " + ", ".join(f"{noise_rates[f'random/random@{f:g}']:.3f}" for f in FRACTIONS)
                              + "; EL2N keep-easy: " + ", ".join(f"{noise_rates[f'el2n/easy@{f:g}']:.3f}" for f in FRACTIONS)))
-    return rows, {"pool_noise": float(flip.mean()), "curve": table, "noise_rates": noise_rates,
+    return rows, {"pool_noise": float(flip.mean()), "effective_dim": d_eff, "curve": table, "noise_rates": noise_rates,
                   "el2n": {f"{m}/{p}@{f:g}": summ[(m, p, f)]["mean"] for m, p in extra for f in FRACTIONS}}
 
 

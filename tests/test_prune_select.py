@@ -144,3 +144,19 @@ def test_ties_are_broken_at_random_not_by_row_order():
     flat = np.zeros(1000)
     cc = select(flat, fraction=0.5, policy="ccs", ccs_beta=0.3, seed=0)
     assert np.bincount(y[cc.indices], minlength=5).min() >= 70
+
+
+def test_effective_dim_counts_the_directions_the_data_varies_in():
+    from tasks.prune.select import effective_dim
+
+    rng = np.random.default_rng(0)
+    iso = rng.normal(size=(4000, 50))
+    assert 45 <= effective_dim(iso) <= 50  # isotropic: the nominal width (the perceptron's N)
+    low = rng.normal(size=(4000, 4)) @ rng.normal(size=(4, 128)) + 1e-3 * rng.normal(size=(4000, 128))
+    assert effective_dim(low) <= 4  # 128 nominal dims, 4 that vary
+    # the auto rule reads it: 400 kept rows / (2 groups x ~4 dims) is abundant -> keep-hard,
+    # while the nominal width would call it scarce (400 / (2 x 128) = 1.6 < 3)
+    from tasks.prune.select import auto_policy
+
+    assert auto_policy(400, 2, effective_dim(low)).policy == "hard"
+    assert auto_policy(400, 2, 128).policy == "easy"

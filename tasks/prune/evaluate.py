@@ -18,7 +18,7 @@ from tasks.errors import WinnowError
 from tasks.device import resolve_device
 from tasks.prune.kmeans import check_embeddings, small_problem_threads, spherical_kmeans
 from tasks.prune.registry import KMEANS_METRICS, MetricParams, compute_metric, metric_spec, select_by_metric
-from tasks.prune.select import POLICIES, SelectOptions
+from tasks.prune.select import POLICIES, SelectOptions, effective_dim
 
 __all__ = ["CurvePoint", "GuardNote", "PruningCurve", "losses_to_random", "plot_pruning_curve", "pruning_curve"]
 
@@ -130,7 +130,8 @@ def pruning_curve(
             raise WinnowError(f"fraction={f} must be in (0, 1]")
     if not seeds:
         raise WinnowError("seeds is empty")
-    n, d = E_train.shape
+    n, _ = E_train.shape
+    d = effective_dim(E_train)  # the auto rule's dimension, as in the stage
     n_classes = int(max(y_train.max(), y_test.max())) + 1
     pruned_fracs = [float(f) for f in fractions if f < 1]
 

@@ -64,6 +64,8 @@ class SourcePruneResult:
     curve: PruningCurve | None = None
     guard: list[GuardNote] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    dim: int = 0
+    effective_dim: int = 0
 
     def lines(self, name: str) -> list[str]:
         """The summary of this source for the user: dedup counts, warnings, auto branches, guard."""
@@ -72,7 +74,7 @@ class SourcePruneResult:
             out.append(f"{name}: {d.method} {d.spec} removes {d.n_removed} of {d.n} ({d.n_removed / d.n:.1%}) — {d.reason}")
         out += [f"{name}: WARNING {w}" for w in self.warnings]
         out.append(f"{name}: {len(self.selections) + len(self.dedup)} selections over {len(self.scores)} metrics, "
-                   f"pool {self.n_pool} rows, k={self.k}")
+                   f"pool {self.n_pool} rows, k={self.k}, embedding dim {self.dim} (effective {self.effective_dim})")
         out += [f"{name}: {r}" for r in sorted({s.selection.reason for s in self.selections if s.policy == "auto"})]
         for g in self.guard:
             out.append(f"{name}: WARNING {g.line()}")

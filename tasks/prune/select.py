@@ -36,6 +36,7 @@ __all__ = [
     "Selection",
     "allocate_quotas",
     "auto_policy",
+    "effective_dim",
     "resolve_budget",
     "select",
     "random_scores",
@@ -131,6 +132,28 @@ class AutoDecision:
     alpha: float
     threshold: float
     reason: str
+
+
+def effective_dim(E: np.ndarray, *, sample: int = 5000, seed: int = 0) -> int:
+    """Participation ratio of the embeddings' covariance, :math:`(\\sum_i \\lambda_i)^2 / \\sum_i \\lambda_i^2`,
+    of the L2-normalised rows (a seeded sample of at most ``sample``), rounded, at least 1.
+
+    The perceptron theory's N is the number of dimensions the data actually varies in: for the
+    isotropic inputs of the teacher-student experiment the ratio is N itself (so the calibration of
+    :data:`AUTO_ALPHA_THRESHOLD` carries over), while learned embeddings put most of their variance in
+    far fewer directions than their nominal width (a 128-d contrastive encoder or 384-d MiniLM), and
+    ``kept / (groups * nominal dim)`` would call abundant data scarce.
+    """
+    E = np.asarray(E, dtype=np.float64)
+    n = E.shape[0]
+    if n > sample:
+        E = E[np.sort(np.random.default_rng([int(seed), 0xD1E]).choice(n, sample, replace=False))]
+    X = E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
+    X = X - X.mean(axis=0)
+    lam = np.clip(np.linalg.eigvalsh(X.T @ X / max(X.shape[0] - 1, 1)), 0.0, None)
+    if lam.sum() <= 0:
+        return 1
+    return max(1, int(round(lam.sum() ** 2 / (lam ** 2).sum())))
 
 
 def auto_policy(budget: int, n_groups: int, dim: int, *, threshold: float = AUTO_ALPHA_THRESHOLD) -> AutoDecision:

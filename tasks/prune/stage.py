@@ -20,6 +20,7 @@ from tasks.prune.kmeans import KMeansResult, check_embeddings, small_problem_thr
 from tasks.prune.options import PoolInfo, PruneOptions
 from tasks.prune.outcome import DedupSelection, RankedSelection, SourcePruneResult
 from tasks.prune.registry import KMEANS_METRICS, MetricParams, MetricScores, compute_metric, metric_spec, select_by_metric
+from tasks.prune.select import effective_dim
 from tasks.prune.semdedup import nn_distance_scale, resolve_thresholds, semdedup
 
 __all__ = ["prune_source"]
@@ -74,11 +75,12 @@ def _prune_source(E, y, opts: PruneOptions, n_classes, E_test, y_test, content, 
         scores[m] = compute_metric(m, E, y=y if needs else None, params=params, seed=opts.seed,
                                    kmeans=km if m in KMEANS_METRICS else None)
     groups_for_auto = n_classes or k
+    d_eff = effective_dim(E, seed=opts.seed)  # the auto rule's dimension (see select.effective_dim)
     selections = []
     for m, ms in scores.items():
         for pol in ("random",) if m == "random" else opts.policies:
             for spec, budget in opts.budgets(n):
-                sel = select_by_metric(ms, pol, options=opts.select, **budget, dim=d, n_groups=groups_for_auto,
+                sel = select_by_metric(ms, pol, options=opts.select, **budget, dim=d_eff, n_groups=groups_for_auto,
                                        seed=opts.seed)
                 selections.append(RankedSelection(m, pol, spec, sel))
 
@@ -104,7 +106,7 @@ def _prune_source(E, y, opts: PruneOptions, n_classes, E_test, y_test, content, 
                               progress=progress)
         guard = losses_to_random(curve)
         selections = _with_guard(selections, guard)
-    return SourcePruneResult(n_pool=n, k=k, scores=scores, selections=selections, dedup=dedup, curve=curve,
+    return SourcePruneResult(n_pool=n, k=k, dim=d, effective_dim=d_eff, scores=scores, selections=selections, dedup=dedup, curve=curve,
                              guard=guard, warnings=warnings)
 
 
