@@ -248,8 +248,9 @@ def fit_report(
     ``form="auto"`` needs ``holdout_largest >= 1``: the candidate forms and (with ``naive``) the naive
     forecasts are ranked by held-out RMSLE only, over ``origins`` rolling origins (default: 2 for
     ``auto``, 1 for a given form; fewer when the curve is short), the simplest within the residual
-    scatter of the best winning (:func:`~tasks.scaling.validate.select_form`). A form with more parameters than training points is fitted with an exponent
-    prior (:data:`~tasks.scaling.validate.EXPONENT_PRIOR`) instead of being refused.
+    scatter of the best winning (:func:`~tasks.scaling.validate.select_form`). A form with more
+    parameters than training points is fitted with an exponent prior
+    (:data:`~tasks.scaling.validate.EXPONENT_PRIOR`) instead of being refused.
 
     Every prediction carries an interval: the hull of the run bootstrap (``bootstrap > 0``), the
     predictions of all near-optimal solutions, a band of ``z * held-out RMSLE`` (widened in
@@ -294,9 +295,11 @@ def fit_report(
                      f"({_prior_text(validation.prior)}), too few training points to fit it freely")
     mask = holdout_mask(x_arr, holdout_largest)[1] if validation is not None else None
     prior = short_curve_prior(fit_name, x_arr.size)
+    data_vars = 1 if x2_arr is None else (3 if x2_arr.ndim == 2 else 2)
+    px, px2 = split_targets(predict_at, predict_at_x2, data_vars)
     fit = fit_curve(
         x_arr, y_arr, form=fit_name, x2=_x2_for(fit_name, x2_arr), groups=groups, bootstrap=bootstrap,
-        predict_at=predict_at, predict_at_x2=_x2_for(fit_name, _x2_array(predict_at_x2)), seed=seed,
+        predict_at=px, predict_at_x2=_x2_for(fit_name, px2), seed=seed,
         huber_delta=huber_delta, level=level, prior=prior,
     )
     if prior:

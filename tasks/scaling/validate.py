@@ -254,8 +254,9 @@ def select_form(
     """Choose among ``candidates`` (and, with ``naive``, the naive forecasts) by rolling-origin
     held-out RMSLE only (never by training fit).
 
-    ``parsimony``: a held-out difference smaller than the scatter of single observations (the RMS
-    log residual of the best form's validated fit on its training points) is not evidence, so among
+    ``parsimony``: a held-out difference smaller than the scatter of single observations (the median
+    over the forms of the RMS log residual of their validated fits on the training points) is not
+    evidence, so among
     the candidates within that margin of the lowest held-out RMSLE the simplest is chosen: last
     value, then best small, then forms by number of parameters (Breiman et al.'s one-standard-error
     rule, with the residual scatter as the error scale).
@@ -291,8 +292,11 @@ def select_form(
     ok_forms = [n for n in ok if n not in NAIVE]
     best_form = min(ok_forms, key=lambda n: ok[n].rmsle) if ok_forms else None
     margin = 0.0
-    if parsimony and best_form is not None and ok[best_form].train_rmsle is not None and np.isfinite(ok[best_form].train_rmsle):
-        margin = float(ok[best_form].train_rmsle)
+    scatter = [ok[n].train_rmsle for n in ok_forms if ok[n].train_rmsle is not None and np.isfinite(ok[n].train_rmsle)]
+    if parsimony and scatter:
+        # the median over the forms: a flexible form's own residuals under-state the noise (it fits
+        # some of it), a misfitting form's over-state it
+        margin = float(np.median(scatter))
     within = [n for n in ok if ok[n].rmsle <= ok[top].rmsle + margin]
     complexity = {"last_value": -2.0, "best_small": -1.0}
     best = min(within, key=lambda n: (complexity.get(n, get_form(n).p if n not in NAIVE else 0), ok[n].rmsle))
