@@ -6,7 +6,7 @@ Example::
       metrics: [ssp, semdedup, dbp, exact_dedup, random]
       policies: [auto]
       fractions: [0.9, 0.7, 0.5, 0.3, 0.1]     # or counts: [500] alone (then only the counts run)
-      semdedup_rel_eps: [0.25]                 # eps = 0.25 x the encoder's median nearest-neighbour distance
+      semdedup_rel_eps: [0.05]                 # eps = 0.05 x the encoder's median nearest-neighbour distance
       semdedup_remove: [0.05]                  # or: the eps that removes 5 % of the pool
       evaluate: {fractions: [1, 0.5, 0.1, 0.05], seeds: [0, 1, 2]}
 
@@ -78,7 +78,7 @@ class PruneConfig(StrictModel):
     ccs_strata: int = Field(default=50, ge=1)
     semdedup_eps: list[float] = Field(default_factory=list, description="raw cosine-distance thresholds")
     semdedup_rel_eps: list[float] = Field(
-        default_factory=lambda: [0.1, 0.25], description="thresholds as multiples of the encoder's median "
+        default_factory=lambda: [0.05, 0.1], description="thresholds as multiples of the encoder's median "
         "nearest-neighbour cosine distance (the same value means the same on any encoder)")
     semdedup_remove: list[float] = Field(default_factory=list, description="removal targets: the eps that removes "
                                          "about this share of the pool")

@@ -205,7 +205,7 @@ def test_semdedup_removals_are_selections_with_queryable_removed_ids(pruned_db, 
     db_path, _, out = pruned_db
     rows = _rows(db_path, "SELECT selection_id, budget_spec, n_pool, n_kept, reason FROM selections "
                           "WHERE metric = 'semdedup' AND policy = 'dedup' ORDER BY budget_spec")
-    assert [r[1] for r in rows] == ["eps=0.01", "eps=0.2", "rel=0.1", "rel=0.25"]
+    assert [r[1] for r in rows] == ["eps=0.01", "eps=0.2", "rel=0.05", "rel=0.1"]
     report = dict(_rows(db_path, "SELECT eps, n_removed FROM semdedup_report"))
     store = Store(db_path)
     for sid, spec, n_pool, n_kept, reason in rows:
@@ -218,7 +218,7 @@ def test_semdedup_removals_are_selections_with_queryable_removed_ids(pruned_db, 
             assert report[float(spec[4:])] == n_pool - n_kept
         else:
             assert "median nearest-neighbour distance" in reason
-    assert any(line.startswith("digits: semdedup rel=0.25 removes") for line in out["lines"])
+    assert any(line.startswith("digits: semdedup rel=0.1 removes") for line in out["lines"])
     # winnow export works on a de-duplication like on any selection
     csv = tmp_path / "dedup.csv"
     code, _, err = winnow("export", "latest:digits:semdedup:dedup:eps=0.2", "--to", csv, "--db", db_path)
