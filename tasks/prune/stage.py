@@ -98,7 +98,7 @@ def _prune_source(E, y, opts: PruneOptions, n_classes, E_test, y_test, content, 
                 for d_ in dedup if d_.method == "semdedup" and d_.n_removed > opts.dedup.warn_share * d_.n]
 
     curve, guard = None, []
-    if opts.evaluate is not None:
+    if opts.evaluate is not None and metrics:  # a de-duplication-only config has no ranking to evaluate
         ev = opts.evaluate
         curve = pruning_curve(E, y, E_test, y_test, metrics=metrics, policies=ev.policies or opts.policies,
                               fractions=ev.fractions, seeds=ev.seeds, params=params, select=opts.select,
@@ -106,8 +106,8 @@ def _prune_source(E, y, opts: PruneOptions, n_classes, E_test, y_test, content, 
                               progress=progress)
         guard = losses_to_random(curve)
         selections = _with_guard(selections, guard)
-    return SourcePruneResult(n_pool=n, k=k, dim=d, effective_dim=d_eff, scores=scores, selections=selections, dedup=dedup, curve=curve,
-                             guard=guard, warnings=warnings)
+    return SourcePruneResult(n_pool=n, k=k, dim=d, effective_dim=d_eff, scores=scores, selections=selections,
+                             dedup=dedup, curve=curve, guard=guard, warnings=warnings)
 
 
 def _semdedup_selections(E: np.ndarray, km: KMeansResult, params: MetricParams, opts: PruneOptions,
