@@ -39,7 +39,7 @@ from flows.runner import make_task_runner
 from storage.db import Store
 from storage.shards import (
     ShardFile, content_hash, read_columns, read_vectors, register_shards, run_dir, save_sharded_run, set_dir,
-    shard_name, vectors_table, write_atomic,
+    shard_name, vector_dim, vectors_table, write_atomic,
 )
 from tasks.errors import WinnowError
 from tasks.shards.dedup import dedup_clusters
@@ -274,7 +274,7 @@ def sharded_flow(cfg: ShardedConfig, db: str) -> dict[str, Any]:
         redo = embed_shard.with_options(refresh_cache=True)
         for i in missing:
             files[i] = redo(cfg.source, shards[i].index, shards[i].start, shards[i].stop, vec_dir)
-    d = int(read_vectors(files[0].path)[1].shape[1])
+    d = vector_dim(files[0].path)
     lap("embed")
 
     # k-means: seeded subsample (gathered from the shards) -> k-means++ -> Lloyd map/reduce passes

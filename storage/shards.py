@@ -45,6 +45,7 @@ __all__ = [
     "save_sharded_run",
     "set_dir",
     "shard_name",
+    "vector_dim",
     "vectors_table",
     "write_atomic",
 ]
@@ -135,6 +136,12 @@ def read_vectors(path: str | Path, columns: Sequence[str] = ()) -> tuple[np.ndar
         X = col.flatten().to_numpy().reshape(len(col), col.type.list_size)
     extra = {c: table.column(c).to_numpy() for c in columns}
     return table.column("row_index").to_numpy(), X, extra
+
+
+def vector_dim(path: str | Path) -> int:
+    """Dimension of the ``vector`` column of a shard file, from its schema (reads no rows)."""
+    t = pq.read_schema(path).field("vector").type
+    return t.byte_width // 4 if pa.types.is_fixed_size_binary(t) else t.list_size
 
 
 def read_columns(path: str | Path, columns: Sequence[str]) -> dict[str, np.ndarray]:

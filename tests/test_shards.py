@@ -159,7 +159,9 @@ def test_histogram_selection_equals_the_in_memory_select(balance, policy, cap):
 
 
 def test_shard_files_round_trip_and_register_one_view(store, tmp_path):
-    from storage.shards import ShardFile, content_hash, read_vectors, register_shards, vectors_table, write_atomic
+    from storage.shards import (
+        ShardFile, content_hash, read_vectors, register_shards, vector_dim, vectors_table, write_atomic,
+    )
 
     E = synthetic_embeddings(SyntheticSpec(n=3_000, d=8, seed=1)).vectors
     files = []
@@ -169,6 +171,7 @@ def test_shard_files_round_trip_and_register_one_view(store, tmp_path):
         files.append(ShardFile(s.index, s.start, s.stop, path, content_hash(rows, E[s.start:s.stop])))
     ri, X, _ = read_vectors(files[1].path)
     assert np.array_equal(ri, np.arange(1_024, 2_048)) and np.array_equal(X, E[1_024:2_048])
+    assert vector_dim(files[0].path) == 8
     view = register_shards(store, "set-x", "vectors", files)
     with store.read() as con:
         assert con.execute(f'SELECT count(*), max(row_index) FROM "{view}"').fetchall() == [(3_000, 2_999)]

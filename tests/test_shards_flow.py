@@ -85,3 +85,27 @@ def test_rerun_is_served_from_the_cache_and_writes_the_same_tables(store, tmp_pa
                     for t, rs in after.items()}
     assert second["timings"]["kmeans"] < first["timings"]["kmeans"]  # passes served from the cache
     assert len(after["sharded_members"]) == round(0.3 * 40_000)
+
+
+def test_an_embeddings_parquet_source_is_sharded_across_its_row_groups(store, tmp_path):
+    import pyarrow as pa
+
+    from flows.sharded import run_sharded
+    from storage.shards import load_sharded_run
+    from tasks.prune.kmeans import spherical_kmeans
+    from tasks.prune.select import select
+    from tasks.synthetic import SyntheticSpec, synthetic_embeddings
+
+    E = synthetic_embeddings(SyntheticSpec(n=20_000, d=8, clusters=6, seed=3)).vectors
+    path = tmp_path / "emb.parquet"
+    flat = pa.array(E.reshape(-1), type=pa.float32())
+    pq.write_table(pa.table({"row_index": np.arange(20_000, dtype=np.int64),
+                             "vector": pa.FixedSizeListArray.from_arrays(flat, 8)}), path, row_group_size=3_000)
+    cfg = _config(source={"kind": "embeddings_parquet", "path": str(path)}, shard_rows=16_384, k=5, fraction=0.5,
+                  policy="hard", semdedup_eps=[0.01])
+    summary = run_sharded(cfg, store.path)
+    assert summary["n_shards"] == 2  # 16,384 + 3,616 rows, cut inside a 3,000-row row group
+    km = spherical_kmeans(E, 5, iters=30, seed=7)
+    np.testing.assert_allclose(_centroids(store, summary["run_id"]), km.centroids, atol=1e-5)
+    kept = [r["row_index"] for r in load_sharded_run(store, summary["run_id"])["sharded_members"]]
+    assert kept == select(1.0 - km.cos_to_centroid, fraction=0.5, policy="hard", seed=7).indices.tolist()
