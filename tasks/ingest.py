@@ -180,7 +180,7 @@ class _SourceWriter:
             bad = ~np.isin(split, ["train", "test"])
             if bad.any():
                 i = int(np.flatnonzero(bad)[0])
-                raise _err(spec, f"split column {spec.split!r} must hold 'train' or 'test', got {split[i]!r} at row {self.n + i}")
+                raise _err(spec, f"split column {spec.split!r} must hold 'train' or 'test', got {str(split[i])!r} at row {self.n + i}")
         else:
             split = hash_split(rows, spec.seed, spec.test_fraction)
         self.h_split.update("".join("1" if s == "test" else "0" for s in split).encode())
@@ -288,7 +288,7 @@ def _pick_columns(spec: SourceConfig, schema: pa.Schema, dropped: set[str] | Non
         if pa.types.is_dictionary(t):
             t = t.value_type
         if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t)
-                or pa.types.is_boolean(t) or pa.types.is_floating(t)):
+                or pa.types.is_boolean(t) or pa.types.is_floating(t) or pa.types.is_null(t)):  # null: named by row below
             raise _err(spec, f"label column {spec.label!r} has type {t}; labels must be strings or numbers (one per row)")
     if spec.text is not None:
         t = schema.field(spec.text).type
