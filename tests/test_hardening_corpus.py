@@ -652,3 +652,32 @@ def test_one_line_through_the_temporary_server(populated, tmp_path):
     case = next(c for c in CASES if c.name == "numeric-looking column with a bad cell")
     outcome = run_case(case, populated, tmp_path / "case", env)
     assert not outcome.problems, _report([outcome])
+
+
+def test_export_and_report_never_write_through_a_planted_symlink(populated, server, tmp_path):
+    """Symlinks at every fixed temp name older versions used, and at the targets themselves (with --force):
+    the files they point to stay untouched, and the outputs are written as new regular files.
+    (mkstemp's O_EXCL is why no random temp name can be hijacked: tests/test_hardening_io.py plants one.)"""
+    shutil.copytree(populated.folder, tmp_path, dirs_exist_ok=True)
+    db = tmp_path / "db" / "winnow.duckdb"
+    victim = tmp_path / "victim.txt"
+    victim.write_text("must stay")
+    (tmp_path / "rep").mkdir()
+    for name in (".out.csv.tmp", ".out.parquet.tmp", "out.csv", f"rep/.{populated.run_id}.html.tmp", f"rep/{populated.run_id}.html"):
+        (tmp_path / name).symlink_to(victim)
+    env = {k: v for k, v in server.items() if k != "PREFECT_API_URL"}
+
+    def winnow(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(WINNOW), *args, "--db", str(db)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+    refused = winnow("export", populated.selection_id, "--to", str(tmp_path / "out.csv"))
+    assert refused.returncode == 2 and "already exists; pass --force" in refused.stderr
+    for args in (["export", populated.selection_id, "--to", str(tmp_path / "out.csv"), "--force"],
+                 ["export", populated.selection_id, "--to", str(tmp_path / "out.parquet")],
+                 ["report", populated.run_id, "--out", str(tmp_path / "rep"), "--force"]):
+        p = winnow(*args)
+        assert p.returncode == 0, p.stderr
+    assert victim.read_text() == "must stay"
+    for name in ("out.csv", "out.parquet", f"rep/{populated.run_id}.html"):
+        assert not (tmp_path / name).is_symlink() and (tmp_path / name).stat().st_size > 0
+    assert (tmp_path / ".out.csv.tmp").is_symlink()  # planted links are left alone, never followed
