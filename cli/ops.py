@@ -19,7 +19,7 @@ def deploy(
 ) -> None:
     """Register configs as deployments on the Prefect server, with the schedules of their deploy: section."""
     from configs.base import builtin_config
-    from flows.ops import FLOW_NAME, build_deployment, describe_schedules, ensure_process_pool, require_server
+    from flows.ops import FLOW_NAME, HEARTBEAT_ENV, build_deployment, describe_schedules, ensure_process_pool, require_server
 
     require_server()
     _crash_detection()
@@ -28,6 +28,7 @@ def deploy(
         pool_name = pool or (cfg.deploy.work_pool if cfg.deploy else None)
         if pool_name:
             ensure_process_pool(pool_name)
+            deployment.job_variables = {"env": dict(HEARTBEAT_ENV)}  # the worker's flow processes send heartbeats
         dep_id = deployment.apply(work_pool_name=pool_name)
         runs_by = f"a worker: prefect worker start --pool {pool_name}" if pool_name else f"winnow serve {path}"
         console.print(f"deployed [bold]{FLOW_NAME}/{deployment.name}[/bold] ({dep_id}): {describe_schedules(cfg)}; "

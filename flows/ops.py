@@ -311,14 +311,17 @@ def wait_for_flow_run(flow_run_id: Any, db: str | None, timeout_s: float,
             time.sleep(poll_s)
 
 
-HEARTBEAT_S = 30  # Prefect flow-run heartbeats of served runs (the server's zombie automation waits 3 of them)
-ZOMBIE_AUTOMATION = "winnow: crash flow runs that stopped sending heartbeats"
+HEARTBEAT_S = 30  # Prefect flow-run heartbeats of winnow's deployed runs (the zombie automation waits 3 of them)
+HEARTBEAT_ENV = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S)}
+ZOMBIE_AUTOMATION = "winnow: crash winnow flow runs that stopped sending heartbeats"
 
 
 def ensure_zombie_automation(missing_s: float = 3 * HEARTBEAT_S) -> None:
     """The server-side half of crash detection: an automation (created once, by name) that marks a flow run
     Crashed when its heartbeats stop for ``missing_s`` without a final state — a run whose process and
-    executor died together (SIGKILL, a lost machine). Prefect's recipe for zombie flow runs."""
+    executor died together (SIGKILL, a lost machine). Prefect's recipe for zombie flow runs, limited to
+    runs tagged ``winnow`` (winnow's deployments, which send a heartbeat every :data:`HEARTBEAT_S`):
+    other flow runs on the server keep Prefect's default heartbeat (180 s) and must not be touched."""
     from prefect import get_client
     from prefect.automations import Automation
     from prefect.client.schemas.objects import StateType
@@ -337,6 +340,7 @@ def ensure_zombie_automation(missing_s: float = 3 * HEARTBEAT_S) -> None:
             expect={"prefect.flow-run.heartbeat", "prefect.flow-run.Completed", "prefect.flow-run.Failed",
                     "prefect.flow-run.Cancelled", "prefect.flow-run.Crashed"},
             match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            match_related=ResourceSpecification({"prefect.resource.id": "prefect.tag.winnow", "prefect.resource.role": "tag"}),
             for_each={"prefect.resource.id"},
             posture=Posture.Proactive,
             threshold=1,
@@ -356,5 +360,6 @@ def serve_deployments(deployments: list, limit: int | None = 1) -> None:
 
     from prefect import serve as prefect_serve
 
-    os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(HEARTBEAT_S))  # inherited by flow-run processes
+    for key, value in HEARTBEAT_ENV.items():
+        os.environ.setdefault(key, value)  # inherited by the flow-run processes serve starts
     prefect_serve(*deployments, limit=limit, print_starting_message=False)
