@@ -160,7 +160,8 @@ def run_setting(s: Setting, sources: dict[str, Any], seed: int) -> dict[str, Any
     """The mixture stage, the planner and the oracle for one setting and seed."""
     from tasks.mixture.jobs import local_train, trial_seed
     from tasks.mixture.outcome import SweepRecord
-    from tasks.mixture.pilots import PilotSpec, Pools, pilot_results, pilot_trials
+    from tasks.mixture.jobs import pilot_trials
+    from tasks.mixture.pilots import PilotSpec, Pools, pilot_results
     from tasks.mixture.pools import prepare_mixture_data, reveal
     from tasks.mixture.simplex import mixture_counts, simplex_grid
     from tasks.mixture.stage import run_mixture
@@ -193,13 +194,17 @@ def run_setting(s: Setting, sources: dict[str, Any], seed: int) -> dict[str, Any
     t0 = time.perf_counter()
     cand = {f"g{g}": grid[g] for g in range(len(grid)) if np.all(mixture_counts(grid[g], s.n) <= data.pool_sizes)}
     cand["uniform"] = np.full(K, 1.0 / K)
-    cand["choice"] = np.asarray(sel.result.p)
+    on_grid = [k for k in cand if np.abs(cand[k] - np.asarray(sel.result.p)).max() < 1e-6]
+    if not on_grid:  # a choice on the grid is read from the grid's draws, like the best-pilot pick
+        cand["choice"] = np.asarray(sel.result.p)
     specs = {k: [PilotSpec(j, tuple(map(float, p)), s.n, r, trial_seed(10_000 + seed, k, "oracle", s.n, r)) for r in range(ORACLE_REPS)]
              for j, (k, p) in enumerate(cand.items())}
     flat = [x for v in specs.values() for x in v]
     res = pilot_results(flat, train(pilot_trials(flat, pools, "oracle")))
     oracle = {k: float(np.mean([r.accuracy for r in res if r.mixture_id == j])) for j, k in enumerate(cand)}
     oracle_sd = float(np.mean([np.std([r.accuracy for r in res if r.mixture_id == j], ddof=1) for j in range(len(cand))]))
+    if on_grid:
+        oracle["choice"] = oracle[on_grid[0]]
     t_oracle = time.perf_counter() - t0
     grid_keys = [k for k in cand if k.startswith("g")]
     best = max(oracle[k] for k in grid_keys + ["uniform", "choice"])
