@@ -159,7 +159,7 @@ def test_guard_reason_is_recorded_on_the_selection():
     Et, yt = blobs(300)
     flip = rng.random(1000) < 0.2
     y_noisy = np.where(flip, 1 - y, y)
-    opts = _opts(metrics=["supervised_prototypes", "random"], policies=["hard"], fractions=[0.1, 0.5],
+    opts = _opts(metrics=["supervised_prototypes", "random"], policies=["hard"], fractions=[0.1], counts=[500],
                  semdedup_rel_eps=[], evaluate={"fractions": [0.1], "seeds": [0, 1]})
     res = prune_source(E, y_noisy, opts, n_classes=2, E_test=Et, y_test=yt)
     (g,) = res.guard
@@ -167,7 +167,7 @@ def test_guard_reason_is_recorded_on_the_selection():
     assert g.mean < g.random_mean - 0.3
     by = {(s.metric, s.spec): s.selection.reason for s in res.selections}
     assert "GUARD" in by[("supervised_prototypes", "f=0.1")] and "better: random" in by[("supervised_prototypes", "f=0.1")]
-    assert "GUARD" not in by[("supervised_prototypes", "f=0.5")]  # not evaluated there: no verdict
+    assert "GUARD" not in by[("supervised_prototypes", "n=500")]  # a count budget is not evaluated: no verdict
     assert "GUARD" not in by[("random", "f=0.1")]
     assert any("WARNING supervised_prototypes/hard at f=0.1" in line for line in res.lines("s"))
 

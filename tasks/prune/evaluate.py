@@ -20,7 +20,8 @@ from tasks.prune.kmeans import check_embeddings, small_problem_threads, spherica
 from tasks.prune.registry import KMEANS_METRICS, MetricParams, compute_metric, metric_spec, select_by_metric
 from tasks.prune.select import POLICIES, SelectOptions, effective_dim
 
-__all__ = ["CurvePoint", "GuardNote", "PruningCurve", "losses_to_random", "plot_pruning_curve", "pruning_curve"]
+__all__ = ["AutoOverride", "CurvePoint", "GuardNote", "PruningCurve", "auto_override", "losses_to_random",
+           "plot_pruning_curve", "pruning_curve"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,18 @@ class PruningCurve:
                 }
             )
         return out
+
+    def fractions(self) -> list[float]:
+        """The pruned fractions measured (f < 1), descending."""
+        return sorted({p.fraction for p in self.points if p.fraction < 1}, reverse=True)
+
+    def seeds(self) -> list[int]:
+        return sorted({p.seed for p in self.points})
+
+    def restricted(self, seeds) -> "PruningCurve":
+        """The same curve on a subset of its seeds (e.g. to decide on some seeds and judge on the others)."""
+        keep = {int(s) for s in seeds}
+        return PruningCurve(points=tuple(p for p in self.points if p.seed in keep))
 
     def mean(self, metric: str, policy: str, fraction: float) -> float:
         v = [p.accuracy for p in self.points if p.metric == metric and p.policy == policy and p.fraction == fraction]
@@ -216,6 +229,56 @@ def losses_to_random(curve: PruningCurve) -> list[GuardNote]:
             notes.append(GuardNote(s["metric"], s["policy"], s["fraction"], s["mean"], s["std"], r["mean"], r["std"],
                                    name, b["mean"]))
     return notes
+
+
+@dataclass(frozen=True)
+class AutoOverride:
+    """The curve's verdict on ``metric``/auto at one fraction: it lost, beyond noise, to another measured
+    option, and ``auto`` resolves to the best-measured one instead (``to_metric``/``to_policy``:
+    another policy of the same metric, or ``random``/``random``)."""
+
+    metric: str
+    fraction: float
+    from_policy: str  # what auto had resolved to in the curve ("easy", "hard", ...)
+    mean: float
+    std: float
+    to_metric: str
+    to_policy: str
+    to_mean: float
+    to_std: float
+    n_seeds: int
+
+    @property
+    def target(self) -> str:
+        return "random" if self.to_metric == "random" else f"{self.to_metric}/{self.to_policy}"
+
+    def reason(self) -> str:
+        return (f"auto -> {self.target} (switched from keep-{self.from_policy} by the pruning curve): at f={self.fraction:g} "
+                f"{self.metric}/auto measured {self.mean:.4f}±{self.std:.4f} vs {self.target} "
+                f"{self.to_mean:.4f}±{self.to_std:.4f} over {self.n_seeds} seeds, a loss larger than one seed std")
+
+
+def auto_override(curve: PruningCurve, metric: str, fraction: float) -> AutoOverride | None:
+    """The rule that makes ``auto`` act on the stage's own pruning curve.
+
+    At ``fraction`` the candidates are every other measured policy of ``metric`` (hard, easy, ccs, ...)
+    and random. If some candidate's mean beats ``metric``/auto's mean by more than one seed std (the
+    larger of the two series' stds: the same noise margin as :func:`losses_to_random`; with one seed any
+    loss counts), auto resolves to the candidate with the highest mean. Otherwise (or when the curve
+    did not measure ``metric``/auto at that fraction) it returns None and auto keeps its rule.
+    No tuning constant: the margin is the curve's own noise estimate.
+    """
+    at = [s for s in curve.summary() if abs(s["fraction"] - fraction) < 1e-9]
+    auto = next((s for s in at if s["metric"] == metric and s["policy"] == "auto"), None)
+    if auto is None:
+        return None
+    cands = [s for s in at if (s["metric"] == metric and s["policy"] != "auto") or s["metric"] == "random"]
+    beaten_by = [c for c in cands if c["mean"] > auto["mean"] + max(auto["std"], c["std"])]
+    if not beaten_by:
+        return None
+    best = max(cands, key=lambda c: c["mean"])
+    return AutoOverride(metric, float(auto["fraction"]), auto["resolved_policy"], auto["mean"], auto["std"],
+                        best["metric"], best["policy"], best["mean"], best["std"], int(auto["n_seeds"]))
 
 
 def robust_limits(values: Sequence[float], *, whisker: float = 3.0) -> tuple[float, float, int]:

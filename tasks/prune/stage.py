@@ -14,16 +14,16 @@ from typing import Sequence
 import numpy as np
 
 from tasks.device import resolve_device
-from tasks.prune.evaluate import GuardNote, losses_to_random, pruning_curve
+from tasks.prune.evaluate import AutoOverride, GuardNote, PruningCurve, auto_override, losses_to_random, pruning_curve
 from tasks.prune.exact import content_keys, exact_duplicates
 from tasks.prune.kmeans import KMeansResult, check_embeddings, small_problem_threads, spherical_kmeans
 from tasks.prune.options import PoolInfo, PruneOptions
 from tasks.prune.outcome import DedupSelection, RankedSelection, SourcePruneResult
 from tasks.prune.registry import KMEANS_METRICS, MetricParams, MetricScores, compute_metric, metric_spec, select_by_metric
-from tasks.prune.select import effective_dim
+from tasks.prune.select import Selection, effective_dim, select
 from tasks.prune.semdedup import nn_distance_scale, resolve_thresholds, semdedup
 
-__all__ = ["prune_source"]
+__all__ = ["curve_fractions", "prune_source"]
 
 
 def prune_source(
@@ -101,10 +101,11 @@ def _prune_source(E, y, opts: PruneOptions, n_classes, E_test, y_test, content, 
     if opts.evaluate is not None and metrics:  # a de-duplication-only config has no ranking to evaluate
         ev = opts.evaluate
         curve = pruning_curve(E, y, E_test, y_test, metrics=metrics, policies=ev.policies or opts.policies,
-                              fractions=ev.fractions, seeds=ev.seeds, params=params, select=opts.select,
-                              probe_max_iter=ev.probe_max_iter, probe_weight_decay=ev.probe_weight_decay,
-                              progress=progress)
+                              fractions=curve_fractions(ev.fractions, opts.fractions), seeds=ev.seeds, params=params,
+                              select=opts.select, probe_max_iter=ev.probe_max_iter,
+                              probe_weight_decay=ev.probe_weight_decay, progress=progress)
         guard = losses_to_random(curve)
+        selections = _act_on_curve(selections, curve, scores, opts, y, d_eff, groups_for_auto)
         selections = _with_guard(selections, guard)
     return SourcePruneResult(n_pool=n, k=k, dim=d, effective_dim=d_eff, scores=scores, selections=selections,
                              dedup=dedup, curve=curve, guard=guard, warnings=warnings)
@@ -127,13 +128,57 @@ def _semdedup_selections(E: np.ndarray, km: KMeansResult, params: MetricParams, 
     return out
 
 
+def curve_fractions(eval_fractions: Sequence[float], select_fractions: Sequence[float]) -> tuple[float, ...]:
+    """The pruning curve's fractions: the evaluate section's plus every fraction the stage selects at,
+    so ``auto`` acts on a measurement at its own budget (never on an interpolation). Count budgets
+    (``n=500``) are not added: ``auto`` keeps its rule there."""
+    out = list(eval_fractions)
+    for f in select_fractions:
+        if not any(abs(f - g) < 1e-9 for g in out):
+            out.append(f)
+    return tuple(sorted(out, reverse=True))
+
+
+def _act_on_curve(selections: list[RankedSelection], curve: PruningCurve, scores: dict[str, MetricScores],
+                  opts: PruneOptions, y: np.ndarray | None, d_eff: int, n_groups: int) -> list[RankedSelection]:
+    """Every ``auto`` selection at a fraction budget whose series the curve found beaten beyond noise
+    (:func:`~tasks.prune.evaluate.auto_override`) is remade with the best-measured option at that
+    fraction; its reason names the numbers and what it switched from."""
+    n = next(iter(scores.values())).scores.size
+    fraction_of = {spec: b["fraction"] for spec, b in opts.budgets(n) if "fraction" in b}
+    out = []
+    for s in selections:
+        f = fraction_of.get(s.spec)
+        o = auto_override(curve, s.metric, f) if s.policy == "auto" and f is not None else None
+        if o is not None:
+            sel = _remake(o, scores, opts, y, d_eff, n_groups, f)
+            s = replace(s, selection=replace(sel, policy="auto", reason=f"{o.reason()}; {sel.reason}"))
+        out.append(s)
+    return out
+
+
+def _remake(o: AutoOverride, scores: dict[str, MetricScores], opts: PruneOptions, y: np.ndarray | None,
+            d_eff: int, n_groups: int, f: float) -> Selection:
+    if o.to_metric == "random" or o.to_policy == "random":
+        # the floor: a random subset, stratified by class when labels are there (same expected class
+        # shares as the measured uniform-random series, less variance)
+        n = next(iter(scores.values())).scores.size
+        if y is None:
+            return select(np.zeros(n), fraction=f, policy="random", seed=opts.seed)
+        sel = select(np.zeros(n), fraction=f, policy="random", groups=np.asarray(y, dtype=np.int64),
+                     balance="proportional", seed=opts.seed)
+        return replace(sel, reason="class-balanced random (proportional)")
+    return select_by_metric(scores[o.to_metric], o.to_policy, options=opts.select, fraction=f, dim=d_eff,
+                            n_groups=n_groups, seed=opts.seed)
+
+
 def _with_guard(selections: list[RankedSelection], guard: list[GuardNote]) -> list[RankedSelection]:
     """Append the guard's verdict to the reason of every selection the curve found losing to random."""
     by = {(g.metric, g.policy, f"f={g.fraction:g}"): g for g in guard}
     out = []
     for s in selections:
         g = by.get((s.metric, s.policy, s.spec))
-        if g is not None:
+        if g is not None and "switched from" not in s.selection.reason:  # a switched auto already says why
             s = replace(s, selection=replace(s.selection, reason=s.selection.reason + f"; GUARD: the pruning curve "
                         f"measured {g.mean:.4f}±{g.std:.4f} vs random {g.random_mean:.4f}±{g.random_std:.4f} here; "
                         f"better: {g.best}"))

@@ -1,0 +1,106 @@
+"""``auto`` acts on the stage's own pruning curve: where its series loses beyond one seed std to another
+measured policy of the same metric (or to random), the selection is remade with the best-measured
+option and its reason carries the numbers; where it does not lose, nothing changes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from configs.prune import PruneConfig
+from tasks.prune.evaluate import CurvePoint, PruningCurve, auto_override
+from tasks.prune.options import PruneOptions
+from tasks.prune.registry import MetricScores, select_by_metric
+from tasks.prune.stage import _act_on_curve, curve_fractions, prune_source
+from tasks.prune.outcome import RankedSelection
+
+
+def _curve(means: dict[tuple[str, str, float], list[float]], resolved: str = "hard") -> PruningCurve:
+    pts = [CurvePoint(m, p, resolved if p == "auto" else p, f, s, 10, acc, "")
+           for (m, p, f), accs in means.items() for s, acc in enumerate(accs)]
+    return PruningCurve(tuple(pts))
+
+
+# auto loses at f=0.1 (0.909 vs ccs 0.925 / random 0.922, stds ~0.002), is level at f=0.5
+LOSING = {("ssp", "auto", 0.1): [0.907, 0.909, 0.911], ("ssp", "ccs", 0.1): [0.923, 0.925, 0.927],
+          ("random", "random", 0.1): [0.919, 0.922, 0.925], ("ssp", "auto", 0.5): [0.940, 0.942, 0.944],
+          ("ssp", "ccs", 0.5): [0.939, 0.941, 0.943], ("random", "random", 0.5): [0.938, 0.941, 0.944],
+          ("dbp", "auto", 0.1): [0.95, 0.95, 0.95]}  # another metric's policy is never a candidate
+
+
+def test_auto_switches_to_the_best_measured_option_and_names_the_numbers():
+    o = auto_override(_curve(LOSING), "ssp", 0.1)
+    assert o is not None and (o.to_metric, o.to_policy, o.from_policy) == ("ssp", "ccs", "hard")
+    assert abs(o.mean - 0.909) < 1e-9 and abs(o.to_mean - 0.925) < 1e-9 and o.n_seeds == 3
+    r = o.reason()
+    assert "switched from keep-hard" in r and "0.9090±0.0016" in r and "ssp/ccs 0.9250±0.0016" in r and "f=0.1" in r
+
+
+def test_auto_unchanged_where_it_does_not_lose_beyond_noise():
+    c = _curve(LOSING)
+    assert auto_override(c, "ssp", 0.5) is None  # level with ccs and random
+    assert auto_override(c, "ssp", 0.3) is None  # not measured there: the rule stands
+    assert auto_override(c, "dbp", 0.1) is None  # no candidate beats it (and ssp's series are not dbp's)
+    # a loss smaller than one seed std is noise, not evidence
+    noisy = {("ssp", "auto", 0.1): [0.90, 0.92], ("random", "random", 0.1): [0.905, 0.925]}
+    assert auto_override(_curve(noisy), "ssp", 0.1) is None
+
+
+def test_auto_falls_back_to_random_when_random_is_the_best_measured():
+    c = _curve({("semdedup", "auto", 0.1): [0.926, 0.928, 0.933], ("random", "random", 0.1): [0.941, 0.943, 0.945]},
+               resolved="easy")
+    o = auto_override(c, "semdedup", 0.1)
+    assert o is not None and o.target == "random" and "switched from keep-easy" in o.reason()
+
+
+def test_stage_remakes_the_selection_and_leaves_the_others():
+    rng = np.random.default_rng(0)
+    n = 400
+    y = np.repeat(np.arange(4), n // 4)
+    ms = MetricScores("ssp", rng.random(n).astype(np.float32))
+    opts = PruneOptions.from_config(PruneConfig(metrics=["ssp"], fractions=[0.5, 0.1], semdedup_rel_eps=[]))
+    sels = [RankedSelection("ssp", "auto", spec, select_by_metric(ms, "auto", options=opts.select, **b, dim=400,
+                                                                    n_groups=4, seed=0))
+            for spec, b in opts.budgets(n)]
+    assert all(s.selection.resolved_policy == "easy" for s in sels)
+    out = _act_on_curve(sels, _curve(LOSING, resolved="easy"), {"ssp": ms}, opts, y, 400, 4)
+    by = {s.spec: s for s in out}
+    assert by["f=0.5"].selection is sels[0].selection  # level at 0.5: untouched
+    s = by["f=0.1"].selection
+    ccs = select_by_metric(ms, "ccs", options=opts.select, fraction=0.1, seed=0)
+    assert np.array_equal(s.indices, ccs.indices) and s.resolved_policy == "ccs" and s.policy == "auto"
+    assert s.reason.startswith("auto -> ssp/ccs (switched from keep-easy") and "0.9250" in s.reason
+    # random best -> class-balanced random: every class keeps its share
+    rnd = {**LOSING, ("random", "random", 0.1): [0.95, 0.951, 0.952]}
+    s = {x.spec: x for x in _act_on_curve(sels, _curve(rnd, resolved="easy"), {"ssp": ms}, opts, y, 400, 4)}["f=0.1"]
+    assert s.selection.resolved_policy == "random" and "class-balanced random" in s.selection.reason
+    assert np.bincount(y[s.selection.indices], minlength=4).tolist() == [10, 10, 10, 10]
+
+
+def test_curve_covers_every_selected_fraction():
+    assert curve_fractions((1.0, 0.5, 0.1), (0.9, 0.5, 0.3)) == (1.0, 0.9, 0.5, 0.3, 0.1)
+
+
+def test_stage_end_to_end_switches_a_losing_auto():
+    # distance to the class mean on 20 % flipped labels: auto's perceptron rule says keep-hard (abundant
+    # data in 4 dims), which keeps the mislabelled rows; the curve measures that and auto switches
+    rng = np.random.default_rng(0)
+
+    def blobs(m):
+        yy = rng.integers(0, 2, m)
+        return (np.c_[yy * 2.0 - 1.0, np.zeros((m, 3))] + rng.normal(size=(m, 4))).astype(np.float32), yy
+
+    E, y = blobs(1000)
+    Et, yt = blobs(300)
+    flip = rng.random(1000) < 0.2
+    y_noisy = np.where(flip, 1 - y, y)
+    opts = PruneOptions.from_config(PruneConfig(
+        metrics=["supervised_prototypes", "random"], policies=["auto"], fractions=[0.1], counts=[100],
+        semdedup_rel_eps=[], evaluate={"fractions": [0.1], "seeds": [0, 1], "policies": ["auto", "easy"]}))
+    res = prune_source(E, y_noisy, opts, n_classes=2, E_test=Et, y_test=yt)
+    by = {(s.metric, s.spec): s.selection for s in res.selections if s.policy == "auto"}
+    s = by[("supervised_prototypes", "f=0.1")]
+    assert "switched from keep-hard" in s.reason and s.resolved_policy in ("easy", "random")
+    assert flip[s.indices].mean() < 0.15  # no longer the mislabelled rows
+    n100 = by[("supervised_prototypes", "n=100")]  # a count budget is not measured: the rule stands
+    assert n100.resolved_policy == "hard" and "switched" not in n100.reason
+    assert "GUARD" not in s.reason
