@@ -41,7 +41,7 @@ mixture:
   pilot_sizes: [{pilots}]
   reps: {reps}
   probe: {{rows_per_task: {rows_per_task}}}
-  extrapolation: {{method: power_law, target_n: {target}, n_validate: 2, reps: 1}}
+  extrapolation: {{method: power_law, target_n: {target}, n_validate: 1, reps: 1}}
   select: {{steps: 6}}
 """
 
@@ -82,12 +82,13 @@ def main() -> None:
     ap.add_argument("--pilot-sizes", default="500,1000,2000")
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--rows-per-task", type=int, default=4000)
+    ap.add_argument("--target", type=int, default=None, help="extrapolation target_n (default 2x the largest pilot)")
     args = ap.parse_args()
     pilots = [int(x) for x in args.pilot_sizes.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="winnow-bench-resume-"))
     cfg = tmp / "mix.yaml"
     cfg.write_text(CONFIG.format(pool=max(pilots), pilots=", ".join(map(str, pilots)), reps=args.reps,
-                                 rows_per_task=args.rows_per_task, target=2 * max(pilots)))
+                                 rows_per_task=args.rows_per_task, target=args.target or 2 * max(pilots)))
     driver = tmp / "driver.py"
     driver.write_text(DRIVER)
     base = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "WINNOW_DB")}
@@ -121,7 +122,8 @@ def main() -> None:
     a = {t: r for t, r in db_contents(tmp / "cold" / "w.duckdb", ignore).items() if t != "run_attempts"}
     b = {t: r for t, r in db_contents(db, ignore).items() if t != "run_attempts"}
     print(f"config: mnist pools {max(pilots)}, pilots {pilots} x {args.reps} reps, grid 0.2, {total} pilot chunks "
-          f"(rows_per_task {args.rows_per_task}), sequential runner")
+          f"(rows_per_task {args.rows_per_task}), target_n {args.target or 2 * max(pilots)}, n_validate 1, sequential runner")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"cold run            {cold_s:7.1f} s")
     print(f"killed after        {done}/{total} pilot chunks ({100 * done / total:.0f} %)")
     print(f"rerun after kill    {rerun_s:7.1f} s   trained {_count(rerun_log)} pilot chunks")
