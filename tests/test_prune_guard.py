@@ -104,3 +104,4 @@ def test_stage_end_to_end_switches_a_losing_auto():
     n100 = by[("supervised_prototypes", "n=100")]  # a count budget is not measured: the rule stands
     assert n100.resolved_policy == "hard" and "switched" not in n100.reason
     assert "GUARD" not in s.reason
+    assert any("supervised_prototypes/auto at f=0.1" in line and "switched" in line for line in res.lines("s"))

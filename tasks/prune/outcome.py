@@ -76,8 +76,13 @@ class SourcePruneResult:
         out.append(f"{name}: {len(self.selections) + len(self.dedup)} selections over {len(self.scores)} metrics, "
                    f"pool {self.n_pool} rows, k={self.k}, embedding dim {self.dim} (effective {self.effective_dim})")
         out += [f"{name}: {r}" for r in sorted({s.selection.reason for s in self.selections if s.policy == "auto"})]
+        switched = {(s.metric, s.spec) for s in self.selections
+                    if s.policy == "auto" and "switched from" in s.selection.reason}
         for g in self.guard:
-            out.append(f"{name}: WARNING {g.line()}")
+            if g.policy == "auto" and (g.metric, f"f={g.fraction:g}") in switched:
+                out.append(f"{name}: {g.line()} — the auto selection there switched (its reason says to what)")
+            else:
+                out.append(f"{name}: WARNING {g.line()}")
         return out
 
 
