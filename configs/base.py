@@ -172,6 +172,19 @@ class RunConfig(StrictModel):
             seen.add(s.name)
         if self.plan is not None and self.mixture is None:
             raise ValueError("plan: the planner needs a 'mixture' section (its pools, target and OT settings)")
+        if self.prune is not None and self.encoder is None:
+            raise ValueError("prune: the prune stage needs an 'encoder' section (e.g. encoder: {kind: pca, dim: 32})")
+        have = ", ".join(seen)
+        refs: list[tuple[str, str]] = []  # (key, source name) of every reference to a source
+        for section in ("encoder", "prune"):
+            names = getattr(getattr(self, section), "sources", None)
+            refs += [(f"{section}.sources.{i}", n) for i, n in enumerate(names or [])]
+        if self.mixture is not None:
+            refs += [(f"mixture.pools.{i}.source", p.source) for i, p in enumerate(self.mixture.pools)]
+            refs.append(("mixture.target.source", self.mixture.target.source))
+        for key, name in refs:
+            if name not in seen:
+                raise ValueError(f"{key}: {name!r} is not a source of this config (have: {have})")
         return self
 
     def identity_json(self) -> str:
@@ -191,6 +204,9 @@ def _format_error(err: ValidationError, origin: str) -> str:
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
     msg = first["msg"].removeprefix("Value error, ")
+    key = re.match(r"^([A-Za-z_][\w.]*): ", msg)
+    if loc == "(top level)" and key:  # a whole-config check names the key it is about: "prune.k: ..."
+        loc, msg = key.group(1), msg[key.end():]
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
     extra = f" (and {err.error_count() - 1} more problem(s))" if err.error_count() > 1 else ""
