@@ -19,7 +19,7 @@ from tasks.report import ReportData
 MAX_ROWS = 10_000
 NUMERIC = ("DOUBLE", "FLOAT", "REAL", "DECIMAL")
 SKIP_COLUMNS = {"run_id"}
-SKIP_TABLES = ("runs", "run_sources")  # shown as the run and its sources
+SKIP_TABLES = ("runs", "run_sources", "run_attempts")  # shown as the run, its sources and its history
 PER_EXAMPLE = {"example_id", "row_index"}
 
 

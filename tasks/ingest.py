@@ -715,7 +715,7 @@ def stage_source(spec: SourceConfig, staging_dir: Path, *, progress: bool = Fals
 
     Nothing is written to the database here: the caller registers the staged file.
     """
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from tasks.progress import progress_bar
 
     meta: dict[str, Any] = {"image_shape": None}
     readers = {
@@ -734,9 +734,8 @@ def stage_source(spec: SourceConfig, staging_dir: Path, *, progress: bool = Fals
     batches = readers[spec.kind]()
     writer: _SourceWriter | None = None
     try:
-        with Progress(TextColumn(f"ingest {spec.name}"), BarColumn(), TextColumn("{task.completed:,} rows"),
-                      TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), disable=not progress, transient=True) as bar:
-            task = bar.add_task("rows", total=None, rate="")
+        with progress_bar(progress) as bar:
+            task = bar.add_task(f"ingest {spec.name} (rows)", total=None)
             for batch in batches:
                 if writer is None:
                     labelled = meta.get("labelled", labelled)
@@ -747,8 +746,7 @@ def stage_source(spec: SourceConfig, staging_dir: Path, *, progress: bool = Fals
                         break
                     batch = _truncate(batch, room)
                 writer.add(batch)
-                elapsed = bar.tasks[0].elapsed or 1e-9
-                bar.update(task, completed=writer.n, rate=f"{writer.n / elapsed:,.0f} rows/s")
+                bar.update(task, completed=writer.n)
         if writer is None or writer.n == 0:
             raise _err(spec, "source has no data rows")
         writer.close()

@@ -235,7 +235,7 @@ SECTIONS: list[tuple[str, tuple[str, ...], Callable[[pa.Table, dict[int, str]], 
 
 def render_report(data: ReportData, progress: bool = False) -> tuple[str, list[str]]:
     """The HTML page of a run and the names of its sections."""
-    from rich.progress import Progress
+    from tasks.progress import progress_bar
 
     run = data.run
     sections: list[str] = ["Run"]
@@ -249,7 +249,7 @@ def render_report(data: ReportData, progress: bool = False) -> tuple[str, list[s
              f"<details><summary>config</summary><pre>{html.escape(config)}</pre></details>"]
     used: set[str] = set()
     source_names = {s["source_id"]: s["name"] for s in data.sources}
-    with Progress(disable=not progress, transient=True) as bar:
+    with progress_bar(progress) as bar:
         job = bar.add_task("report", total=len(SECTIONS) + 2)
         if data.sources:
             sections.append("Sources")

@@ -42,7 +42,7 @@ import torch
 
 from tasks.device import resolve_device
 from tasks.errors import WinnowError
-from tasks.mixture.progress import maybe_progress
+from tasks.progress import track
 
 ABSORB = {torch.float32: 25.0, torch.float64: 200.0}  # |log residual| that triggers absorption
 ANNEAL = 0.3  # ε ratio between stages
@@ -320,7 +320,7 @@ def sinkhorn_batch(C: np.ndarray, A: np.ndarray, b: np.ndarray | None = None, *,
     row_sec = np.zeros(Bn)
     n_iter = 0
     starts = list(range(0, Bn, chunk))
-    for s in maybe_progress(starts, progress and len(starts) > 1, "Sinkhorn (batched)"):
+    for s in track(starts, "Sinkhorn (batched)", enabled=progress and len(starts) > 1):
         At = torch.from_numpy(A[s:s + chunk]).to(device=dev, dtype=tdt)
         try:
             v, lo, fc, gc, it, cv, ri, rs = _solve_chunk(Cs, At, bt, reg, tol, max_iter)

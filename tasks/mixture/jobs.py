@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tasks.mixture.pilots import Pools, train_index_sets
+from tasks.mixture.pilots import PilotSpec, Pools, pilot_indices, train_index_sets
 
 
 @dataclass(frozen=True)
@@ -107,3 +107,8 @@ def accuracies(results: Sequence[TrialResult], key: str, stage: str, n: int | No
     """Accuracies of ``key`` in ``stage`` (at size ``n`` when given), in rep order."""
     rows = sorted((r for r in results if r.key == key and r.stage == stage and (n is None or r.n == n)), key=lambda r: r.rep)
     return np.array([r.accuracy for r in rows], dtype=np.float64)
+
+
+def pilot_trials(specs: Sequence[PilotSpec], pools: Pools, stage: str = "pilot") -> list[Trial]:
+    """The training jobs (key = ``str(mixture_id)``) of pilot specs."""
+    return [Trial(str(s.mixture_id), stage, s.n, s.rep, s.seed, pilot_indices(s, pools)) for s in specs]

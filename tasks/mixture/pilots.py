@@ -3,7 +3,7 @@
 A pilot (p, N, rep) draws round(p_i N) examples without replacement from pool i (largest-remainder
 rounding so counts sum to N), trains the linear probe of :mod:`tasks.probe` and records the test
 accuracy on the target's held-out split. Pilots are independent training jobs
-(:func:`pilot_trials` → :mod:`tasks.mixture.jobs`); jobs of equal N are trained as one stacked
+(:func:`tasks.mixture.jobs.pilot_trials`); jobs of equal N are trained as one stacked
 problem (:func:`train_probes_stacked`, the objective of ``tasks.probe.train_linear_probe``) in which
 each probe touches only its own N rows.
 """
@@ -181,15 +181,8 @@ def train_index_sets(
     return np.asarray(accs), (time.perf_counter() - t0) / max(len(idx), 1)
 
 
-def pilot_trials(specs: Sequence[PilotSpec], pools: Pools, stage: str = "pilot") -> list:
-    """The training jobs (:class:`tasks.mixture.jobs.Trial`, key = ``str(mixture_id)``) of pilot specs."""
-    from tasks.mixture.jobs import Trial
-
-    return [Trial(str(s.mixture_id), stage, s.n, s.rep, s.seed, pilot_indices(s, pools)) for s in specs]
-
-
 def pilot_results(specs: Sequence[PilotSpec], results: Sequence) -> list[PilotResult]:
-    """PilotResults of ``specs`` from the TrialResults of :func:`pilot_trials` (matched by key, n, rep)."""
+    """PilotResults of ``specs`` from the TrialResults of :func:`tasks.mixture.jobs.pilot_trials` (matched by key, n, rep)."""
     by = {(r.key, r.n, r.rep): r for r in results}
     out = []
     for s in specs:

@@ -16,7 +16,7 @@ import numpy as np
 from tasks.errors import WinnowError
 from tasks.mixture.labeldist import LabelMethod
 from tasks.mixture.ot import CostScale, OTResult, ot_distance
-from tasks.mixture.progress import maybe_progress
+from tasks.progress import track
 from tasks.mixture.simplex import check_mixture, mixture_counts
 from tasks.mixture.weighted import SweepResult
 
@@ -78,7 +78,7 @@ def resample_sweep(
     """:func:`resample_ot` for every row of ``grid`` (G, K) with seeds ``seed + row``; no gradients."""
     grid = np.asarray(grid, dtype=np.float64)
     values, secs = np.zeros(len(grid)), np.zeros(len(grid))
-    for g in maybe_progress(range(len(grid)), progress, "OT sweep (resample)"):
+    for g in track(range(len(grid)), "OT sweep (resample)", enabled=progress):
         t0 = time.perf_counter()
         values[g] = resample_ot(sources, target, grid[g], n, scale=scale, lambda_x=lambda_x, lambda_y=lambda_y,
                                 label_method=label_method, solver=solver, reg=reg, seed=seed + g).value

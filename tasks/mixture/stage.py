@@ -22,10 +22,10 @@ from tasks.mixture.decide import (
     measurement_interval, merge_finalists, pooled_logit_sd,
 )
 from tasks.mixture.extrapolate import extrapolate_errors
-from tasks.mixture.jobs import Train, trial_seed
+from tasks.mixture.jobs import Train, pilot_trials, trial_seed
 from tasks.mixture.outcome import ExtrapolationRow, FinalistRecord, MixtureOutcome, PoolInfo, SelectionRecord, SweepRecord
 from tasks.mixture.pilots import (
-    PilotResult, PilotSpec, PilotTable, Pools, aggregate_pilots, check_pool_capacity, pilot_results, pilot_trials, plan_pilots,
+    PilotResult, PilotSpec, PilotTable, Pools, aggregate_pilots, check_pool_capacity, pilot_results, plan_pilots,
 )
 from tasks.mixture.pools import MixtureData
 from tasks.mixture.predictor import PredictorFit, ValidationRow, choose_form, fit_predictor, projektor_split, random_splits, validate_forms

@@ -39,7 +39,7 @@ from tasks.errors import WinnowError
 from tasks.mixture.labeldist import LabelMethod
 from tasks.mixture._threads import torch_threads
 from tasks.mixture.batch import resolve_device, sinkhorn_batch_until
-from tasks.mixture.progress import maybe_progress
+from tasks.progress import track
 from tasks.mixture.ot import SOLVERS, CostScale, check_labelled, raw_costs
 from tasks.mixture.simplex import check_mixture, snake_order
 
@@ -414,7 +414,7 @@ def weighted_sweep(
     values, secs, iters = np.zeros(G), np.zeros(G), np.zeros(G, dtype=np.int64)
     grads = np.zeros((G, problem.k))
     order = snake_order(grid)
-    for idx in maybe_progress(order, progress, f"OT sweep ({solver})"):
+    for idx in track(order, f"OT sweep ({solver})", enabled=progress):
         r = engine(grid[idx])
         values[idx], grads[idx], secs[idx], iters[idx] = r.value, r.grad, r.seconds, r.n_iter
     return SweepResult(grid=grid, values=values, grads=grads, seconds=secs, n_iter=iters, setup_seconds=setup,
