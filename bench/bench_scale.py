@@ -34,10 +34,10 @@ from bench.common import ROOT, Context, Row, Section, fmt_bytes, run_child
 SIZES = {
     "full": {"ns": [1_000_000, 3_000_000, 10_000_000], "d": 384, "clusters": 1000, "duplicate_rate": 0.05, "k": 50,
              "iters": 6, "shard_rows": 262_144, "sub_rows": 1000, "eps": [0.01], "fraction": 0.3, "ref_n": 1_000_000,
-             "memory_limit": "2GiB"},
+             "memory_limit": "2GiB", "workers": 2},
     "quick": {"ns": [100_000, 200_000], "d": 64, "clusters": 100, "duplicate_rate": 0.05, "k": 20, "iters": 6,
               "shard_rows": 32_768, "sub_rows": 1000, "eps": [0.01], "fraction": 0.3, "ref_n": 100_000,
-              "memory_limit": "2GiB"},
+              "memory_limit": "2GiB", "workers": 2},
 }
 LIMIT = 2 * 10**9  # the "<= 2 GB" per process
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -243,8 +243,8 @@ def run(ctx: Context) -> Section:
         _log(ctx, "sharded-1-worker", ref_n, one)
     runs: dict[int, dict[str, Any]] = {}
     for n in sz["ns"]:
-        runs[n] = _sharded(sz, n, 2)
-        _log(ctx, "sharded-2-workers", n, runs[n])
+        runs[n] = _sharded(sz, n, sz["workers"])
+        _log(ctx, f"sharded-{sz['workers']}-workers", n, runs[n])
     curve_n, curve_t, curve_m = [], [], []
     for n, res in runs.items():
         rss, who = _max_rss(res)
@@ -253,7 +253,7 @@ def run(ctx: Context) -> Section:
         curve_t.append(res["seconds"])
         curve_m.append(rss)
         s = res["summary"]
-        sec.rows.append(Row("scale", f"sharded SSP+SemDeDup+auto@30% n={n:,} (2 workers x 1 thread)", res["seconds"],
+        sec.rows.append(Row("scale", f"sharded SSP+SemDeDup+auto@30% n={n:,} ({sz['workers']} workers x 1 thread)", res["seconds"],
                             per_row_ref * n if per_row_ref else None, ratio, ">= 0.7 (throughput vs in-memory at 1M)",
                             None if ratio is None else ratio >= 0.7,
                             ratio_label="throughput ours/in-memory",
@@ -276,8 +276,8 @@ def run(ctx: Context) -> Section:
     sec.curves["sharded_seconds"] = {"n": curve_n, "seconds": curve_t}
     sec.details.update({"peak_rss_bytes": dict(zip(map(str, curve_n), curve_m)), "sizes": sz, "reference": ref,
                         "one_worker": one, "runs": {str(n): r for n, r in runs.items()},
-                        "curve_note": "2 workers x 1 thread, same machine"})
-    print("[scale] memory / time curve (2 workers x 1 thread):", file=sys.stderr)
+                        "curve_note": f"{sz['workers']} workers x 1 thread, same machine"})
+    print(f"[scale] memory / time curve ({sz['workers']} workers x 1 thread):", file=sys.stderr)
     print(f"[scale] {'n':>12} {'seconds':>9} {'s per 1M rows':>14} {'max RSS (any process)':>22}", file=sys.stderr)
     for n, t_, m in zip(curve_n, curve_t, curve_m):
         print(f"[scale] {n:>12,} {t_:>9.1f} {t_ / n * 1e6:>14.1f} {fmt_bytes(m):>22}", file=sys.stderr, flush=True)

@@ -62,7 +62,7 @@ class ShardedConfig(StrictModel):
     semdedup_max_pairs: int = Field(default=2**27, gt=0)
     semdedup_sub_rows: int | None = Field(default=None, ge=2)
     semdedup_sub_iters: int = Field(default=5, gt=0)
-    semdedup_groups: int | None = Field(default=None, gt=0, description="cluster groups (tasks); default: one per shard")
+    semdedup_groups: int | None = Field(default=None, gt=0, description="cluster groups (tasks); default: two per shard")
     fraction: float = Field(default=0.3, gt=0.0, le=1.0)
     policy: Literal["hard", "easy", "auto"] = "auto"
     balance: Literal["none", "proportional", "equal"] = "none"

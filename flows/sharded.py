@@ -308,7 +308,7 @@ def sharded_flow(cfg: ShardedConfig, db: str) -> dict[str, Any]:
     lap("kmeans")
 
     # scoring pass: final assignment, SSP scores, rows regrouped by cluster group
-    n_parts = min(cfg.k, cfg.semdedup_groups or len(shards))
+    n_parts = min(cfg.k, cfg.semdedup_groups or 2 * len(shards))  # a group holds ~half a shard of rows
     scored: list[ScoredShard] = _results([score_shard_task.submit(f, C, n_parts, str(out_dir)) for f in files])
     if any(not Path(s.scores_path).exists() for s in scored):
         scored = [score_shard_task.with_options(refresh_cache=True)(f, C, n_parts, str(out_dir)) for f in files]

@@ -130,10 +130,10 @@ def _bisect(X: np.ndarray, sub_rows: int, iters: int, seed: int) -> tuple[list[t
     todo = [np.arange(X.shape[0])]
     while todo:
         rows = todo.pop()
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", RuntimeWarning)
+        with warnings.catch_warnings():  # counted below instead (catch_warnings is not thread-safe: best effort)
+            warnings.simplefilter("ignore", RuntimeWarning)
             km = spherical_kmeans(X[rows], 2, iters=iters, seed=seed, init="random")
-        not_converged += any(issubclass(w.category, RuntimeWarning) for w in caught)
+        not_converged += not km.converged
         if km.sizes.min() == 0:
             leaves.append((rows, km.cos_to_centroid))
             continue
