@@ -66,6 +66,16 @@ class SourceConfig(StrictModel):
         "csv/jsonl: a numeric-looking column with non-numeric cells is an error naming the column and row, "
         "or (drop_column) left out of the features with a warning"))
     batch_rows: int = Field(default=65_536, gt=0, le=10_000_000, description="rows per streamed batch")
+    version: int | Literal["latest"] | None = Field(default=None, description=(
+        "the registered version the run reads: default the one this file produces now; 'latest' = the "
+        "newest registered version of this name (whoever ingested it); N = version N"))
+
+    @field_validator("version")
+    @classmethod
+    def _version_positive(cls, v: int | str | None) -> int | str | None:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("version must be >= 1 or 'latest'")
+        return v
 
     @field_validator("image_size")
     @classmethod

@@ -40,7 +40,7 @@ def _load(path: str) -> Any:
 STAGES: tuple[Stage, ...] = (
     Stage("embed", "encoder", "flows.embed:embed_flow"),
     Stage("prune", "prune", "flows.prune:prune_flow", "flows.prune:preflight"),
-    Stage("mixture", "mixture", "flows.mixture:mixture_flow"),
+    Stage("mixture", "mixture", "flows.mixture:mixture_flow", "flows.mixture:preflight"),
     Stage("extrapolate", "extrapolate", "flows.fit:extrapolate_flow"),
     Stage("plan", "plan", "flows.plan:plan_flow", "flows.plan:preflight"),
 )

@@ -11,6 +11,15 @@ import numpy as np
 VOLATILE = ("started_at", "finished_at", "ingested_at", "created_at", "prefect_flow_run_id", "seconds", "summary", "code_version")
 
 
+HISTORY = ("run_attempts",)  # every attempt is a row by design: a rerun adds one there and nowhere else
+
+
+def results_fingerprint(path: Path, ignore: tuple[str, ...] = VOLATILE) -> dict | None:
+    """:func:`db_fingerprint` of the results only (the attempt history left out): what a rerun must not change."""
+    fp = db_fingerprint(path, ignore)
+    return None if fp is None else {t: v for t, v in fp.items() if t not in HISTORY}
+
+
 def db_fingerprint(path: Path, ignore: tuple[str, ...] = ()) -> dict | None:
     """Row count and an order-independent hash of every table, or None when the file does not exist.
 

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import VOLATILE, db_fingerprint, write_yaml
+from helpers import db_fingerprint, results_fingerprint, write_yaml
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")  # these tests run Prefect flows
 
@@ -193,7 +193,7 @@ def test_rerun_of_the_same_config_leaves_identical_tables(planned, tmp_path, win
     copy = _copy(db, tmp_path)
     code, out, err = winnow("plan", cfg, "--db", copy, "--json")
     assert code == 0, err
-    assert db_fingerprint(copy, ignore=VOLATILE) == db_fingerprint(db, ignore=VOLATILE)
+    assert results_fingerprint(copy) == results_fingerprint(db)
     assert _rows(copy, "SELECT count(*) FROM plan_runs")[0][0] == 1
 
 
