@@ -13,7 +13,7 @@ from typer import exceptions as typer_exceptions
 from typer._click import exceptions as click_exceptions
 
 # each module adds its commands; the import order is the order of `winnow --help`
-from cli import run, prune, embed, mixture, plan, fit, ops, views  # noqa: F401,I001
+from cli import run, prune, sharded, embed, mixture, plan, fit, ops, views  # noqa: F401,I001
 from cli.app import EXIT_RUN_FAILED, EXIT_USER_ERROR, RunFailed, app, debug, error_line
 from tasks.errors import WinnowError
 
