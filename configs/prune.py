@@ -13,7 +13,9 @@ Example::
 Scores are computed on each pruned source's ``train`` rows; selections (one per metric x policy x
 budget, and one per de-duplication threshold) go to DuckDB and can be exported with ``winnow
 export``. With ``evaluate`` set and labels present, a linear probe trained on each kept subset is
-tested on the ``test`` rows, and any series that loses to random beyond noise is flagged.
+tested on the ``test`` rows (at ``evaluate.fractions`` plus every selected fraction); an ``auto``
+selection whose series loses beyond one seed std to another measured policy of its metric or to random
+resolves to the best-measured one, and any other losing series is flagged.
 """
 
 from __future__ import annotations
