@@ -4,8 +4,9 @@ One API for every stage (``with progress_bar(enabled) as bar: t = bar.add_task(d
 bar.update(t, advance=k)``, the subset of :class:`rich.progress.Progress` the code uses). When
 stdout is not a terminal (a scheduled run, ``winnow serve``, output piped to a file) a bar would
 print nothing useful, so each task instead writes a line to stderr at most every
-``WINNOW_PROGRESS_INTERVAL`` seconds (default 30) and when it finishes:
-``[progress] OT sweep: 120/660 (18%), 3.1/s, 38 s elapsed, ~174 s left``.
+``WINNOW_PROGRESS_INTERVAL`` seconds (default 30) and, if it wrote any, when it finishes:
+``[progress] OT sweep: 120/660 (18%), 3.1/s, 38 s elapsed, ~174 s left``. Work shorter than the
+interval writes nothing, so a quick command (or a refused one) keeps stderr to its one line.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class _Task:
     started: float = field(default_factory=time.monotonic)
     last_line: float = field(default_factory=time.monotonic)
     finished: bool = False
+    lines: int = 0
 
 
 class LogProgress:
@@ -50,8 +52,8 @@ class LogProgress:
 
     def __exit__(self, *exc: object) -> None:
         if exc[0] is None:
-            for tid, t in self.tasks.items():
-                if not t.finished and t.completed > 0:
+            for t in self.tasks.values():
+                if not t.finished and t.lines:
                     self._line(t)
 
     def add_task(self, description: str, total: float | None = None, **_: Any) -> int:
@@ -75,13 +77,15 @@ class LogProgress:
             t.completed += advance
         now = time.monotonic()
         done = t.total is not None and t.completed >= t.total
-        if (done and not t.finished) or now - t.last_line >= self.interval:
+        due = now - t.last_line >= self.interval
+        if due or (done and not t.finished and t.lines):
             t.finished = t.finished or done
             self._line(t)
 
     def _line(self, t: _Task) -> None:
         now = time.monotonic()
         t.last_line = now
+        t.lines += 1
         elapsed = max(now - t.started, 1e-9)
         rate = t.completed / elapsed
         if t.total:
@@ -98,6 +102,7 @@ class LogProgress:
 class _Quiet(LogProgress):
     def _line(self, t: _Task) -> None:
         t.last_line = time.monotonic()
+        t.lines += 1
 
 
 def on_terminal() -> bool:
