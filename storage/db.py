@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import random
-import stat
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -27,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.errors import SchemaTooNewError, StoreLockedError, WinnowError
+from tasks.files import special_file_kind
 
 DEFAULT_DB = Path(".winnow") / "winnow.duckdb"
 STORAGE_COMPATIBILITY = "v1.5.0"
@@ -60,23 +60,6 @@ def resolve_db_path(cli_value: str | Path | None = None, config_value: str | Pat
         if value:
             return Path(value).expanduser()
     return DEFAULT_DB
-
-
-def special_file_kind(path: Path) -> str | None:
-    """'a FIFO', 'a socket', 'a device' for special files (which would block or never end), else None.
-
-    Uses ``stat`` (follows symlinks) and never opens the file."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return None
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (named pipe)"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return None
 
 
 # ------------------------------------------------------------------------------------- safe writes
@@ -304,18 +287,22 @@ class Store:
             except duckdb.Error as err:
                 raise WinnowError(f"cannot open database {self.path} for reading: {err}") from None
         try:
-            from storage.schema import check_readable
-
-            self._check_winnow_file(con)
-            try:
-                check_readable(con, self.path)
-            except WinnowError:
-                raise
-            except (duckdb.Error, ValueError) as err:
-                raise self._not_winnow(str(err).splitlines()[0]) from None
+            self._verify(con)
             yield con
         finally:
             con.close()
+
+    def _verify(self, con: duckdb.DuckDBPyConnection) -> None:
+        """A winnow file this code can read: refuse someone else's DuckDB file or a newer schema."""
+        from storage.schema import check_readable
+
+        self._check_winnow_file(con)
+        try:
+            check_readable(con, self.path)
+        except WinnowError:
+            raise
+        except (duckdb.Error, ValueError) as err:
+            raise self._not_winnow(str(err).splitlines()[0]) from None
 
     # ------------------------------------------------------------ side files
     def write_parquet(self, table: pa.Table, kind: str, key: str) -> str:
@@ -352,15 +339,7 @@ class Store:
         except duckdb.Error as err:
             raise WinnowError(f"cannot open database {self.path}: {str(err).splitlines()[0]} (use --db or WINNOW_DB)") from None
         try:
-            from storage.schema import check_readable
-
-            self._check_winnow_file(con)
-            try:
-                check_readable(con, self.path)
-            except WinnowError:
-                raise
-            except (duckdb.Error, ValueError) as err:
-                raise self._not_winnow(str(err).splitlines()[0]) from None
+            self._verify(con)
         finally:
             con.close()
 

@@ -17,7 +17,6 @@ import atexit
 import hashlib
 import logging
 import os
-import stat
 import warnings
 import uuid
 import zipfile
@@ -32,6 +31,7 @@ import pyarrow.parquet as pq
 
 from configs.base import SourceConfig
 from tasks.errors import WinnowError
+from tasks.files import special_file_kind
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 RESERVED = {"split", "id", "row_index"}
@@ -236,21 +236,6 @@ def _row_hashes(payload: Any, labels: np.ndarray | None, is_text: bool) -> list[
 
 
 # ------------------------------------------------------------------------------------------ readers
-def _special_kind(path: Path) -> str | None:
-    """'a FIFO' / 'a socket' / 'a device' for special files (reading one blocks or never ends), else None."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return None
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (named pipe)"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return None
-
-
 def _check_file(spec: SourceConfig, path: Path | None, *, want_dir: bool = False) -> Path:
     """Refuse a missing path, the wrong kind of path, or a special file, by type and before opening it."""
     if path is None:
@@ -262,7 +247,7 @@ def _check_file(spec: SourceConfig, path: Path | None, *, want_dir: bool = False
     if not want_dir:
         if path.is_dir():
             raise _err(spec, f"path is a directory, expected a {spec.kind} file: {path}")
-        kind = _special_kind(path)
+        kind = special_file_kind(path)
         if kind is not None:
             raise _err(spec, f"{path} is {kind}, not a regular {spec.kind} file; copy the data to a file")
         if not os.access(path, os.R_OK):
@@ -588,7 +573,7 @@ def _read_image_dir(spec: SourceConfig, meta: dict) -> Iterator[Batch]:
         chunk = files[start : start + spec.batch_rows]
         pixels, labels = [], []
         for cls, f in chunk:
-            kind = _special_kind(f)
+            kind = special_file_kind(f)
             if kind is not None or not f.is_file():
                 raise _err(spec, f"{f} is {kind or 'not a regular file'}, not an image; remove it from the folder")
             try:
