@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from prefect import Task, task
+from prefect import Task
 from prefect.cache_policies import TASK_SOURCE, CachePolicy
 from prefect.tasks import exponential_backoff
 from prefect.utilities.hashing import hash_objects

@@ -4,7 +4,7 @@
   validate (rolling origin vs naive baselines), choose the predictor if ``auto``, fit on all points
   with a run-level bootstrap, predict with intervals, plot, and store the fits in the ``fits`` /
   ``predictions`` / ``fit_details`` tables under a deterministic run id.
-* :func:`extrapolate_pilots` fits one curve per mixture to pilot results in error space
+* :func:`tasks.scaling.pilots.extrapolate_pilots` fits one curve per mixture to pilot results in error space
   (1 - accuracy); :func:`extrapolate_flow` is the pipeline stage that loads the run's
   ``pilot_results`` (written by the mixture stage), calls it and stores the fits. The Projektor two-point map stays with the mixture stage; its
   numbers can be compared with these fits in the same DuckDB file.
@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from tasks.errors import WinnowError
 from tasks.scaling.api import FitReport, fit_report
 from tasks.scaling.csvinput import FitData
 from tasks.scaling.forms import get_form
+from tasks.scaling.pilots import PilotFit, extrapolate_pilots, pilots_from_rows
 from tasks.scaling.plot import plot_curves, plot_fit
 
 fit_report_task = task(fit_report, name="fit-scaling-law")
@@ -327,83 +327,6 @@ def fit_flow(
 
 
 # ---------------------------------------------------------------------------------- pilot curves
-@dataclass(frozen=True)
-class PilotFit:
-    """The fit of one mixture's pilot curve (``report`` None when it was skipped, with ``note``)."""
-
-    key: str
-    report: FitReport | None
-    note: str | None
-
-
-def _columns(pilots: Any) -> dict[str, np.ndarray]:
-    if hasattr(pilots, "column_names"):  # pyarrow Table
-        return {c: np.asarray(pilots.column(c).to_pylist()) for c in pilots.column_names}
-    if isinstance(pilots, Mapping):
-        return {k: np.asarray(v) for k, v in pilots.items()}
-    raise WinnowError(f"pilots must be a pyarrow Table or a mapping of columns, got {type(pilots).__name__}")
-
-
-def extrapolate_pilots(
-    pilots: Any,
-    cfg: ExtrapolateConfig,
-    *,
-    key_col: str = "mixture",
-    size_col: str = "size",
-    accuracy_col: str = "accuracy",
-    group_col: str | None = "seed",
-) -> list[PilotFit]:
-    """Fit one scaling curve per mixture to pilot results, in error space ``1 - accuracy``.
-
-    Parameters
-    ----------
-    pilots : pyarrow Table or mapping of columns with ``key_col`` (mixture name), ``size_col``
-        (training-set size, > 0), ``accuracy_col`` (in [0, 1]) and optionally ``group_col`` (the
-        pilot run, e.g. its seed: the bootstrap resamples whole runs).
-    cfg : the ``extrapolate`` section (form, target sizes, bootstrap, hold-out, Huber delta, seed).
-
-    A mixture whose pilots have too few scales for the configured hold-out is fitted without
-    validation (noted); one with a zero error (accuracy 1) is skipped (noted): log space needs y > 0.
-    """
-    cols = _columns(pilots)
-    for c in (key_col, size_col, accuracy_col):
-        if c not in cols:
-            raise WinnowError(f"pilot results have no column {c!r} (columns: {', '.join(cols)})")
-    keys = cols[key_col].astype(str)
-    size = cols[size_col].astype(np.float64)
-    acc = cols[accuracy_col].astype(np.float64)
-    if ((acc < 0) | (acc > 1) | ~np.isfinite(acc)).any():
-        raise WinnowError(f"pilot column {accuracy_col!r} must hold accuracies in [0, 1]")
-    groups_all = cols[group_col].astype(str) if group_col and group_col in cols else None
-    out: list[PilotFit] = []
-    for key in sorted(set(keys.tolist())):
-        m = keys == key
-        err = 1.0 - acc[m]
-        if (err <= 0).any():
-            out.append(PilotFit(key, None, f"skipped: error 0 (accuracy 1) at size {size[m][err <= 0][0]:g}; a power law in log space needs error > 0"))
-            continue
-        g = None if groups_all is None else np.char.add(groups_all[m], "")
-        note = None
-        kwargs = dict(x2=None, groups=g, bootstrap=cfg.bootstrap, predict_at=cfg.target_sizes, seed=cfg.seed,
-                      huber_delta=cfg.huber_delta, level=cfg.level)
-        try:
-            rep = fit_report(size[m], err, form=cfg.form, holdout_largest=cfg.holdout_largest, candidates=cfg.candidates, **kwargs)
-        except WinnowError as e:
-            too_few = any(msg in str(e) for msg in ("cannot hold out", "no candidate form", "distinct x values"))
-            if cfg.holdout_largest == 0 or not too_few:
-                out.append(PilotFit(key, None, f"skipped: {e}"))
-                continue
-            form = "m2" if cfg.form == "auto" else cfg.form
-            note = f"not validated ({e}); fitted {form} on all points"
-            try:
-                rep = fit_report(size[m], err, form=form, holdout_largest=0, **kwargs)
-            except WinnowError as e2:
-                out.append(PilotFit(key, None, f"skipped: {e2}"))
-                continue
-        out.append(PilotFit(key, rep, note))
-    return out
-
-
 extrapolate_pilots_task = task(extrapolate_pilots, name="extrapolate-pilots")
 
 
@@ -449,18 +372,6 @@ def summary_lines(fits: list[PilotFit], skipped: list[str]) -> list[str]:
             f"{pf.key} {_g(pf.report.predictions[i])} [{_g(pf.report.pred_lo[i])}, {_g(pf.report.pred_hi[i])}]"
             + ("" if not pf.report.naive else f" ({pf.report.predictor})") for pf in best))
     return lines + skipped
-
-
-def pilots_from_rows(rows: list[dict]) -> dict[str, np.ndarray]:
-    """Columns for :func:`extrapolate_pilots` from ``storage.mixture.load_pilot_results`` rows
-    (mixture_id, n, rep, metric, value): one curve per mixture, runs = repetitions."""
-    acc = [r for r in rows if r["metric"] == "accuracy"]
-    return {
-        "mixture": np.array([f"mixture-{int(r['mixture_id'])}" for r in acc], dtype=object),
-        "size": np.array([float(r["n"]) for r in acc]),
-        "accuracy": np.array([float(r["value"]) for r in acc]),
-        "seed": np.array([str(r["rep"]) for r in acc], dtype=object),
-    }
 
 
 @flow(name="extrapolate", log_prints=False)

@@ -25,7 +25,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.errors import SchemaTooNewError, StoreLockedError, WinnowError
+from tasks.errors import StoreLockedError, WinnowError
 from tasks.files import special_file_kind
 
 DEFAULT_DB = Path(".winnow") / "winnow.duckdb"

@@ -160,7 +160,8 @@ def test_missing_csv_is_a_clear_error(winnow, tmp_path, existing_db):
 
 def test_extrapolate_pilots_fits_each_mixture_in_error_space_and_stores_it(tmp_path):
     from configs.scaling import ExtrapolateConfig
-    from flows.fit import extrapolate_pilots, save_pilot_fits
+    from flows.fit import save_pilot_fits
+    from tasks.scaling.pilots import extrapolate_pilots
     from storage.db import Store
     from storage.scaling import load_fits, load_predictions
 
@@ -197,7 +198,7 @@ def test_extrapolate_pilots_fits_each_mixture_in_error_space_and_stores_it(tmp_p
 
 
 def test_pilot_rows_from_the_mixture_tables_become_curves():
-    from flows.fit import pilots_from_rows
+    from tasks.scaling.pilots import pilots_from_rows
 
     rows = [{"mixture_id": m, "n": n, "rep": r, "metric": "accuracy", "value": 0.9 - 1 / n} for m in (0, 3) for n in (100, 200) for r in (0, 1)]
     cols = pilots_from_rows(rows)
