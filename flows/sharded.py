@@ -245,39 +245,54 @@ def _set_id(cfg: ShardedConfig) -> str:
 
 
 # ----------------------------------------------------------------------------------------- flow
-@flow(name="prune-sharded", log_prints=True)
-def sharded_flow(cfg: ShardedConfig, db: str) -> dict[str, Any]:
-    """SSP + SemDeDup + one selection, shard by shard; tables written to ``db``. Returns a summary."""
-    store = Store(db)
-    run_id = f"sharded-{cfg.results_hash()}"
-    timings: dict[str, float] = {}
-    t = time.perf_counter()
+def _lap_timer(timings: dict[str, float]) -> Any:
+    """``lap(name)`` records the seconds since the previous lap (or since this call) under ``name``."""
+    last = [time.perf_counter()]
 
     def lap(name: str) -> None:
-        nonlocal t
         now_ = time.perf_counter()
-        timings[name] = round(now_ - t, 3)
-        t = now_
+        timings[name] = round(now_ - last[0], 3)
+        last[0] = now_
 
-    n = _source_rows(cfg)
-    if cfg.k > n:
-        raise WinnowError(f"k={cfg.k} clusters must be <= the {n} rows of the source")
-    shards: list[Shard] = plan_shards(n, cfg.shard_rows)
-    set_id = _set_id(cfg)
-    vec_dir = str(set_dir(store, set_id))
-    out_dir = run_dir(store, run_id)
+    return lap
 
-    # embed: one shard file per shard (re-made when a cached result's file is gone)
+
+def _score(C: np.ndarray, files: list[ShardFile], n_parts: int, out_dir: Path) -> list[ScoredShard]:
+    """Scoring pass (one task per shard): final assignment, SSP scores, rows regrouped by cluster group;
+    a cached result whose files are gone is re-made."""
+    scored: list[ScoredShard] = _results([score_shard_task.submit(f, C, n_parts, str(out_dir)) for f in files])
+    if any(not Path(s.scores_path).exists() for s in scored):
+        scored = [score_shard_task.with_options(refresh_cache=True)(f, C, n_parts, str(out_dir)) for f in files]
+    return scored
+
+
+def _embed(cfg: ShardedConfig, shards: list[Shard], vec_dir: str) -> list[ShardFile]:
+    """One vectors file per shard (one task each); a cached result whose file is gone is re-made."""
     files: list[ShardFile] = _results([embed_shard.submit(cfg.source, s.index, s.start, s.stop, vec_dir) for s in shards])
     missing = [f.index for f in files if not Path(f.path).exists()]
     if missing:
         redo = embed_shard.with_options(refresh_cache=True)
         for i in missing:
             files[i] = redo(cfg.source, shards[i].index, shards[i].start, shards[i].stop, vec_dir)
-    d = vector_dim(files[0].path)
-    lap("embed")
+    return files
 
-    # k-means: seeded subsample (gathered from the shards) -> k-means++ -> Lloyd map/reduce passes
+
+def _semdedup(cfg: ShardedConfig, C: np.ndarray, scored: list[ScoredShard], n_parts: int, out_dir: Path) -> list[dict]:
+    """SemDeDup: one task per group of whole clusters (the rows the scoring pass regrouped)."""
+    key = content_hash(C, np.array([s.content_hash for s in scored]))
+    groups = []
+    for p in range(n_parts):
+        group_files = [s.part_paths[p] for s in scored if s.part_paths[p] is not None]
+        if group_files:
+            groups.append(semdedup_group_task.submit(
+                group_files, key, list(cfg.semdedup_eps), cfg.semdedup_keep, cfg.semdedup_block, cfg.semdedup_max_pairs,
+                cfg.semdedup_sub_rows, cfg.semdedup_sub_iters, cfg.seed, str(out_dir / "dedup" / f"p-{p:04d}.parquet")))
+    return _results(groups)
+
+
+def _kmeans(cfg: ShardedConfig, n: int, shards: list[Shard], files: list[ShardFile]) -> tuple[np.ndarray, int, bool]:
+    """Spherical k-means over the shards: seeded subsample (gathered from the shards) -> k-means++ ->
+    Lloyd passes, each a map over the shards (one task each) and a reduce here. Returns (C, iterations, converged)."""
     sample, gen = init_sample(n, cfg.k, seed=cfg.seed, init_sample=cfg.init_sample)
     starts = np.array([s.start for s in shards])
     owner = np.searchsorted(starts, sample, side="right") - 1
@@ -301,35 +316,15 @@ def sharded_flow(cfg: ShardedConfig, db: str) -> dict[str, Any]:
         if changed <= cfg.kmeans_tol * n and not red.empty.size:
             converged = True
             break
-    del prev
     if not converged and changed > 0.01 * n:
         print(f"warning: spherical k-means did not converge in kmeans_iters={cfg.kmeans_iters} "
               f"({changed} rows still changed cluster); raise kmeans_iters")
-    lap("kmeans")
+    return C, it, converged
 
-    # scoring pass: final assignment, SSP scores, rows regrouped by cluster group
-    n_parts = min(cfg.k, cfg.semdedup_groups or 2 * len(shards))  # a group holds ~half a shard of rows
-    scored: list[ScoredShard] = _results([score_shard_task.submit(f, C, n_parts, str(out_dir)) for f in files])
-    if any(not Path(s.scores_path).exists() for s in scored):
-        scored = [score_shard_task.with_options(refresh_cache=True)(f, C, n_parts, str(out_dir)) for f in files]
-    sizes = np.sum([s.sizes for s in scored], axis=0)
-    objective = 0.0
-    lap("score")
 
-    # SemDeDup: one task per group of whole clusters
-    key = content_hash(C, np.array([s.content_hash for s in scored]))
-    groups = []
-    for p in range(n_parts):
-        group_files = [s.part_paths[p] for s in scored if s.part_paths[p] is not None]
-        if group_files:
-            groups.append(semdedup_group_task.submit(
-                group_files, key, list(cfg.semdedup_eps), cfg.semdedup_keep, cfg.semdedup_block, cfg.semdedup_max_pairs,
-                cfg.semdedup_sub_rows, cfg.semdedup_sub_iters, cfg.seed, str(out_dir / "dedup" / f"p-{p:04d}.parquet")))
-    dedup = _results(groups)
-    removed = {e: sum(g["n_removed"][e] for g in dedup) for e in cfg.semdedup_eps}
-    lap("semdedup")
-
-    # selection: budget and quotas from the cluster sizes, exact thresholds by radix histograms
+def _select(cfg: ShardedConfig, n: int, d: int, sizes: np.ndarray, scored: list[ScoredShard], out_dir: Path) -> tuple[Any, Any, int, list[str]]:
+    """The selection: budget and quotas from the cluster sizes, exact thresholds from per-shard radix
+    histograms, members written per shard. Returns (plan, boundary state, kept, member files)."""
     grouped = cfg.balance != "none"
     plan = plan_selection(sizes if grouped else np.array([n]), d, fraction=cfg.fraction, policy=cfg.policy,
                           balance=cfg.balance, auto_threshold=cfg.auto_alpha)
@@ -348,13 +343,48 @@ def sharded_flow(cfg: ShardedConfig, db: str) -> dict[str, Any]:
                          for s, mf in zip(scored, member_files)]))
     if kept != plan.budget:
         raise RuntimeError(f"selected {kept} rows, expected the budget {plan.budget}")
+    return plan, state, kept, member_files
+
+
+@flow(name="prune-sharded", log_prints=True)
+def sharded_flow(cfg: ShardedConfig, db: str) -> dict[str, Any]:
+    """SSP + SemDeDup + one selection, shard by shard; tables written to ``db``. Returns a summary."""
+    store = Store(db)
+    run_id = f"sharded-{cfg.results_hash()}"
+    timings: dict[str, float] = {}
+    lap = _lap_timer(timings)
+
+    n = _source_rows(cfg)
+    if cfg.k > n:
+        raise WinnowError(f"k={cfg.k} clusters must be <= the {n} rows of the source")
+    shards: list[Shard] = plan_shards(n, cfg.shard_rows)
+    set_id = _set_id(cfg)
+    vec_dir = str(set_dir(store, set_id))
+    out_dir = run_dir(store, run_id)
+
+    files = _embed(cfg, shards, vec_dir)
+    d = vector_dim(files[0].path)
+    lap("embed")
+
+    C, it, converged = _kmeans(cfg, n, shards, files)
+    lap("kmeans")
+
+    # scoring pass: final assignment, SSP scores, rows regrouped by cluster group
+    n_parts = min(cfg.k, cfg.semdedup_groups or 2 * len(shards))  # a group holds ~half a shard of rows
+    scored = _score(C, files, n_parts, out_dir)
+    sizes = np.sum([s.sizes for s in scored], axis=0)
+    lap("score")
+
+    dedup = _semdedup(cfg, C, scored, n_parts, out_dir)
+    removed = {e: sum(g["n_removed"][e] for g in dedup) for e in cfg.semdedup_eps}
+    lap("semdedup")
+
+    plan, state, kept, member_files = _select(cfg, n, d, sizes, scored, out_dir)
     lap("select")
 
     # tables: shard sets + views, run, selection, members and removed ids in bounded batches
     centroids_path = write_atomic(_centroids_table(C), out_dir / "centroids.parquet")
-    for s in scored:
-        objective += float(read_columns(s.scores_path, ["cos"])["cos"].astype(np.float64).sum())
-    objective /= n
+    objective = sum(float(read_columns(s.scores_path, ["cos"])["cos"].astype(np.float64).sum()) for s in scored) / n
     vectors_view = register_shards(store, set_id, "vectors", files)
     scores_view = register_shards(store, run_id, "scores", [
         ShardFile(s.index, s.start, s.stop, s.scores_path, s.content_hash) for s in scored])
