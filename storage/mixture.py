@@ -14,13 +14,15 @@ Views
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
 from storage.db import Store, replace_run_rows
-from tasks.mixture.outcome import MixtureOutcome
+
+if TYPE_CHECKING:  # the outcome type only
+    from tasks.mixture.outcome import MixtureOutcome
 
 MIXTURE_TABLES = (
     "mixture_pools", "ot_distances", "ot_sweeps", "pilot_results", "predictor_fits",

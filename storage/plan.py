@@ -13,22 +13,19 @@ Views
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
-from storage.db import Store, replace_run_rows
+from storage.db import Store, now, replace_run_rows
 from tasks.errors import WinnowError
-from tasks.plan.outcome import PlanOutcome
+
+if TYPE_CHECKING:  # the outcome type only: listing plans must not import the planner (and torch)
+    from tasks.plan.outcome import PlanOutcome
 
 PLAN_TABLES = ("plan_runs", "plan_sources", "plan_options", "plan_candidates", "plan_trials", "plan_alternatives",
                "plan_members", "plan_predictor_validation")
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 def _nan_to_none(x: float) -> float | None:
@@ -47,7 +44,7 @@ def _tables(run_id: str, o: PlanOutcome) -> dict[str, pa.Table]:
         "measured": pa.array([_nan_to_none(chosen.measured)], pa.float64()), "n_enumerated": [o.candidates.n_enumerated],
         "n_candidates": [len(o.candidates)], "rejected": [json.dumps(o.candidates.rejected)],
         "settings": [json.dumps(o.settings)], "seconds": [json.dumps({k: round(v, 3) for k, v in o.seconds.items()})],
-        "created_at": pa.array([_now()], pa.timestamp("us")),
+        "created_at": pa.array([now()], pa.timestamp("us")),
     })
     t["plan_sources"] = pa.table({
         "run_id": rid(K), "pool_index": list(range(K)), "pool": [s.pool for s in o.plan], "source": [s.source for s in o.plan],
