@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -135,6 +136,10 @@ def plot_fit(
     head = title or f"{fit.form}: {form.formula}{band}"
     ax.set_title(head + (f"\n{note}" if note else ""), fontsize=8)
     ax.legend(fontsize=6)
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: str | Path) -> str:
     fig.tight_layout()
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -169,9 +174,4 @@ def plot_curves(
         ax.axis("off")
     more = f" (first {len(keys)} of {len(reports)} curves)" if len(reports) > len(keys) else ""
     fig.suptitle(f"{y_label} per curve{more}; red circles: held out", fontsize=9)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return str(out)
+    return _save(fig, path)
