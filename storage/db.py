@@ -19,14 +19,15 @@ from datetime import datetime, timezone
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import duckdb
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from tasks.errors import StoreLockedError, WinnowError
 from tasks.files import special_file_kind
+
+if TYPE_CHECKING:  # annotations only: read-only commands never import pyarrow from here
+    import pyarrow as pa
 
 DEFAULT_DB = Path(".winnow") / "winnow.duckdb"
 STORAGE_COMPATIBILITY = "v1.5.0"
@@ -312,6 +313,8 @@ class Store:
         never sees half a file. Keys should be content-derived so that a rerun rewrites the same file.
         """
         target = self.artifacts_dir / kind / f"{key}.parquet"
+        import pyarrow.parquet as pq  # only writers pay for pyarrow: read-only commands start faster
+
         safe_write(target, lambda fh: pq.write_table(table, fh, compression="zstd", use_dictionary=False),
                    force=True, what="artifact")
         return self.relative(target)
