@@ -77,7 +77,8 @@ def blobs(n: int = 300, d: int = 8, k: int = 3, seed: int = 0) -> tuple[np.ndarr
 
 
 def db_contents(path: Path, ignore: set[str] | frozenset[str] = frozenset()) -> dict[str, list[tuple]]:
-    """Every base table's rows (sorted), without TIMESTAMP columns and the columns named in ``ignore``.
+    """Every base table's rows (sorted), without TIMESTAMP columns, the columns named in ``ignore`` and
+    the attempt history (:data:`HISTORY`: who ran when, not what was computed).
 
     For comparing two runs that should have produced the same results at different times.
     """
@@ -89,7 +90,7 @@ def db_contents(path: Path, ignore: set[str] | frozenset[str] = frozenset()) -> 
             "JOIN information_schema.tables t USING (table_name) WHERE t.table_type = 'BASE TABLE' "
             "ORDER BY c.table_name, c.ordinal_position"
         ).fetchall():
-            if not typ.upper().startswith("TIMESTAMP") and col not in ignore:
+            if not typ.upper().startswith("TIMESTAMP") and col not in ignore and table not in HISTORY:
                 cols.setdefault(table, []).append(col)
         return {t: con.execute(f'SELECT {", ".join(f"{chr(34)}{c}{chr(34)}" for c in cs)} FROM "{t}" ORDER BY ALL').fetchall()
                 for t, cs in cols.items()}
