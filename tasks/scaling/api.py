@@ -93,18 +93,9 @@ def split_targets(predict_at: Sequence[float] | Array, predict_at_x2: Sequence[f
 
 
 def fit_curve(
-    x: Sequence[float] | Array,
-    y: Sequence[float] | Array,
-    *,
-    form: str = "m2",
-    x2: Sequence[float] | Array | None = None,
-    groups: Sequence | Array | None = None,
-    bootstrap: int = 0,
-    predict_at: Sequence[float] | Array = (),
-    seed: int = 0,
-    huber_delta: float = 1e-3,
-    level: float = 0.95,
-    predict_at_x2: Sequence[float] | Array | None = None,
+    x: Sequence[float] | Array, y: Sequence[float] | Array, *, form: str = "m2", x2: Sequence[float] | Array | None = None,
+    groups: Sequence | Array | None = None, bootstrap: int = 0, predict_at: Sequence[float] | Array = (), seed: int = 0,
+    huber_delta: float = 1e-3, level: float = 0.95, predict_at_x2: Sequence[float] | Array | None = None,
     prior: dict[str, tuple[float, float]] | None = None,
 ) -> CurveFit:
     """Fit ``form`` to ``(x[, x2], y)`` and predict at ``predict_at``.

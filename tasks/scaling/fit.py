@@ -251,15 +251,8 @@ def minimize_lbfgs_batched(
     return BatchResult(theta=theta, f=f, n_iter=n_iter, status=status, n_evals=n_evals)
 
 
-def huber_objective(
-    form: Form,
-    x: Array,
-    y: Array,
-    x2: Array | None = None,
-    *,
-    weights: Array | None = None,
-    delta: float = 1e-3,
-) -> BatchFn:
+def huber_objective(form: Form, x: Array, y: Array, x2: Array | None = None, *, weights: Array | None = None,
+                    delta: float = 1e-3) -> BatchFn:
     """The summed Huber loss on log residuals as a batched ``(theta, rows) -> (f, grad)`` function.
 
     ``weights`` is ``(n,)`` (shared) or ``(B, n)`` (one row per problem, e.g. bootstrap counts).
