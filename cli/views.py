@@ -92,14 +92,14 @@ def query(
         first = True
         sys.stdout.write("[")
         for batch in batches:
-            for row in batch.to_pylist():
+            for row in batch:
                 sys.stdout.write(("\n  " if first else ",\n  ") + json.dumps(jsonable(row), default=str))
                 first = False
         sys.stdout.write("\n]\n" if not first else "]\n")
         return
     printed = False
     for batch in batches:
-        print_rows([{k: _clip(v) for k, v in row.items()} for row in batch.to_pylist()])
+        print_rows([{k: _clip(v) for k, v in row.items()} for row in batch])
         printed = True
     if not printed:
         print_rows([])

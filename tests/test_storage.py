@@ -135,7 +135,7 @@ def test_query_refuses_anything_but_reading_the_database(small_store, sql, messa
     with pytest.raises(WinnowError, match=message):
         run_query(small_store, sql)
     assert db_fingerprint(small_store.path) == before
-    assert run_query(small_store, "SELECT count(*) AS n FROM examples").to_pylist() == [{"n": 10}]
+    assert run_query(small_store, "SELECT count(*) AS n FROM examples") == [{"n": 10}]
 
 
 def test_the_duckdb_cli_from_pypi_reads_the_file(tmp_path, store):
