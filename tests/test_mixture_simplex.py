@@ -93,7 +93,7 @@ def test_grid_has_66_points_for_three_sources_and_the_snake_path_steps_between_n
 
 @pytest.mark.parametrize("p", [[0.5, 0.6, -0.1], [0.3, 0.3, 0.3], [0.5, np.nan, 0.5], [1.0]])
 def test_mixtures_off_the_simplex_are_rejected_with_the_value(p):
-    with pytest.raises(WinnowError, match="p="):
+    with pytest.raises(ValueError, match="p="):
         check_mixture(np.array(p), k=3)
 
 

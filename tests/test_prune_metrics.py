@@ -58,19 +58,20 @@ def test_spherical_kmeans_recovers_planted_clusters_and_is_seeded():
 
 
 @pytest.mark.parametrize(
-    "E, k, match",
-    [
-        (np.array([[1.0, np.nan], [0.0, 1.0]]), 1, "non-finite value nan at row 0"),
-        (np.array([[1.0, 0.0], [np.inf, 1.0]]), 1, "non-finite value inf at row 1"),
-        (np.ones((5, 3)), 6, "k=6 clusters must be in \\[1, n_samples=5\\]"),
-        (np.ones((5, 3)), 0, "k=0"),
-        (np.zeros((0, 3)), 1, "empty"),
-        (np.ones(5), 1, "2-D"),
-        (np.array([[1.0, 0.0], [0.0, 0.0]]), 1, "row 1 is all zeros"),
+    "E, k, error, match",
+    [  # preconditions the stage guarantees (embeddings are checked when made, k by the option check): ValueError
+        (np.array([[1.0, np.nan], [0.0, 1.0]]), 1, ValueError, "non-finite value nan at row 0"),
+        (np.array([[1.0, 0.0], [np.inf, 1.0]]), 1, ValueError, "non-finite value inf at row 1"),
+        (np.ones((5, 3)), 6, ValueError, "k=6 clusters must be in \\[1, n_samples=5\\]"),
+        (np.ones((5, 3)), 0, ValueError, "k=0"),
+        (np.zeros((0, 3)), 1, ValueError, "empty"),
+        (np.ones(5), 1, ValueError, "2-D"),
+        # an all-zero row of a raw/column source is the user's data: WinnowError
+        (np.array([[1.0, 0.0], [0.0, 0.0]]), 1, WinnowError, "row 1 is all zeros"),
     ],
 )
-def test_kmeans_rejects_bad_input(E, k, match):
-    with pytest.raises(WinnowError, match=match):
+def test_kmeans_rejects_bad_input(E, k, error, match):
+    with pytest.raises(error, match=match):
         spherical_kmeans(E, k)
 
 
@@ -126,7 +127,7 @@ def test_semdedup_refuses_quadratic_memory_and_names_the_option():
         semdedup(E, eps=0.01, k=1, block=None, max_pairs=100)
     with pytest.raises(WinnowError, match="raise k"):
         semdedup_scores(E, k=1, block=50, max_pairs=100)
-    with pytest.raises(WinnowError, match="eps=2.5"):
+    with pytest.raises(ValueError, match="eps=2.5"):  # the config allows (0, 2) only
         semdedup(E, eps=2.5, k=2)
 
 
@@ -182,7 +183,7 @@ def test_ccs_allocates_from_the_smallest_stratum_up():
     q = ccs_quotas(sizes, 40)
     assert q.sum() == 40 and q[0] == 2 and q[2] == 0 and q[3] == 5
     assert abs(q[1] - q[4]) <= 1 and q[1] <= 50 and q[4] <= 30  # the rest split evenly
-    with pytest.raises(WinnowError, match="exceeds"):
+    with pytest.raises(ValueError, match="exceeds"):
         ccs_quotas(sizes, 100)
 
 
@@ -197,7 +198,7 @@ def test_ccs_drops_hardest_and_covers_all_strata():
     # budget larger than what survives beta: beta shrinks
     r2 = ccs_select(s, 990, beta=0.2, seed=0)
     assert r2.n_dropped_hard == 10 and r2.indices.size == 990
-    with pytest.raises(WinnowError, match="beta=1.5"):
+    with pytest.raises(ValueError, match="beta=1.5"):
         ccs_select(s, 10, beta=1.5)
 
 
@@ -220,9 +221,9 @@ def test_supervised_scores_flag_mislabelled_examples():
 def test_supervised_metrics_require_labels():
     X, _ = blobs(n=50)
     for name in ("el2n", "grand", "forgetting", "aum", "supervised_prototypes"):
-        with pytest.raises(WinnowError, match=f"metric '{name}' needs labels"):
-            compute_metric(name, X, y=None)
-    with pytest.raises(WinnowError, match="shape"):
+        with pytest.raises(ValueError, match=f"metric '{name}' needs labels"):
+            compute_metric(name, X, y=None)  # the stage refuses this in its option check (a WinnowError there)
+    with pytest.raises(ValueError, match="shape"):
         compute_metric("el2n", X, y=np.zeros(3, dtype=int))
 
 
@@ -250,7 +251,7 @@ def test_label_free_scores_ignore_permuted_or_absent_labels():
 
 
 def test_registry_rejects_unknown_metric_and_bad_embeddings():
-    with pytest.raises(WinnowError, match="unknown pruning metric 'magic'"):
+    with pytest.raises(ValueError, match="unknown pruning metric 'magic'"):
         compute_metric("magic", np.ones((3, 2)))
-    with pytest.raises(WinnowError, match="non-finite"):
+    with pytest.raises(ValueError, match="non-finite"):
         compute_metric("ssp", np.array([[np.nan, 1.0], [1.0, 0.0]]), params=MetricParams(k=1))

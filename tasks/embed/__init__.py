@@ -176,7 +176,7 @@ def encode_source(source: "SourceData", config: "EncoderConfig", *, progress: bo
     try:
         fn = ENCODERS[config.kind]
     except KeyError:
-        raise WinnowError(f"unknown encoder kind {config.kind!r} (have: {', '.join(ENCODERS)})") from None
+        raise ValueError(f"unknown encoder kind {config.kind!r} (have: {', '.join(ENCODERS)})") from None
     res = fn(source, config, progress)
     vecs = check_embeddings(res.vectors, f"{config.kind} embeddings of source {source.name!r}", source.n)
     return EncodeResult(vecs, res.weights, res.info)

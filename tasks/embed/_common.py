@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-from tasks.errors import WinnowError
 
 
 def check_embeddings(E: np.ndarray, what: str, n: int | None = None) -> np.ndarray:
-    """Return ``E`` as a C-contiguous (n, d) float32 array; raise WinnowError on NaN/inf or bad shape.
+    """Return ``E`` as a C-contiguous (n, d) float32 array; ValueError on a bad shape,
+    RuntimeError on NaN/inf (features are finite after ingestion: the encoder went out of range).
 
     Parameters
     ----------
@@ -17,18 +17,18 @@ def check_embeddings(E: np.ndarray, what: str, n: int | None = None) -> np.ndarr
     """
     E = np.asarray(E)
     if E.ndim != 2:
-        raise WinnowError(f"{what} must be a 2-D (n, dim) array; got shape {E.shape}")
+        raise ValueError(f"{what} must be a 2-D (n, dim) array; got shape {E.shape}")
     if n is not None and E.shape[0] != n:
-        raise WinnowError(f"{what} has {E.shape[0]} rows; expected {n}")
+        raise ValueError(f"{what} has {E.shape[0]} rows; expected {n}")
     if E.shape[1] == 0:
-        raise WinnowError(f"{what} has 0 columns")
+        raise ValueError(f"{what} has 0 columns")
     if not np.issubdtype(E.dtype, np.number) or np.issubdtype(E.dtype, np.complexfloating):
-        raise WinnowError(f"{what} must be real numbers; got dtype {E.dtype}")
+        raise ValueError(f"{what} must be real numbers; got dtype {E.dtype}")
     E = np.ascontiguousarray(E, dtype=np.float32)
     finite = np.isfinite(E)
     if not finite.all():
         rows = np.flatnonzero(~finite.all(axis=1))
-        raise WinnowError(
+        raise RuntimeError(
             f"{what} contain NaN or inf in {rows.size} row(s) (first row {int(rows[0])}); "
             "fix the input features or the encoder settings (e.g. a lower lr)"
         )

@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 
 from tasks.embed._common import check_embeddings, l2_normalize
-from tasks.errors import WinnowError
 
 __all__ = ["column_embeddings"]
 
@@ -18,9 +17,10 @@ __all__ = ["column_embeddings"]
 def column_embeddings(X: np.ndarray | None, *, what: str = "embedding column", normalize: bool = False) -> np.ndarray:
     """Return the (n, d) float32 feature matrix ``X`` after validation (optionally L2-normalised).
 
-    Raises WinnowError when ``X`` is missing (e.g. a text source), not 2-D, or holds NaN/inf.
+    Raises ValueError when ``X`` is missing or not 2-D (``check_fits`` refuses such a source first),
+    RuntimeError when it holds NaN/inf.
     """
     if X is None:
-        raise WinnowError(f"{what}: the source has no feature matrix (a text source needs kind 'minilm')")
+        raise ValueError(f"{what}: the source has no feature matrix (a text source needs kind 'minilm')")
     E = check_embeddings(X, what)
     return l2_normalize(E) if normalize else E

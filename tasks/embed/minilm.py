@@ -62,11 +62,11 @@ def embed_texts(
     chunk : texts per progress-bar step.
     """
     if texts is None:
-        raise WinnowError("minilm needs a text source; this source has no texts")
+        raise ValueError("minilm needs a text source; this source has no texts")
     texts = list(texts)
     bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
     if bad:
-        raise WinnowError(f"minilm input must be strings; row {bad[0]} is {type(texts[bad[0]]).__name__}")
+        raise ValueError(f"minilm input must be strings; row {bad[0]} is {type(texts[bad[0]]).__name__}")
     model = load_minilm()
     model.max_seq_length = int(max_seq_length)
     n = len(texts)

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from tasks.embed._common import check_embeddings
-from tasks.errors import WinnowError
 
 __all__ = ["PCAModel", "fit_pca"]
 
@@ -55,7 +54,7 @@ class PCAModel:
         """Project (n, d) rows: ``(X - mean) @ components.T`` -> (n, dim) float32, chunked."""
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != self.components.shape[1]:
-            raise WinnowError(
+            raise ValueError(
                 f"PCA expects (n, {self.components.shape[1]}) features; got shape {X.shape}"
             )
         out = np.empty((X.shape[0], self.dim), dtype=np.float32)
@@ -121,23 +120,23 @@ def fit_pca(
     """
     X = np.asarray(X)
     if X.ndim != 2:
-        raise WinnowError(f"PCA needs a 2-D (n, d) feature matrix; got shape {X.shape}")
+        raise ValueError(f"PCA needs a 2-D (n, d) feature matrix; got shape {X.shape}")
     n, d = X.shape
     if dim < 1 or dim > min(n, d):
-        raise WinnowError(f"PCA dim={dim} must be in [1, min(n, d)] = [1, {min(n, d)}] for X of shape {X.shape}")
+        raise ValueError(f"PCA dim={dim} must be in [1, min(n, d)] = [1, {min(n, d)}] for X of shape {X.shape}")
     rng = np.random.default_rng(seed)
     if max_rows is not None and max_rows < n:
         X = X[np.sort(rng.choice(n, size=max_rows, replace=False))]
         n = X.shape[0]
         if dim > n:
-            raise WinnowError(f"PCA dim={dim} exceeds max_rows={n}")
+            raise ValueError(f"PCA dim={dim} exceeds max_rows={n}")
     # mean and total variance in one chunked pass (float64 accumulation)
     total = np.zeros(d)
     sq = np.zeros(d)
     for s in range(0, n, chunk):
         block = np.asarray(X[s : s + chunk], dtype=np.float64)
         if not np.isfinite(block).all():
-            raise WinnowError("PCA input contains NaN or inf; clean the features first")
+            raise ValueError("PCA input contains NaN or inf; clean the features first")
         total += block.sum(axis=0)
         sq += (block * block).sum(axis=0)
     mean = total / n

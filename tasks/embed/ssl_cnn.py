@@ -101,7 +101,7 @@ class SSLEncoder(nn.Module):
             dim = int(state_dict["fc.weight"].shape[0])
             hw = tuple(int(v) for v in state_dict["input_hw"].tolist())
         except (KeyError, AttributeError) as err:
-            raise WinnowError(f"not an ssl_cnn encoder state_dict (missing {err})") from None
+            raise ValueError(f"not an ssl_cnn encoder state_dict (missing {err})") from None
         model = cls(width=width, dim=dim, input_hw=hw)  # type: ignore[arg-type]
         model.load_state_dict(state_dict)
         return model.eval()
@@ -195,16 +195,16 @@ def _as_images(X: np.ndarray, image_shape: tuple[int, int] | None, what: str) ->
     X = np.asarray(X)
     if X.ndim == 2:
         if image_shape is None:
-            raise WinnowError(f"{what}: flattened images need image_shape=(h, w)")
+            raise ValueError(f"{what}: flattened images need image_shape=(h, w)")
         h, w = (int(v) for v in image_shape)
         if h * w != X.shape[1]:
-            raise WinnowError(f"{what}: image_shape={image_shape} does not match {X.shape[1]} pixels per row")
+            raise ValueError(f"{what}: image_shape={image_shape} does not match {X.shape[1]} pixels per row")
         X = X.reshape(X.shape[0], h, w)
     elif X.ndim != 3:
-        raise WinnowError(f"{what}: images must be (n, h*w) or (n, h, w); got shape {X.shape}")
+        raise ValueError(f"{what}: images must be (n, h*w) or (n, h, w); got shape {X.shape}")
     X = np.require(X, dtype=np.float32, requirements=["C", "W"])  # torch wants writable memory
     if not np.isfinite(X).all():
-        raise WinnowError(f"{what}: pixel values contain NaN or inf")
+        raise ValueError(f"{what}: pixel values contain NaN or inf")
     return torch.from_numpy(X).unsqueeze(1)
 
 
@@ -255,13 +255,13 @@ def train_ssl_cnn(
     x = _as_images(images, image_shape, "ssl_cnn training images")
     n = x.shape[0]
     if batch_size < 4:
-        raise WinnowError(f"batch_size={batch_size} must be >= 4 for contrastive training")
+        raise ValueError(f"batch_size={batch_size} must be >= 4 for contrastive training")
     if n < 4:
         raise WinnowError(f"ssl_cnn needs at least 4 images to train; got n={n}")
     if epochs < 1:
-        raise WinnowError(f"epochs={epochs} must be >= 1")
+        raise ValueError(f"epochs={epochs} must be >= 1")
     if not temperature > 0:
-        raise WinnowError(f"temperature={temperature} must be > 0")
+        raise ValueError(f"temperature={temperature} must be > 0")
     hw = _target_hw(int(x.shape[2]), int(x.shape[3]), min_image_size)
 
     with torch.random.fork_rng(devices=[]):
@@ -300,7 +300,7 @@ def train_ssl_cnn(
                     z = head(h)
                     loss = nt_xent(z[: xb.shape[0]], z[xb.shape[0] :], temperature)
                     if not torch.isfinite(loss):
-                        raise WinnowError(
+                        raise RuntimeError(
                             f"ssl_cnn training diverged (loss {float(loss)}) at epoch {ep}; lower lr={lr}"
                         )
                     opt.zero_grad(set_to_none=True)

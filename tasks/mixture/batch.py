@@ -41,7 +41,6 @@ import numpy as np
 import torch
 
 from tasks.device import resolve_device
-from tasks.errors import WinnowError
 from tasks.progress import track
 
 ABSORB = {torch.float32: 25.0, torch.float64: 200.0}  # |log residual| that triggers absorption
@@ -81,35 +80,35 @@ def _check(C: np.ndarray, A: np.ndarray, b: np.ndarray | None, reg: float, tol: 
     C = np.asarray(C, dtype=np.float64)
     A = np.asarray(A, dtype=np.float64)
     if C.ndim != 2 or C.size == 0:
-        raise WinnowError(f"C must be a non-empty (n, m) matrix, got shape {C.shape}")
+        raise ValueError(f"C must be a non-empty (n, m) matrix, got shape {C.shape}")
     n, m = C.shape
     if A.ndim == 1:
         A = A[None, :]
     if A.ndim != 2 or A.shape[1] != n:
-        raise WinnowError(f"A must have shape (B, n={n}), got {A.shape}")
+        raise ValueError(f"A must have shape (B, n={n}), got {A.shape}")
     if not np.all(np.isfinite(C)):
-        raise WinnowError("C has non-finite entries")
+        raise ValueError("C has non-finite entries")
     if not np.all(np.isfinite(A)) or (A < 0).any():
-        raise WinnowError("A must be finite and non-negative")
+        raise ValueError("A must be finite and non-negative")
     sums = A.sum(axis=1)
     bad = np.flatnonzero(np.abs(sums - 1) > 1e-6)
     if bad.size:
-        raise WinnowError(f"rows of A must sum to 1; row {bad[0]} sums to {sums[bad[0]]:.6g}")
+        raise ValueError(f"rows of A must sum to 1; row {bad[0]} sums to {sums[bad[0]]:.6g}")
     if b is None:
         b = np.full(m, 1.0 / m)
     b = np.asarray(b, dtype=np.float64)
     if b.shape != (m,) or not np.all(np.isfinite(b)) or (b <= 0).any() or abs(b.sum() - 1) > 1e-6:
-        raise WinnowError(f"b must be ({m},) positive weights summing to 1")
+        raise ValueError(f"b must be ({m},) positive weights summing to 1")
     if not reg > 0:
-        raise WinnowError(f"reg={reg} must be > 0")
+        raise ValueError(f"reg={reg} must be > 0")
     if not tol > 0:
-        raise WinnowError(f"tol={tol} must be > 0")
+        raise ValueError(f"tol={tol} must be > 0")
     if max_iter < 1:
-        raise WinnowError(f"max_iter={max_iter} must be >= 1")
+        raise ValueError(f"max_iter={max_iter} must be >= 1")
     if dtype not in ("float32", "float64"):
-        raise WinnowError(f"dtype={dtype!r} must be 'float32' or 'float64'")
+        raise ValueError(f"dtype={dtype!r} must be 'float32' or 'float64'")
     if chunk < 1:
-        raise WinnowError(f"chunk={chunk} must be >= 1")
+        raise ValueError(f"chunk={chunk} must be >= 1")
     return C, A / sums[:, None], b / b.sum()
 
 
@@ -123,6 +122,11 @@ def eps_schedule(spread: float, reg: float) -> list[float]:
 
 class _Diverged(ArithmeticError):
     """A non-finite marginal error: exp() left the working dtype's range."""
+
+
+class SinkhornDiverged(RuntimeError):
+    """Sinkhorn left the float range even in float64 at this ε (a numerical failure, not bad input):
+    :func:`sinkhorn_batch_until` retries at a larger ε; raised further it fails the run, evidence kept."""
 
 
 class _Chunk:
@@ -326,12 +330,12 @@ def sinkhorn_batch(C: np.ndarray, A: np.ndarray, b: np.ndarray | None = None, *,
             v, lo, fc, gc, it, cv, ri, rs = _solve_chunk(Cs, At, bt, reg, tol, max_iter)
         except _Diverged:
             if tdt == torch.float64:
-                raise WinnowError(f"Sinkhorn diverged (reg={reg}) even in float64; raise reg") from None
+                raise SinkhornDiverged(f"Sinkhorn diverged (reg={reg}) even in float64; raise reg") from None
             # float32 range exceeded (mixtures in the chunk too different at this ε): redo in float64
             try:
                 v, lo, fc, gc, it, cv, ri, rs = _solve_chunk(Cs.double(), At.double(), bt.double(), reg, tol, max_iter)
             except _Diverged:
-                raise WinnowError(f"Sinkhorn diverged (reg={reg}) even in float64; raise reg") from None
+                raise SinkhornDiverged(f"Sinkhorn diverged (reg={reg}) even in float64; raise reg") from None
         values[s:s + chunk] = v.cpu().numpy() + c0
         lower[s:s + chunk] = lo.cpu().numpy() + c0
         f[s:s + chunk] = fc.cpu().numpy() + c0
@@ -369,7 +373,7 @@ def sinkhorn_batch_until(C: np.ndarray, A: np.ndarray, b: np.ndarray | None = No
         try:
             r = sinkhorn_batch(C, A[todo], b, reg=eps, tol=tol, max_iter=max_iter, device=device, dtype=dtype, chunk=chunk,
                                progress=progress and attempt == 0)
-        except WinnowError:  # left the float range at this ε: as good as not converged, try a larger one
+        except SinkhornDiverged:  # left the float range at this ε: as good as not converged, try a larger one
             if attempt == max_raise and not solved.all():
                 raise
             seconds += time.perf_counter() - t0

@@ -24,7 +24,7 @@ def resize_images(X: np.ndarray, shape: tuple[int, int], size: tuple[int, int]) 
     h, w = shape
     X = np.asarray(X, dtype=np.float32)
     if X.ndim != 2 or X.shape[1] != h * w:
-        raise WinnowError(f"images of shape {shape} need {h * w} columns, got array of shape {X.shape}")
+        raise ValueError(f"images of shape {shape} need {h * w} columns, got array of shape {X.shape}")
     if tuple(shape) == tuple(size):
         return X
     t = torch.from_numpy(np.ascontiguousarray(X)).reshape(-1, 1, h, w)
@@ -97,12 +97,12 @@ def align_features(
     """
     names = list(names) if names is not None else [f"block {i}" for i in range(len(blocks))]
     if len(blocks) != len(image_shapes):
-        raise WinnowError(f"{len(blocks)} blocks but {len(image_shapes)} image shapes")
+        raise ValueError(f"{len(blocks)} blocks but {len(image_shapes)} image shapes")
     for nm, X in zip(names, blocks):
         if X is None or np.asarray(X).ndim != 2:
-            raise WinnowError(f"{nm}: needs a 2-d feature matrix (text sources must be embedded first)")
+            raise ValueError(f"{nm}: needs a 2-d feature matrix (text sources must be embedded first)")
         if np.asarray(X).shape[0] == 0:
-            raise WinnowError(f"{nm}: is empty (0 examples)")
+            raise ValueError(f"{nm}: is empty (0 examples)")
     is_img = [s is not None for s in image_shapes]
     if any(is_img) and not all(is_img):
         mixed = [nm for nm, s in zip(names, image_shapes) if s is None]

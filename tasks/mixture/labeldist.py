@@ -24,7 +24,6 @@ from typing import Literal
 import numpy as np
 import ot
 
-from tasks.errors import WinnowError
 
 LabelMethod = Literal["gaussian", "exact"]
 
@@ -133,12 +132,12 @@ def label_distances(
     (W2, classes_a, classes_b) with W2 : (ka, kb) float64 and the sorted class codes of each side.
     """
     if Xa.shape[1] != Xb.shape[1]:
-        raise WinnowError(f"feature dimensions differ: {Xa.shape[1]} vs {Xb.shape[1]}")
+        raise ValueError(f"feature dimensions differ: {Xa.shape[1]} vs {Xb.shape[1]}")
     if len(ya) == 0 or len(yb) == 0:
-        raise WinnowError("label distances need at least one labelled example on each side")
+        raise ValueError("label distances need at least one labelled example on each side")
     if method == "gaussian":
         ga, gb = class_gaussians(Xa, ya), class_gaussians(Xb, yb)
         return bures_wasserstein_sq(ga, gb), ga.classes, gb.classes
     if method == "exact":
         return exact_label_distances(Xa, ya, Xb, yb, max_per_class=max_per_class, seed=seed)
-    raise WinnowError(f"label distance method={method!r} must be 'gaussian' or 'exact'")
+    raise ValueError(f"label distance method={method!r} must be 'gaussian' or 'exact'")

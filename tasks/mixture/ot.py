@@ -24,7 +24,6 @@ from typing import Literal
 import numpy as np
 import ot
 
-from tasks.errors import WinnowError
 from tasks.mixture.labeldist import LabelMethod, label_distances, sq_euclidean
 
 Solver = Literal["exact", "sinkhorn", "sinkhorn_debiased"]
@@ -55,18 +54,18 @@ def check_labelled(X: np.ndarray, y: np.ndarray | None, name: str) -> tuple[np.n
     """Validate one labelled sample: 2-d finite X, 1-d integer y of the same length, non-empty."""
     X = np.asarray(X)
     if X.ndim != 2:
-        raise WinnowError(f"{name}: features must be a 2-d array (n, d), got shape {X.shape}")
+        raise ValueError(f"{name}: features must be a 2-d array (n, d), got shape {X.shape}")
     if X.shape[0] == 0:
-        raise WinnowError(f"{name}: is empty (0 examples)")
+        raise ValueError(f"{name}: is empty (0 examples)")
     if y is None:
-        raise WinnowError(f"{name}: label-aware OT needs labels, but this sample has none")
+        raise ValueError(f"{name}: label-aware OT needs labels, but this sample has none")
     y = np.asarray(y)
     if y.shape != (X.shape[0],):
-        raise WinnowError(f"{name}: labels have shape {y.shape}, expected ({X.shape[0]},)")
+        raise ValueError(f"{name}: labels have shape {y.shape}, expected ({X.shape[0]},)")
     if not np.issubdtype(y.dtype, np.integer):
-        raise WinnowError(f"{name}: labels must be integer codes, got dtype {y.dtype}")
+        raise ValueError(f"{name}: labels must be integer codes, got dtype {y.dtype}")
     if not np.all(np.isfinite(X)):
-        raise WinnowError(f"{name}: features contain NaN or inf")
+        raise ValueError(f"{name}: features contain NaN or inf")
     return X, y
 
 
@@ -110,9 +109,9 @@ def label_aware_cost(
     Xa, ya = check_labelled(Xa, ya, "dataset A")
     Xb, yb = check_labelled(Xb, yb, "dataset B")
     if Xa.shape[1] != Xb.shape[1]:
-        raise WinnowError(f"feature dimensions differ: dataset A has d={Xa.shape[1]}, dataset B has d={Xb.shape[1]}")
+        raise ValueError(f"feature dimensions differ: dataset A has d={Xa.shape[1]}, dataset B has d={Xb.shape[1]}")
     if lambda_x < 0 or lambda_y < 0 or lambda_x + lambda_y == 0:
-        raise WinnowError(f"lambda_x={lambda_x}, lambda_y={lambda_y} must be >= 0 and not both 0")
+        raise ValueError(f"lambda_x={lambda_x}, lambda_y={lambda_y} must be >= 0 and not both 0")
     Cx, Cy = raw_costs(Xa, ya, Xb, yb, with_labels=lambda_y > 0, label_method=label_method, seed=seed)
     if scale is None:
         if normalize:
@@ -132,7 +131,7 @@ def _solve(a: np.ndarray, b: np.ndarray, C: np.ndarray, solver: str, reg: float,
         try:
             return float(ot.sinkhorn2(a, b, C, reg, method="sinkhorn_log", numItermax=max_iter, stopThr=1e-9))
         except UserWarning as w:
-            raise WinnowError(f"Sinkhorn did not converge in max_iter={max_iter} with reg={reg}: raise max_iter or reg ({w})") from None
+            raise RuntimeError(f"Sinkhorn did not converge in max_iter={max_iter} with reg={reg}: raise max_iter or reg ({w})") from None
 
 
 def ot_distance(
@@ -171,9 +170,9 @@ def ot_distance(
     1.0
     """
     if solver not in SOLVERS:
-        raise WinnowError(f"solver={solver!r} must be one of {SOLVERS}")
+        raise ValueError(f"solver={solver!r} must be one of {SOLVERS}")
     if solver != "exact" and not reg > 0:
-        raise WinnowError(f"reg={reg} must be > 0 for solver {solver!r}")
+        raise ValueError(f"reg={reg} must be > 0 for solver {solver!r}")
     C, scale = label_aware_cost(
         Xa, ya, Xb, yb, lambda_x=lambda_x, lambda_y=lambda_y, label_method=label_method,
         normalize=normalize, scale=scale, seed=seed,
@@ -182,9 +181,9 @@ def ot_distance(
     a = np.full(na, 1.0 / na) if a is None else np.asarray(a, dtype=np.float64)
     b = np.full(nb, 1.0 / nb) if b is None else np.asarray(b, dtype=np.float64)
     if a.shape != (na,) or b.shape != (nb,) or np.any(a < 0) or np.any(b < 0):
-        raise WinnowError(f"weights must be non-negative with shapes ({na},) and ({nb},), got {a.shape} and {b.shape}")
+        raise ValueError(f"weights must be non-negative with shapes ({na},) and ({nb},), got {a.shape} and {b.shape}")
     if abs(a.sum() - 1) > 1e-6 or abs(b.sum() - 1) > 1e-6:
-        raise WinnowError(f"weights must each sum to 1 (got {a.sum():.6g} and {b.sum():.6g})")
+        raise ValueError(f"weights must each sum to 1 (got {a.sum():.6g} and {b.sum():.6g})")
     value = _solve(a, b, C, solver, reg, max_iter)
     if solver == "sinkhorn_debiased":
         kw = dict(lambda_x=lambda_x, lambda_y=lambda_y, label_method=label_method, scale=scale, seed=seed)

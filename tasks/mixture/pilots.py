@@ -62,7 +62,7 @@ class Pools:
     def from_blocks(cls, blocks: Sequence[tuple[np.ndarray, np.ndarray]]) -> "Pools":
         for i, (X, y) in enumerate(blocks):
             if len(X) == 0:
-                raise WinnowError(f"pool {i} is empty (0 examples)")
+                raise ValueError(f"pool {i} is empty (0 examples)")
         return cls(X=np.concatenate([np.asarray(X, dtype=np.float32) for X, _ in blocks]),
                    y=np.concatenate([np.asarray(y, dtype=np.int64) for _, y in blocks]),
                    sizes=np.array([len(X) for X, _ in blocks], dtype=np.int64))
@@ -76,9 +76,9 @@ def pilot_seed(seed: int, mixture_id: int, n: int, rep: int) -> int:
 def plan_pilots(grid: np.ndarray, sizes: Sequence[int], reps: int, seed: int = 0) -> list[PilotSpec]:
     """Every (grid point, pilot size, repetition). grid : (G, K)."""
     if reps < 1:
-        raise WinnowError(f"reps={reps} must be >= 1")
+        raise ValueError(f"reps={reps} must be >= 1")
     if not sizes or min(sizes) < 1:
-        raise WinnowError(f"pilot sizes {list(sizes)} must be non-empty and >= 1")
+        raise ValueError(f"pilot sizes {list(sizes)} must be non-empty and >= 1")
     return [
         PilotSpec(mixture_id=g, p=tuple(float(x) for x in grid[g]), n=int(n), rep=r, seed=pilot_seed(seed, g, int(n), r))
         for n in sizes for g in range(len(grid)) for r in range(reps)
@@ -104,7 +104,7 @@ def pilot_indices(spec: PilotSpec, pools: Pools) -> np.ndarray:
     parts = []
     for off, size, c in zip(pools.offsets, pools.sizes, counts):
         if c > size:
-            raise WinnowError(f"pilot p={spec.p} N={spec.n} needs {c} rows from a pool of {size}")
+            raise RuntimeError(f"pilot p={spec.p} N={spec.n} needs {c} rows from a pool of {size}")
         if c:
             parts.append(off + rng.choice(size, size=c, replace=False))
     return np.concatenate(parts).astype(np.int64)

@@ -17,7 +17,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.tri as mtri  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tasks.errors import WinnowError  # noqa: E402
 
 
 def ternary_xy(P: np.ndarray) -> np.ndarray:
@@ -40,7 +39,7 @@ def plot_surface(
     """Triangle heatmap of ``values`` (G,) over mixtures P (G, 3); optional selection path (T, 3)."""
     P = np.asarray(P)
     if P.shape[1] != 3:
-        raise WinnowError(f"the triangle heatmap needs 3 sources, got {P.shape[1]}")
+        raise ValueError(f"the triangle heatmap needs 3 sources, got {P.shape[1]}")
     xy = ternary_xy(P)
     fig, ax = plt.subplots(figsize=(5.5, 4.8))
     tri = mtri.Triangulation(xy[:, 0], xy[:, 1])

@@ -55,7 +55,7 @@ def _design(form: str, P: np.ndarray, ot: np.ndarray) -> tuple[np.ndarray, list[
             for j in range(i, k1):
                 cols.append(q[:, i] * q[:, j]); names.append(f"c_p{i + 1}p{j + 1}")
         return np.column_stack(cols), names
-    raise WinnowError(f"predictor form={form!r} must be one of {ALL_FORMS}")
+    raise ValueError(f"predictor form={form!r} must be one of {ALL_FORMS}")
 
 
 def _design_jac(form: str, p: np.ndarray, ot: float) -> tuple[np.ndarray, np.ndarray]:
@@ -90,7 +90,7 @@ def _design_jac(form: str, p: np.ndarray, ot: float) -> tuple[np.ndarray, np.nda
         dp = np.array(rows)
         do = np.zeros(len(rows))
     else:
-        raise WinnowError(f"form {form!r} has no gradient")
+        raise ValueError(f"form {form!r} has no gradient")
     return dp, do
 
 
@@ -118,7 +118,7 @@ class PredictorFit:
             d = np.abs(P[:, None, :] - self.train_P[None]).sum(-1)
             return self.train_acc[d.argmin(1)]
         if ot is None and self.form in OT_FORMS:
-            raise WinnowError(f"form {self.form!r} needs OT values to predict")
+            raise ValueError(f"form {self.form!r} needs OT values to predict")
         X, _ = _design(self.form, P, np.zeros(len(P)) if ot is None else ot)
         return X @ self.coef
 
@@ -136,16 +136,16 @@ def fit_predictor(form: str, P: np.ndarray, ot: np.ndarray | None, acc: np.ndarr
     P = np.atleast_2d(np.asarray(P, dtype=np.float64))
     acc = np.asarray(acc, dtype=np.float64)
     if len(P) != len(acc):
-        raise WinnowError(f"{len(P)} mixtures but {len(acc)} accuracies")
+        raise ValueError(f"{len(P)} mixtures but {len(acc)} accuracies")
     if not np.all(np.isfinite(acc)):
-        raise WinnowError("accuracies contain NaN (missing pilots?)")
+        raise RuntimeError("accuracies contain NaN (missing pilots?)")
     if form == "nearest_grid":
         return PredictorFit(form=form, n=n, coef=np.zeros(0), coef_names=[], train_rmse=0.0, train_P=P.copy(), train_acc=acc.copy())
     if form in OT_FORMS and ot is None:
-        raise WinnowError(f"form {form!r} needs OT values")
+        raise ValueError(f"form {form!r} needs OT values")
     X, names = _design(form, P, np.zeros(len(P)) if ot is None else ot)
     if ridge < 0:
-        raise WinnowError(f"ridge={ridge} must be >= 0")
+        raise ValueError(f"ridge={ridge} must be >= 0")
     if ridge > 0:
         R = np.sqrt(ridge) * np.eye(X.shape[1])
         R[0, 0] = 0.0

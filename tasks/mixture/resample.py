@@ -13,7 +13,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tasks.errors import WinnowError
 from tasks.mixture.labeldist import LabelMethod
 from tasks.mixture.ot import CostScale, OTResult, ot_distance
 from tasks.progress import track
@@ -54,7 +53,7 @@ def resample_ot(
     """OTDD between one fresh draw of n examples from mixture p and the target (Projektor)."""
     p = check_mixture(p, len(sources))
     if n < 1:
-        raise WinnowError(f"n={n} examples per resampled mixture must be >= 1")
+        raise ValueError(f"n={n} examples per resampled mixture must be >= 1")
     Xp, yp = draw_mixture(sources, p, n, np.random.default_rng(seed))
     return ot_distance(Xp, yp, target[0], target[1], solver=solver, reg=reg, lambda_x=lambda_x, lambda_y=lambda_y,
                        label_method=label_method, scale=scale, seed=seed)

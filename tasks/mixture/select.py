@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tasks.errors import WinnowError
 from tasks.mixture.extrapolate import log_n_weights, loglinear_weights
 from tasks.mixture.predictor import PredictorFit
 from tasks.mixture.simplex import feasible_region_check, project_capped_simplex
@@ -40,9 +39,9 @@ class Objective:
 
     def __post_init__(self) -> None:
         if not self.fits:
-            raise WinnowError("selection needs at least one fitted predictor")
+            raise ValueError("selection needs at least one fitted predictor")
         if self.extrapolation not in ("power_law", "log_n_map", "none"):
-            raise WinnowError(f"extrapolation={self.extrapolation!r} must be power_law, log_n_map or none")
+            raise ValueError(f"extrapolation={self.extrapolation!r} must be power_law, log_n_map or none")
 
     def _weights(self) -> tuple[list[PredictorFit], np.ndarray, str]:
         fits = sorted(self.fits, key=lambda f: f.n)
@@ -126,13 +125,13 @@ def select_mixture(
     if available is not None:
         av = np.asarray(available, dtype=np.float64)
         if av.shape != (k,) or np.any(av < 0):
-            raise WinnowError(f"available={list(available)} must be {k} counts >= 0")
+            raise ValueError(f"available={list(available)} must be {k} counts >= 0")
         upper = np.minimum(av / objective.n_target, 1.0)
     if (cost is None) != (budget is None):
-        raise WinnowError("cost and budget go together: give both or neither")
+        raise ValueError("cost and budget go together: give both or neither")
     c = None if cost is None else np.asarray(cost, dtype=np.float64)
     if c is not None and (c.shape != (k,) or np.any(c < 0)):
-        raise WinnowError(f"cost={list(cost)} must be {k} values >= 0")
+        raise ValueError(f"cost={list(cost)} must be {k} values >= 0")
     feasible_region_check(upper, c, budget, k)
 
     def proj(v: np.ndarray) -> np.ndarray:

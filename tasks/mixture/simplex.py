@@ -19,7 +19,7 @@ SIMPLEX_TOL = 1e-6
 
 
 def check_mixture(p: np.ndarray | list[float], k: int | None = None, *, name: str = "p") -> np.ndarray:
-    """Return ``p`` as a float64 (K,) array, or raise WinnowError if it is not on the simplex.
+    """Return ``p`` as a float64 (K,) array, or a ValueError if it is not on the simplex.
 
     Parameters
     ----------
@@ -28,15 +28,15 @@ def check_mixture(p: np.ndarray | list[float], k: int | None = None, *, name: st
     """
     arr = np.asarray(p, dtype=np.float64)
     if arr.ndim != 1 or arr.size == 0:
-        raise WinnowError(f"{name}={list(np.atleast_1d(arr))} must be a non-empty 1-d vector of weights")
+        raise ValueError(f"{name}={list(np.atleast_1d(arr))} must be a non-empty 1-d vector of weights")
     if k is not None and arr.size != k:
-        raise WinnowError(f"{name}={arr.tolist()} has {arr.size} weights but there are {k} sources")
+        raise ValueError(f"{name}={arr.tolist()} has {arr.size} weights but there are {k} sources")
     if not np.all(np.isfinite(arr)):
-        raise WinnowError(f"{name}={arr.tolist()} contains a non-finite weight")
+        raise ValueError(f"{name}={arr.tolist()} contains a non-finite weight")
     if np.any(arr < -SIMPLEX_TOL):
-        raise WinnowError(f"{name}={arr.tolist()} has a negative weight; mixture weights must be >= 0")
+        raise ValueError(f"{name}={arr.tolist()} has a negative weight; mixture weights must be >= 0")
     if abs(arr.sum() - 1.0) > SIMPLEX_TOL * max(1, arr.size):
-        raise WinnowError(f"{name}={arr.tolist()} sums to {arr.sum():.6g}; mixture weights must sum to 1")
+        raise ValueError(f"{name}={arr.tolist()} sums to {arr.sum():.6g}; mixture weights must sum to 1")
     arr = np.clip(arr, 0.0, None)
     return arr / arr.sum()
 
@@ -47,7 +47,7 @@ def simplex_grid(k: int, step: float = 0.1) -> np.ndarray:
     Returns (n_points, K) float64, rows in lexicographic order of (p_1, …, p_{K-1}).
     """
     if k < 1:
-        raise WinnowError(f"k={k} sources: need at least 1")
+        raise ValueError(f"k={k} sources: need at least 1")
     m = round(1.0 / step)
     if m < 1 or abs(m * step - 1.0) > 1e-9:
         raise WinnowError(f"grid step={step} must divide 1 (e.g. 0.1, 0.2, 0.25)")
@@ -107,10 +107,11 @@ def _sum_one_box(v: np.ndarray, upper: np.ndarray) -> np.ndarray:
 
 
 def feasible_region_check(upper: np.ndarray | None, cost: np.ndarray | None, budget: float | None, k: int) -> None:
-    """Raise WinnowError if caps/budget leave no mixture (Σ u_i < 1, or min over the capped simplex of c·p > β)."""
+    """Raise WinnowError if caps/budget leave no mixture (Σ u_i < 1, or min over the capped simplex of c·p > β):
+    the pools or the budget of the config cannot be met (bad input, not a bug)."""
     u = np.ones(k) if upper is None else np.asarray(upper, dtype=np.float64)
     if u.shape != (k,) or np.any(u < 0):
-        raise WinnowError(f"availability caps {u.tolist()} must be {k} values >= 0")
+        raise ValueError(f"availability caps {u.tolist()} must be {k} values >= 0")
     if u.sum() < 1.0 - 1e-9:
         raise WinnowError(f"availability caps {np.round(u, 4).tolist()} sum to {u.sum():.4f} < 1: no mixture is feasible")
     if budget is not None:

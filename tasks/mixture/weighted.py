@@ -35,10 +35,9 @@ import numpy as np
 import ot
 import torch
 
-from tasks.errors import WinnowError
 from tasks.mixture.labeldist import LabelMethod
 from tasks.mixture._threads import torch_threads
-from tasks.mixture.batch import resolve_device, sinkhorn_batch_until
+from tasks.mixture.batch import SinkhornDiverged, resolve_device, sinkhorn_batch_until
 from tasks.progress import track
 from tasks.mixture.ot import SOLVERS, CostScale, check_labelled, raw_costs
 from tasks.mixture.simplex import check_mixture, snake_order
@@ -96,14 +95,14 @@ def build_union_problem(
     debiased : also build the union→union and target→target costs needed by S_ε.
     """
     if len(sources) < 1:
-        raise WinnowError("need at least one source")
+        raise ValueError("need at least one source")
     Xt, yt = check_labelled(*target, name="target")
     checked = [check_labelled(X, y, f"source {i}") for i, (X, y) in enumerate(sources)]
     for i, (X, _) in enumerate(checked):
         if X.shape[1] != Xt.shape[1]:
-            raise WinnowError(f"source {i} has feature dimension d={X.shape[1]} but the target has d={Xt.shape[1]}")
+            raise ValueError(f"source {i} has feature dimension d={X.shape[1]} but the target has d={Xt.shape[1]}")
     if lambda_x < 0 or lambda_y < 0 or lambda_x + lambda_y == 0:
-        raise WinnowError(f"lambda_x={lambda_x}, lambda_y={lambda_y} must be >= 0 and not both 0")
+        raise ValueError(f"lambda_x={lambda_x}, lambda_y={lambda_y} must be >= 0 and not both 0")
     wl = lambda_y > 0
     blocks = [raw_costs(X, y, Xt, yt, with_labels=wl, label_method=label_method, seed=seed) for X, y in checked]
     Cx = np.concatenate([b[0] for b in blocks])
@@ -206,7 +205,7 @@ class _Sinkhorn:
                     f_next = self._rowsolve(bt, lb, g, False)
                     err = torch.sum(torch.abs(at * torch.exp(f - f_next) - at))
                 if not torch.isfinite(err):
-                    raise WinnowError(f"Sinkhorn diverged (reg={eps}); raise reg or use solver='exact'")
+                    raise SinkhornDiverged(f"Sinkhorn diverged (reg={eps}); raise reg or use solver='exact'")
                 if float(err) < tol:
                     converged = True
                     break
@@ -254,11 +253,11 @@ class WeightedOT:
         self.device, self.dtype = device, dtype
         self.batched = batched and solver == "sinkhorn"
         if solver not in SOLVERS:
-            raise WinnowError(f"solver={solver!r} must be one of {SOLVERS}")
+            raise ValueError(f"solver={solver!r} must be one of {SOLVERS}")
         if solver != "exact" and not reg > 0:
-            raise WinnowError(f"reg={reg} must be > 0 for solver {solver!r}")
+            raise ValueError(f"reg={reg} must be > 0 for solver {solver!r}")
         if solver == "sinkhorn_debiased" and problem.C_uu is None:
-            raise WinnowError("solver 'sinkhorn_debiased' needs a UnionProblem built with debiased=True")
+            raise ValueError("solver 'sinkhorn_debiased' needs a UnionProblem built with debiased=True")
         self.problem, self.solver, self.reg, self.tol, self.max_iter = problem, solver, reg, tol, max_iter
         self.warm_start, self.threads = warm_start, threads
         m = problem.C.shape[1]
@@ -295,7 +294,7 @@ class WeightedOT:
                 warnings.simplefilter("ignore")
                 _, log = ot.emd(a, self.b, self.problem.C, log=True, numItermax=1_000_000, potentials_init=init)
             if log["result_code"] != 1:
-                raise WinnowError(f"ot.emd did not reach an optimum ({log['warning']}); raise numItermax")
+                raise RuntimeError(f"ot.emd did not reach an optimum ({log['warning']}); raise numItermax")
             f, g = np.asarray(log["u"]), np.asarray(log["v"])
             value, n_iter, conv = float(log["cost"]), 0, True
             grad = self.problem.source_means(f)
@@ -391,7 +390,7 @@ def weighted_sweep(
     if solver == "sinkhorn" and batched:
         resolve_device(device)
         if not reg > 0:
-            raise WinnowError(f"reg={reg} must be > 0 for solver 'sinkhorn'")
+            raise ValueError(f"reg={reg} must be > 0 for solver 'sinkhorn'")
         A = np.stack([problem.weights(check_mixture(p, problem.k)) for p in grid])
         m = problem.C.shape[1]
         with torch_threads(threads):

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tasks.errors import WinnowError
 
 __all__ = ["CCSResult", "ccs_select", "ccs_quotas"]
 
@@ -43,7 +42,7 @@ def ccs_quotas(sizes: np.ndarray, budget: int) -> np.ndarray:
     """Budget per stratum, filled from the smallest stratum up (step 3 above); sums to ``budget``."""
     sizes = np.asarray(sizes, dtype=np.int64)
     if budget > sizes.sum():
-        raise WinnowError(f"budget={budget} exceeds the {int(sizes.sum())} rows available in the strata")
+        raise ValueError(f"budget={budget} exceeds the {int(sizes.sum())} rows available in the strata")
     quotas = np.zeros_like(sizes)
     order = np.argsort(sizes, kind="stable")
     remaining = int(budget)
@@ -83,16 +82,16 @@ def ccs_select(
     """
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim != 1 or scores.size == 0:
-        raise WinnowError(f"scores must be a non-empty 1-D array; got shape {scores.shape}")
+        raise ValueError(f"scores must be a non-empty 1-D array; got shape {scores.shape}")
     if not np.isfinite(scores).all():
-        raise WinnowError(f"scores has {int((~np.isfinite(scores)).sum())} non-finite values")
+        raise ValueError(f"scores has {int((~np.isfinite(scores)).sum())} non-finite values")
     n = scores.size
     if not (0.0 <= beta < 1.0):
-        raise WinnowError(f"beta={beta} must be in [0, 1) (ccs_beta)")
+        raise ValueError(f"beta={beta} must be in [0, 1) (ccs_beta)")
     if n_strata < 1:
-        raise WinnowError(f"n_strata={n_strata} must be >= 1 (ccs_strata)")
+        raise ValueError(f"n_strata={n_strata} must be >= 1 (ccs_strata)")
     if not (1 <= budget <= n):
-        raise WinnowError(f"budget={budget} must be in [1, n={n}]")
+        raise ValueError(f"budget={budget} must be in [1, n={n}]")
     rng = np.random.default_rng(seed)
     n_drop = min(int(np.floor(beta * n)), n - budget)
     # hardest first; equal scores in a seeded random order (never row order: rows may be sorted by class)

@@ -66,9 +66,9 @@ def dbp_weights(
     iters, seed, chunk, kmeans : as in :func:`~tasks.prune.ssp.ssp_scores`.
     """
     if not (tau > 0) or not np.isfinite(tau):
-        raise WinnowError(f"tau={tau} must be > 0 (dbp_tau)")
+        raise ValueError(f"tau={tau} must be > 0 (dbp_tau)")
     if n_neighbors < 1:
-        raise WinnowError(f"n_neighbors={n_neighbors} must be >= 1 (dbp_neighbors)")
+        raise ValueError(f"n_neighbors={n_neighbors} must be >= 1 (dbp_neighbors)")
     km = kmeans if kmeans is not None else spherical_kmeans(E, k, iters=iters, seed=seed, chunk=chunk)
     K = km.k
     if K < 2:

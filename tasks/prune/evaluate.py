@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tasks.errors import WinnowError
 from tasks.device import resolve_device
 from tasks.prune.kmeans import check_embeddings, small_problem_threads, spherical_kmeans
 from tasks.prune.registry import KMEANS_METRICS, MetricParams, compute_metric, metric_spec, select_by_metric
@@ -125,24 +124,24 @@ def pruning_curve(
     E_train = check_embeddings(E_train, "E_train")
     E_test = check_embeddings(E_test, "E_test")
     if y_train is None or y_test is None:
-        raise WinnowError("evaluating a pruning needs labels on the train and test rows (the probe is supervised)")
+        raise ValueError("evaluating a pruning needs labels on the train and test rows (the probe is supervised)")
     y_train = np.asarray(y_train, dtype=np.int64)
     y_test = np.asarray(y_test, dtype=np.int64)
     if series is not None:
         series = [(str(m), str(p)) for m, p in series]
         metrics = list(dict.fromkeys(m for m, _ in series))
     if not metrics:
-        raise WinnowError("metrics is empty")
+        raise ValueError("metrics is empty")
     for m in metrics:
         metric_spec(m)
     for p in list(policies) + [p for _, p in series or ()]:
         if p not in POLICIES:
-            raise WinnowError(f"policy={p!r} must be one of {', '.join(POLICIES)}")
+            raise ValueError(f"policy={p!r} must be one of {', '.join(POLICIES)}")
     for f in fractions:
         if not (0 < f <= 1):
-            raise WinnowError(f"fraction={f} must be in (0, 1]")
+            raise ValueError(f"fraction={f} must be in (0, 1]")
     if not seeds:
-        raise WinnowError("seeds is empty")
+        raise ValueError("seeds is empty")
     n, _ = E_train.shape
     d = effective_dim(E_train)  # the auto rule's dimension, as in the stage
     n_classes = int(max(y_train.max(), y_test.max())) + 1

@@ -100,11 +100,11 @@ def check_embeddings(E: np.ndarray, name: str = "embeddings", *, chunk: int = DE
     """
     E = np.asarray(E)
     if E.ndim != 2:
-        raise WinnowError(f"{name} must be a 2-D (n, d) array; got shape {E.shape}")
+        raise ValueError(f"{name} must be a 2-D (n, d) array; got shape {E.shape}")
     if E.shape[0] == 0 or E.shape[1] == 0:
-        raise WinnowError(f"{name} is empty (shape {E.shape}); need at least one row and one column")
+        raise ValueError(f"{name} is empty (shape {E.shape}); need at least one row and one column")
     if not np.issubdtype(E.dtype, np.number) or np.issubdtype(E.dtype, np.complexfloating):
-        raise WinnowError(f"{name} must be a real numeric array; got dtype {E.dtype}")
+        raise ValueError(f"{name} must be a real numeric array; got dtype {E.dtype}")
     if E.dtype != np.float32:
         E = E.astype(np.float32)
     for s in range(0, E.shape[0], chunk):
@@ -112,7 +112,7 @@ def check_embeddings(E: np.ndarray, name: str = "embeddings", *, chunk: int = DE
         finite = np.isfinite(block)
         if not finite.all():
             r, c = np.argwhere(~finite)[0]
-            raise WinnowError(
+            raise ValueError(
                 f"{name} has a non-finite value {block[r, c]} at row {s + r}, column {c}; "
                 "clean or re-embed the source before pruning"
             )
@@ -240,18 +240,18 @@ def spherical_kmeans(
     E = check_embeddings(E, chunk=chunk)
     n, d = E.shape
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool):
-        raise WinnowError(f"k={k!r} must be an integer")
+        raise ValueError(f"k={k!r} must be an integer")
     if k < 1 or k > n:
-        raise WinnowError(f"k={k} clusters must be in [1, n_samples={n}]; lower k (prune.k) or add data")
+        raise ValueError(f"k={k} clusters must be in [1, n_samples={n}]; lower k (prune.k) or add data")
     if iters < 1:
-        raise WinnowError(f"iters={iters} must be >= 1")
+        raise ValueError(f"iters={iters} must be >= 1")
     if chunk < 1:
-        raise WinnowError(f"chunk={chunk} must be >= 1")
+        raise ValueError(f"chunk={chunk} must be >= 1")
     if init not in ("k-means++", "random"):
-        raise WinnowError(f"init={init!r} must be 'k-means++' or 'random'")
+        raise ValueError(f"init={init!r} must be 'k-means++' or 'random'")
     k = int(k)
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
-        raise WinnowError(f"device={device!r} but torch sees no CUDA device; use device='cpu'")
+        raise ValueError(f"device={device!r} but torch sees no CUDA device; use device='cpu'")
     gen = torch.Generator().manual_seed(int(seed))
 
     m = min(n, max(init_sample, 3 * k))

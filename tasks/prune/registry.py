@@ -18,7 +18,6 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from tasks.errors import WinnowError
 from tasks.prune import dbp as _dbp
 from tasks.prune import moderate as _moderate
 from tasks.prune import semdedup as _semdedup
@@ -163,11 +162,11 @@ KMEANS_METRICS = ("ssp", "semdedup", "dbp", "moderate")
 
 
 def metric_spec(name: str) -> MetricSpec:
-    """The spec of a metric, or a WinnowError listing the known names."""
+    """The spec of a metric; an unknown name (the config only lets known ones through) is a ValueError."""
     try:
         return REGISTRY[name]
     except KeyError:
-        raise WinnowError(f"unknown pruning metric {name!r}; known: {', '.join(REGISTRY)}") from None
+        raise ValueError(f"unknown pruning metric {name!r}; known: {', '.join(REGISTRY)}") from None
 
 
 def takes_labels(fn: Callable) -> bool:
@@ -203,7 +202,7 @@ def compute_metric(
         with small_problem_threads(E.size):
             return spec.compute(E, y, params=params, seed=seed)
     if kmeans is not None and (kmeans.assign.shape[0] != E.shape[0] or kmeans.k != params.k):
-        raise WinnowError(f"shared kmeans has k={kmeans.k}, n={kmeans.assign.shape[0]}; expected k={params.k}, n={E.shape[0]}")
+        raise ValueError(f"shared kmeans has k={kmeans.k}, n={kmeans.assign.shape[0]}; expected k={params.k}, n={E.shape[0]}")
     with small_problem_threads(E.size):
         return spec.compute(E, params=params, seed=seed, kmeans=kmeans)
 

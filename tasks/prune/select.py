@@ -26,7 +26,6 @@ from typing import Literal
 
 import numpy as np
 
-from tasks.errors import WinnowError
 from tasks.prune.ccs import ccs_select
 
 __all__ = [
@@ -62,18 +61,18 @@ def resolve_budget(n: int, *, fraction: float | None = None, count: int | None =
     A fraction rounds to the nearest count, at least 1.
     """
     if n < 1:
-        raise WinnowError(f"nothing to select from: n={n}")
+        raise ValueError(f"nothing to select from: n={n}")
     if (fraction is None) == (count is None):
-        raise WinnowError("give exactly one of fraction or count for the budget")
+        raise ValueError("give exactly one of fraction or count for the budget")
     if fraction is not None:
         f = float(fraction)
         if not (0.0 < f <= 1.0) or not np.isfinite(f):
-            raise WinnowError(f"fraction={fraction} must be in (0, 1]")
+            raise ValueError(f"fraction={fraction} must be in (0, 1]")
         return max(1, min(n, int(round(f * n))))
     if isinstance(count, bool) or not isinstance(count, (int, np.integer)):
-        raise WinnowError(f"count={count!r} must be an integer")
+        raise ValueError(f"count={count!r} must be an integer")
     if not (1 <= count <= n):
-        raise WinnowError(f"count={count} must be in [1, n={n}]")
+        raise ValueError(f"count={count} must be in [1, n={n}]")
     return int(count)
 
 
@@ -88,11 +87,11 @@ def allocate_quotas(weights: np.ndarray, caps: np.ndarray, budget: int) -> np.nd
     w = np.asarray(weights, dtype=np.float64)
     caps = np.asarray(caps, dtype=np.int64)
     if w.shape != caps.shape:
-        raise WinnowError(f"weights shape {w.shape} != caps shape {caps.shape}")
+        raise ValueError(f"weights shape {w.shape} != caps shape {caps.shape}")
     if (w < 0).any() or not np.isfinite(w).all():
-        raise WinnowError("group weights must be finite and >= 0")
+        raise ValueError("group weights must be finite and >= 0")
     if budget > caps.sum():
-        raise WinnowError(f"budget={budget} exceeds the {int(caps.sum())} rows in all groups")
+        raise ValueError(f"budget={budget} exceeds the {int(caps.sum())} rows in all groups")
     q, rem = _waterfill(w, caps.astype(np.float64), float(budget))
     if rem > 1e-9:  # positive-weight groups are full: zero-weight groups take the rest evenly
         q2, rem = _waterfill(np.ones_like(w), caps - q, rem)
@@ -173,9 +172,9 @@ def auto_policy(budget: int, n_groups: int, dim: int, *, threshold: float = AUTO
     threshold : α* (default :data:`AUTO_ALPHA_THRESHOLD`, calibrated on the perceptron).
     """
     if n_groups < 1 or dim < 1:
-        raise WinnowError(f"auto policy needs n_groups >= 1 and dim >= 1; got n_groups={n_groups}, dim={dim}")
+        raise ValueError(f"auto policy needs n_groups >= 1 and dim >= 1; got n_groups={n_groups}, dim={dim}")
     if not (threshold > 0):
-        raise WinnowError(f"auto threshold={threshold} must be > 0 (prune.auto_alpha)")
+        raise ValueError(f"auto threshold={threshold} must be > 0 (prune.auto_alpha)")
     alpha = budget / (n_groups * dim)
     if alpha >= threshold:
         pol, why = "hard", "abundant data: keep-hard beats random (Sorscher et al. 2022, Fig. 1)"
@@ -272,9 +271,9 @@ def _check_groups(groups: np.ndarray | None, n: int) -> tuple[np.ndarray, int]:
         return np.zeros(n, dtype=np.int64), 1
     g = np.asarray(groups)
     if g.shape != (n,) or not np.issubdtype(g.dtype, np.integer):
-        raise WinnowError(f"groups must be (n,) = ({n},) integer ids; got shape {g.shape}, dtype {g.dtype}")
+        raise ValueError(f"groups must be (n,) = ({n},) integer ids; got shape {g.shape}, dtype {g.dtype}")
     if n and g.min() < 0:
-        raise WinnowError(f"group ids must be >= 0; got {int(g.min())}")
+        raise ValueError(f"group ids must be >= 0; got {int(g.min())}")
     return g.astype(np.int64), int(g.max()) + 1 if n else 0
 
 
@@ -315,32 +314,32 @@ def select(
     """
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim != 1:
-        raise WinnowError(f"scores must be 1-D; got shape {scores.shape}")
+        raise ValueError(f"scores must be 1-D; got shape {scores.shape}")
     n = scores.size
     if not np.isfinite(scores).all():
         bad = int(np.flatnonzero(~np.isfinite(scores))[0])
-        raise WinnowError(f"scores has a non-finite value {scores[bad]} at row {bad}")
+        raise ValueError(f"scores has a non-finite value {scores[bad]} at row {bad}")
     if policy not in POLICIES:
-        raise WinnowError(f"policy={policy!r} must be one of {', '.join(POLICIES)}")
+        raise ValueError(f"policy={policy!r} must be one of {', '.join(POLICIES)}")
     if balance not in BALANCES:
-        raise WinnowError(f"balance={balance!r} must be one of {', '.join(BALANCES)}")
+        raise ValueError(f"balance={balance!r} must be one of {', '.join(BALANCES)}")
     if not (0.0 <= min_group_share <= 1.0):
-        raise WinnowError(f"min_group_share={min_group_share} must be in [0, 1]")
+        raise ValueError(f"min_group_share={min_group_share} must be in [0, 1]")
     budget = resolve_budget(n, fraction=fraction, count=count)
     g, G = _check_groups(groups, n)
     if balance != "none" and groups is None:
-        raise WinnowError(f"balance={balance!r} needs group ids (classes or clusters)")
+        raise ValueError(f"balance={balance!r} needs group ids (classes or clusters)")
 
     resolved, reason = policy, ""
     if policy == "auto":
         if dim is None:
-            raise WinnowError("policy 'auto' needs the embedding dimension (dim)")
+            raise ValueError("policy 'auto' needs the embedding dimension (dim)")
         groups_for_alpha = n_groups if n_groups is not None else (len(np.unique(g)) if groups is not None else 1)
         dec = auto_policy(budget, groups_for_alpha, dim, threshold=auto_threshold)
         resolved, reason = dec.policy, dec.reason
     if resolved == "ccs":
         if balance != "none" or min_group_share > 0:
-            raise WinnowError("policy 'ccs' stratifies by score itself; use balance: none and min_group_share: 0")
+            raise ValueError("policy 'ccs' stratifies by score itself; use balance: none and min_group_share: 0")
         r = ccs_select(scores, budget, beta=ccs_beta, n_strata=ccs_strata, seed=seed)
         reason = (
             f"ccs: dropped the {r.n_dropped_hard} hardest (beta={r.beta_used:.3g}), "
@@ -381,12 +380,12 @@ def select(
             w = (sizes > 0).astype(np.float64)
         else:
             if group_weights is None:
-                raise WinnowError("balance 'weighted' needs group_weights (e.g. DBP's cluster weights)")
+                raise ValueError("balance 'weighted' needs group_weights (e.g. DBP's cluster weights)")
             w = np.asarray(group_weights, dtype=np.float64)
             if w.shape != (G,) and w.shape[0] >= G:
                 w = w[:G]
             if w.shape != (G,):
-                raise WinnowError(f"group_weights has shape {w.shape}; expected ({G},)")
+                raise ValueError(f"group_weights has shape {w.shape}; expected ({G},)")
         quotas = allocate_quotas(w, sizes, budget)
         chosen = _top_within_groups(key, g, quotas, tie)
         reason += f"; {balance} balance over {G} groups"

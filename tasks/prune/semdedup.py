@@ -89,12 +89,12 @@ def _cluster_orders(km: KMeansResult, keep: str) -> list[np.ndarray]:
 def _prepare(E, k, kmeans, iters, seed, chunk, keep, block, max_pairs):
     E = check_embeddings(E, chunk=chunk)
     if keep not in ("farthest", "nearest"):
-        raise WinnowError(f"keep={keep!r} must be 'farthest' or 'nearest'")
+        raise ValueError(f"keep={keep!r} must be 'farthest' or 'nearest'")
     if block is not None and block < 1:
-        raise WinnowError(f"block={block} must be >= 1 (or None for whole clusters)")
+        raise ValueError(f"block={block} must be >= 1 (or None for whole clusters)")
     km = kmeans if kmeans is not None else spherical_kmeans(E, k, iters=iters, seed=seed, chunk=chunk)
     if km.assign.shape[0] != E.shape[0]:
-        raise WinnowError(f"kmeans has {km.assign.shape[0]} rows but embeddings have {E.shape[0]}")
+        raise ValueError(f"kmeans has {km.assign.shape[0]} rows but embeddings have {E.shape[0]}")
     _check_memory(km.sizes, block, max_pairs)
     return E, km, _cluster_orders(km, keep)
 
@@ -194,10 +194,10 @@ def semdedup(
     """
     eps_t = (float(eps),) if np.isscalar(eps) else tuple(float(e) for e in eps)
     if not eps_t:
-        raise WinnowError("eps is empty; pass at least one threshold, e.g. semdedup_eps: [0.01]")
+        raise ValueError("eps is empty; pass at least one threshold, e.g. semdedup_eps: [0.01]")
     for e in eps_t:
         if not (0.0 < e < 2.0) or not np.isfinite(e):
-            raise WinnowError(f"eps={e} must be in (0, 2) (duplicate if cosine similarity > 1 - eps)")
+            raise ValueError(f"eps={e} must be in (0, 2) (duplicate if cosine similarity > 1 - eps)")
     E, km, orders = _prepare(E, k, kmeans, iters, seed, chunk, keep, block, max_pairs)
     n = E.shape[0]
     keep_masks = {e: np.zeros(n, dtype=bool) for e in eps_t}

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from tasks.errors import WinnowError
 from tasks.prune.kmeans import DEFAULT_CHUNK, check_embeddings, normalise_rows
 
 __all__ = [
@@ -52,19 +51,20 @@ class DynamicsConfig:
 
 
 def check_labels(y: np.ndarray | None, n: int, metric: str) -> np.ndarray:
-    """Labels as (n,) int64 codes, or a WinnowError saying the metric needs them."""
+    """Labels as (n,) int64 codes; missing or malformed labels are a ValueError (the stage's option check
+    refuses a label-needing metric on an unlabelled source before it gets here)."""
     if y is None:
-        raise WinnowError(
+        raise ValueError(
             f"metric {metric!r} needs labels but the source has none; use a label-free metric "
             "(ssp, semdedup, dbp, moderate, random)"
         )
     y = np.asarray(y)
     if y.shape != (n,):
-        raise WinnowError(f"labels have shape {y.shape}; expected ({n},) to match the embeddings")
+        raise ValueError(f"labels have shape {y.shape}; expected ({n},) to match the embeddings")
     if not np.issubdtype(y.dtype, np.integer):
-        raise WinnowError(f"labels must be integer class codes; got dtype {y.dtype}")
+        raise ValueError(f"labels must be integer class codes; got dtype {y.dtype}")
     if y.size and y.min() < 0:
-        raise WinnowError(f"labels must be >= 0; got {int(y.min())}")
+        raise ValueError(f"labels must be >= 0; got {int(y.min())}")
     return y.astype(np.int64)
 
 
@@ -72,7 +72,7 @@ def _dynamics(E: np.ndarray, y: np.ndarray, cfg: DynamicsConfig, seed_offset: in
     from tasks.probe import train_probe_with_dynamics
 
     if not cfg.seeds:
-        raise WinnowError("DynamicsConfig.seeds is empty; give at least one seed")
+        raise ValueError("DynamicsConfig.seeds is empty; give at least one seed")
     for s in cfg.seeds:
         yield train_probe_with_dynamics(
             E,
@@ -87,7 +87,7 @@ def _dynamics(E: np.ndarray, y: np.ndarray, cfg: DynamicsConfig, seed_offset: in
 
 def _check_read_epoch(cfg: DynamicsConfig) -> None:
     if not (1 <= cfg.read_epoch <= cfg.epochs):
-        raise WinnowError(f"read_epoch={cfg.read_epoch} must be in [1, epochs={cfg.epochs}]")
+        raise ValueError(f"read_epoch={cfg.read_epoch} must be in [1, epochs={cfg.epochs}]")
 
 
 def _el2n_one(dyn, read_epoch: int) -> np.ndarray:
