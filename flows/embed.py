@@ -27,7 +27,7 @@ from tasks.data import SourceData
 from tasks.embed import EncodeResult, check_fits, encode_source
 from tasks.errors import WinnowError
 
-__all__ = ["EmbedOutcome", "embed_flow", "embed_source", "embed_source_outcome", "encode_source_task", "ingest_and_embed"]
+__all__ = ["EmbedOutcome", "embed_flow", "preflight", "embed_source", "embed_source_outcome", "encode_source_task", "ingest_and_embed"]
 
 
 @dataclass(frozen=True)
@@ -140,6 +140,13 @@ def sources_to_embed(config: RunConfig, store: Store) -> tuple[list[SourceData],
             continue
         chosen.append(src)
     return chosen, skipped
+
+
+def preflight(config: RunConfig, db: str) -> None:
+    """Before any stage writes: every source the encoder is named to embed can be embedded by its kind
+    (:func:`sources_to_embed`, the same selection the stage makes, on the pinned versions)."""
+    if config.encoder is not None:
+        sources_to_embed(config, Store(db))
 
 
 @flow(name="embed", log_prints=True)

@@ -27,7 +27,7 @@ from tasks.errors import WinnowError
 from tasks.mixture.jobs import Train, Trial, TrialResult, chunk_trials, run_trials
 from tasks.mixture.outcome import SweepRecord
 from tasks.mixture.pilots import Pools, check_pool_capacity
-from tasks.mixture.pools import MixtureData, prepare_mixture_data, reveal
+from tasks.mixture.pools import MixtureData, MixtureRows, draw_mixture_rows, prepare_mixture_data, reveal
 from tasks.mixture.resample import resample_sweep
 from tasks.mixture.simplex import simplex_grid
 from tasks.mixture.weighted import UnionProblem, build_union_problem, weighted_sweep
@@ -130,14 +130,26 @@ def mixture_sources(store: Store, config: RunConfig, progress: bool = False) -> 
             for n, s in sources.items()}
 
 
-def preflight(config: RunConfig, db: str) -> None:
-    """Input checks before any stage writes: the OT device, and that every source can enter the feature space."""
-    if config.mixture is None:
-        return
+def check_inputs(config: RunConfig, db: str) -> MixtureRows:
+    """The checks the mixture and plan stages share, on the pinned sources: the OT device, every source
+    can enter the feature space, and the pools and target can be drawn (sizes, labels) — the same
+    :func:`~tasks.mixture.pools.draw_mixture_rows` the stage runs. Returns the rows drawn."""
     from tasks.device import resolve_device
 
     resolve_device(config.mixture.ot.device)
-    check_sources(config, _load_sources(Store(db), config))
+    sources = _load_sources(Store(db), config)
+    check_sources(config, sources)
+    return draw_mixture_rows(sources, config.mixture)
+
+
+def preflight(config: RunConfig, db: str) -> None:
+    """Input checks before any stage writes: :func:`check_inputs`, then that every pilot fits its pools."""
+    if config.mixture is None:
+        return
+    cfg = config.mixture
+    rows = check_inputs(config, db)
+    check_pool_capacity(rows.pool_sizes, simplex_grid(len(cfg.pools), cfg.grid_step), list(cfg.pilot_sizes),
+                        [p.name for p in cfg.pools])
 
 
 # ------------------------------------------------------------------------------------- the stage

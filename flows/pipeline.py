@@ -10,9 +10,12 @@ Order of events, so that a refused run leaves the database and its folder as the
    keyed by run_id;
 5. the attempt and the run are marked 'completed' with a summary.
 A failure after step 3 is recorded: the attempt (and the run) 'failed' with the error, kept in
-``winnow runs``. The one exception is a user-input error (:class:`WinnowError`) that only a stage
-could detect, in a run never seen before: its rows are removed again, as if it had never started. A
-process that dies stops renewing the attempt's lease and the attempt reads 'crashed'.
+``winnow runs``, and side files whose rows were never committed are deleted (a writer that lost the
+lock mid-run included: the recording write waits longer, and if even that fails the verdict stays in
+the attempt's lease file until the next writer records it). The one exception is a user-input error
+(:class:`WinnowError`) that only a stage could detect, in a run never seen before: its rows are removed
+again, as if it had never started (the preflights leave few such errors). A process that dies stops
+renewing the attempt's lease and the attempt reads 'crashed'.
 """
 
 from __future__ import annotations
@@ -31,9 +34,10 @@ from flows.report import publish_summary
 from flows.runner import task_runner_scope
 from flows.stages import Stage, enabled_stages
 from storage.db import Store
-from storage.runs import Lease, delete_run, finish_run, lease_seconds, make_run_id, new_attempt_id, run_exists, start_run
+from storage.runs import (Lease, delete_run, final_write_store, finish_run, lease_seconds, make_run_id, new_attempt_id,
+                          run_exists, start_run)
 from storage.sources import SourceRecord, pinned, register_run_sources, registered_id, resolve_version
-from tasks.errors import WinnowError
+from tasks.errors import StoreLockedError, WinnowError
 from tasks.ingest import StagedSource
 
 def run_label(stages: list[Stage], only: list[str] | None) -> str:
@@ -51,6 +55,7 @@ def run_config(config: RunConfig | str | Path, db: str | None, only: list[str] |
     cfg = config if isinstance(config, RunConfig) else load_config(Path(config))
     store = Store(resolve_db_path(db, cfg.db))
     enabled_stages(cfg, only)
+    store.check_usable()  # not a DuckDB file, someone else's, a newer schema: refused before Prefect starts
     return pipeline_flow(config=cfg, db=str(store.path), only=only, progress=progress)
 
 
@@ -126,7 +131,7 @@ def _run_pipeline(config: RunConfig, db: str, only: list[str] | None, progress: 
     attempt_id = new_attempt_id()
     summary: dict[str, Any] = {"run_id": run_id, "db": str(store.path), "stages": {}}
     records: list[SourceRecord] = []
-    with Lease(store, attempt_id):
+    with Lease(store, attempt_id) as lease:
         try:
             start_run(store, run_id, label, config.name, config.canonical_json(), _flow_run_id(),
                       attempt_id=attempt_id, lease_s=lease_s)
@@ -146,27 +151,34 @@ def _run_pipeline(config: RunConfig, db: str, only: list[str] | None, progress: 
                     summary["stages"][stage.name] = result
             summary["seconds"] = round(time.perf_counter() - t0, 2)
             finish_run(store, run_id, "completed", summary, attempt_id=attempt_id)
+        except StoreLockedError as err:  # not bad input: the attempt is recorded as failed, with why
+            _record_failure(store, lease, run_id, attempt_id, summary, f"lock: {err}")
+            raise
         except WinnowError as err:
-            _record_failure(store, run_id, attempt_id, summary, f"bad input: {err}",
+            _record_failure(store, lease, run_id, attempt_id, summary, f"bad input: {err}",
                             drop=None if existed else [r.source_id for r in records if r.created])
             raise
         except BaseException as err:
-            _record_failure(store, run_id, attempt_id, summary, f"{type(err).__name__}: {err}")
+            _record_failure(store, lease, run_id, attempt_id, summary, f"{type(err).__name__}: {err}")
             raise
     publish_summary(summary)
     return summary
 
 
-def _record_failure(store: Store, run_id: str, attempt_id: str, summary: dict[str, Any], error: str,
+def _record_failure(store: Store, lease: Lease, run_id: str, attempt_id: str, summary: dict[str, Any], error: str,
                     drop: list[int] | None = None) -> None:
     """Record a failed attempt; ``drop`` (a run never seen before, refused by a stage): remove it instead.
 
-    If even that cannot be written (the lock is held past its timeout), the attempt's lease ends with
-    this process and the next writer records it as crashed."""
+    Side files whose rows were never committed are deleted first. The write waits for the lock at least
+    :data:`~storage.runs.FINAL_WRITE_LOCK_S` (a writer that lost the lock mid-run still records why); if
+    even that fails, the verdict is left in the attempt's lease file, which every reader then reads as
+    'failed' and the next writer records."""
+    store.discard_uncommitted()
     try:
+        final = final_write_store(store)
         if drop is not None:
-            delete_run(store, run_id, drop_sources=drop)
+            delete_run(final, run_id, drop_sources=drop)
         else:
-            finish_run(store, run_id, "failed", summary, error=error, attempt_id=attempt_id)
+            finish_run(final, run_id, "failed", summary, error=error, attempt_id=attempt_id)
     except Exception:  # noqa: BLE001 - the original error is the one to report
-        pass
+        lease.abandon(error)

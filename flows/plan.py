@@ -20,12 +20,12 @@ from prefect.cache_policies import NO_CACHE
 
 from configs.base import RunConfig
 from flows.mixture import mixture_sources, prefect_train
-from flows.mixture import preflight as mixture_preflight
+from flows.mixture import check_inputs
 from storage.db import Store
 from tasks.errors import WinnowError
 from tasks.mixture.pilots import Pools
 from tasks.mixture.pools import MixtureData, prepare_mixture_data
-from tasks.plan.space import PoolOption, pool_options
+from tasks.plan.space import PoolOption, enumerate_candidates, policy_name, pool_options
 
 
 # ----------------------------------------------------------------------------------------- tasks
@@ -50,7 +50,28 @@ def preflight(config: RunConfig, db: str) -> None:
     for pool in (config.plan.source_budget or {}):
         if pool not in names:
             raise WinnowError(f"plan.source_budget names pool {pool!r}, which is not a mixture pool (pools: {', '.join(names)})")
-    mixture_preflight(config, db)  # OT device, sources and their feature space
+    rows = check_inputs(config, db)  # OT device, sources, their feature space, pools and target drawn
+    check_feasible(config, rows.pool_sizes)
+
+
+def check_feasible(config: RunConfig, pool_sizes: np.ndarray) -> None:
+    """Refuse a plan that no candidate can satisfy, from the pool sizes alone (before any pruning).
+
+    The same :func:`~tasks.plan.space.enumerate_candidates` the stage runs, on stand-in options with
+    the sizes pruning would keep (a policy keeps at most round(f·n) rows, "none" the whole pool): a
+    larger pool never makes a candidate infeasible, so nothing feasible here means nothing feasible later."""
+    from tasks.mixture.simplex import simplex_grid
+    from tasks.plan.stage import constraints
+
+    pc = config.plan
+    options = []
+    for i, n in enumerate(int(x) for x in pool_sizes):
+        opts = [PoolOption(i, "none", 1.0, np.arange(n, dtype=np.int64))]
+        for key in pc.policy_keys():
+            opts += [PoolOption(i, policy_name(key), float(f), np.arange(max(1, int(round(f * n))), dtype=np.int64))
+                     for f in pc.fractions]
+        options.append(opts)
+    enumerate_candidates(options, simplex_grid(len(options), pc.grid_step), constraints(config), max_candidates=pc.max_candidates)
 
 
 # ------------------------------------------------------------------------------------- the stage

@@ -38,7 +38,7 @@ def _load(path: str) -> Any:
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("embed", "encoder", "flows.embed:embed_flow"),
+    Stage("embed", "encoder", "flows.embed:embed_flow", "flows.embed:preflight"),
     Stage("prune", "prune", "flows.prune:prune_flow", "flows.prune:preflight"),
     Stage("mixture", "mixture", "flows.mixture:mixture_flow", "flows.mixture:preflight"),
     Stage("extrapolate", "extrapolate", "flows.fit:extrapolate_flow"),

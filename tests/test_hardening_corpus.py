@@ -433,7 +433,7 @@ CASES: list[Case] = [
          files=write("curve.csv", "n,err\n100,nan\n200,0.4\n400,0.3\n800,0.25\n")),
     Case("fit unknown form", ["fit", "{tmp}/curve.csv", "--x", "n", "--y", "err", "--form", "cubic"], "cubic",
          files=write("curve.csv", "n,err\n100,0.5\n200,0.4\n400,0.3\n800,0.25\n")),
-    Case("fit csv is a FIFO", ["fit", "{tmp}/curve.csv", "--x", "n", "--y", "err"], "curve.csv", files=fifo("curve.csv")),
+    Case("fit csv is a FIFO", ["fit", "{tmp}/curve.csv", "--x", "n", "--y", "err"], "curve.csv is a FIFO", files=fifo("curve.csv")),
     Case("perceptron bad alphas", ["experiment", "perceptron", "--alphas", "1,x"], "--alphas '1,x'"),
     Case("trigger without a server", ["trigger", "nightly"], "no Prefect server configured", db=False),
     Case("deploy without a server", ["deploy"], "no Prefect server configured"),
@@ -638,7 +638,15 @@ def test_quick_corpus_through_the_console_script(populated, server, tmp_path):
 
 @pytest.mark.slow
 def test_full_corpus_through_the_console_script(populated, server, tmp_path):
-    outcomes = run_corpus(CASES, populated, server, tmp_path)
+    """``WINNOW_CORPUS_CASES='name|name'`` runs only those cases (by exact name); ``WINNOW_CORPUS_WORKERS``
+    sets the threads (default 3); ``WINNOW_CORPUS_REPORT=FILE`` writes the summary and each case's time."""
+    cases = CASES
+    if os.environ.get("WINNOW_CORPUS_CASES"):
+        wanted = [n.strip() for n in os.environ["WINNOW_CORPUS_CASES"].split("|") if n.strip()]
+        unknown = sorted(set(wanted) - {c.name for c in CASES})
+        assert not unknown, f"no such corpus case: {unknown}"
+        cases = [c for c in CASES if c.name in wanted]
+    outcomes = run_corpus(cases, populated, server, tmp_path, workers=int(os.environ.get("WINNOW_CORPUS_WORKERS", "3")))
     summary = _report(outcomes)
     out = os.environ.get("WINNOW_CORPUS_REPORT")
     if out:

@@ -113,13 +113,30 @@ def remap_labels(src: SourceData, rows: np.ndarray, target_names: list[str], wha
     return code[src.y[rows]]
 
 
-def prepare_mixture_data(sources: Mapping[str, SourceData], cfg: MixtureConfig) -> MixtureData:
-    """Draw pools and target rows, map labels to the target's, and align all features (resize + PCA)."""
+@dataclass(frozen=True)
+class MixtureRows:
+    """Which rows a mixture study takes, before any feature is touched: per pool the source rows and
+    their labels in the target's codes, the target's OT and eval rows, and the target's label names."""
+
+    pool_rows: list[np.ndarray]
+    pool_y: list[np.ndarray]
+    target_ot: np.ndarray
+    target_eval: np.ndarray
+    label_names: list[str]
+
+    @property
+    def pool_sizes(self) -> np.ndarray:
+        return np.array([r.size for r in self.pool_rows], dtype=np.int64)
+
+
+def draw_mixture_rows(sources: Mapping[str, SourceData], cfg: MixtureConfig) -> MixtureRows:
+    """Draw the pools' and the target's rows and map pool labels to the target's (no features needed).
+
+    Every check on sizes and labels lives here, so the mixture and plan preflights can run it on the
+    pinned sources before any stage writes (and before text sources are embedded)."""
     for name in [p.source for p in cfg.pools] + [cfg.target.source]:
         if name not in sources:
             raise WinnowError(f"mixture: source {name!r} is not loaded (sources: {sorted(sources)})")
-        if sources[name].X is None:
-            raise WinnowError(f"mixture: source {name!r} has no feature matrix (text sources must be embedded first)")
         if sources[name].n == 0:
             raise WinnowError(f"mixture: source {name!r} is empty")
     taken: dict[tuple[str, str], np.ndarray] = {}
@@ -132,6 +149,9 @@ def prepare_mixture_data(sources: Mapping[str, SourceData], cfg: MixtureConfig) 
     tsrc = sources[tcfg.source]
     if tsrc.y is None or tsrc.label_names is None:
         raise WinnowError(f"target source {tcfg.source!r} has no labels")
+    if len(tsrc.label_names) < 2:
+        raise WinnowError(f"target source {tcfg.source!r} has one class ({tsrc.label_names[0] if tsrc.label_names else 'none'!r}): "
+                          "the pilot models classify the target's labels, so it needs at least two; choose another target")
     trows = _split_rows(tsrc, tcfg.split)
     need = tcfg.n_ot + tcfg.n_eval
     if trows.size < need:
@@ -139,7 +159,7 @@ def prepare_mixture_data(sources: Mapping[str, SourceData], cfg: MixtureConfig) 
     perm = np.random.default_rng(tcfg.seed).permutation(trows)
     t_ot, t_eval = np.sort(perm[:tcfg.n_ot]), np.sort(perm[tcfg.n_ot:need])
     taken[(tcfg.source, tcfg.split)] = np.concatenate([t_ot, t_eval])
-    names = tsrc.label_names
+    names = list(tsrc.label_names)
 
     pool_rows, pool_y = [], []
     for pc in cfg.pools:
@@ -150,8 +170,19 @@ def prepare_mixture_data(sources: Mapping[str, SourceData], cfg: MixtureConfig) 
         taken[(pc.source, pc.split)] = np.concatenate([taken.get((pc.source, pc.split), np.zeros(0, np.int64)), rows])
         pool_rows.append(rows)
         pool_y.append(remap_labels(src, rows, names, f"pool {pc.name!r}"))
+    return MixtureRows(pool_rows, pool_y, t_ot, t_eval, names)
 
-    blocks = [sources[pc.source].X[r] for pc, r in zip(cfg.pools, pool_rows)] + [tsrc.X[t_ot], tsrc.X[t_eval]]
+
+def prepare_mixture_data(sources: Mapping[str, SourceData], cfg: MixtureConfig) -> MixtureData:
+    """Draw pools and target rows (:func:`draw_mixture_rows`), map labels to the target's, and align all
+    features (resize + PCA)."""
+    for name in [p.source for p in cfg.pools] + [cfg.target.source]:
+        if name in sources and sources[name].X is None:
+            raise WinnowError(f"mixture: source {name!r} has no feature matrix (text sources must be embedded first)")
+    rows = draw_mixture_rows(sources, cfg)
+    tsrc = sources[cfg.target.source]
+    t_ot, t_eval, names = rows.target_ot, rows.target_eval, rows.label_names
+    blocks = [sources[pc.source].X[r] for pc, r in zip(cfg.pools, rows.pool_rows)] + [tsrc.X[t_ot], tsrc.X[t_eval]]
     shapes = [sources[pc.source].image_shape for pc in cfg.pools] + [tsrc.image_shape] * 2
     labels = [f"pool {pc.name!r}" for pc in cfg.pools] + ["target (OT)", "target (eval)"]
     al = align_features(blocks, shapes, image_size=cfg.features.image_size, dim=cfg.features.dim, names=labels, seed=cfg.features.seed)
@@ -159,8 +190,8 @@ def prepare_mixture_data(sources: Mapping[str, SourceData], cfg: MixtureConfig) 
     return MixtureData(
         names=[pc.name for pc in cfg.pools],
         pools_X=al.blocks[:k],
-        pools_y=pool_y,
-        pools_ids=[sources[pc.source].example_ids[r] for pc, r in zip(cfg.pools, pool_rows)],
+        pools_y=rows.pool_y,
+        pools_ids=[sources[pc.source].example_ids[r] for pc, r in zip(cfg.pools, rows.pool_rows)],
         target_ot_X=al.blocks[k],
         target_ot_y=np.arange(len(names))[tsrc.y[t_ot]],
         target_eval_X=al.blocks[k + 1],

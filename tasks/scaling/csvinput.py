@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from tasks.errors import WinnowError
+from tasks.files import special_file_kind
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,11 @@ def _numeric(table: pa.Table, col: str, path: Path, *, positive: bool) -> np.nda
 def read_table(path: str | Path) -> pa.Table:
     """A CSV (or ``.parquet``) file as an Arrow table; one :class:`WinnowError` if it cannot be read."""
     p = Path(path)
+    kind = special_file_kind(p)  # by type, before opening: a FIFO or device would block or never end
+    if kind is not None:
+        raise WinnowError(f"{p} is {kind}, not a CSV or Parquet file; give the path of a regular file")
+    if p.is_dir():
+        raise WinnowError(f"{p} is a directory, not a CSV or Parquet file")
     if not p.is_file():
         raise WinnowError(f"CSV file not found: {p}")
     try:

@@ -1,0 +1,101 @@
+"""Checks that must run before the first write (the pipeline's preflights) and the messages they give.
+
+The stage-level refusals of the corpus (tests/test_hardening_corpus.py) go through the installed
+command; these tests pin the functions the preflights share with their stages: one check, one place.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from configs.base import parse_config
+from configs.mixture import MixtureConfig
+from tasks.data import SourceData, example_ids_for
+from tasks.errors import WinnowError
+from tasks.mixture.pools import draw_mixture_rows, prepare_mixture_data
+
+
+def _source(sid: int, name: str, n: int, labels: list[str], seed: int = 0) -> SourceData:
+    rng = np.random.default_rng(seed)
+    ri = np.arange(n)
+    y = rng.integers(0, len(labels), size=n)
+    return SourceData(sid, name, 1, "npy", f"h{sid}", example_ids_for(sid, ri), ri, rng.random((n, 16)).astype(np.float32),
+                      None, y, labels, np.where(ri % 4 == 0, "test", "train"), (4, 4))
+
+
+def _cfg(**over) -> MixtureConfig:
+    base = dict(pools=[dict(name="a", source="A", n=60), dict(name="b", source="B", n=60)],
+                target=dict(source="T", n_ot=30, n_eval=40), features=dict(image_size=4, dim=8))
+    base.update(over)
+    return MixtureConfig.model_validate(base)
+
+
+def _sources(**over):
+    s = {"A": _source(1, "A", 200, ["0", "1", "2"]), "B": _source(2, "B", 200, ["0", "1", "2"], seed=1),
+         "T": _source(3, "T", 400, ["0", "1", "2"], seed=2)}
+    s.update(over)
+    return s
+
+
+def test_the_mixture_rows_are_drawn_without_features_and_are_the_ones_the_stage_uses():
+    sources = _sources()
+    rows = draw_mixture_rows({n: replace(s, X=None) for n, s in sources.items()}, _cfg())  # text: not embedded yet
+    data = prepare_mixture_data(sources, _cfg())
+    assert rows.pool_sizes.tolist() == data.pool_sizes.tolist() == [60, 60]
+    for ids, r, name in zip(data.pools_ids, rows.pool_rows, "AB"):
+        assert np.array_equal(ids, sources[name].example_ids[r])
+    assert [y.tolist() for y in rows.pool_y] == [y.tolist() for y in data.pools_y]
+
+
+@pytest.mark.parametrize("sources, cfg, match", [
+    (_sources(B=_source(2, "B", 200, ["7", "8"], seed=1)), _cfg(), r"pool 'b': source 'B' has labels \['7', '8'\]"),
+    (_sources(), _cfg(pools=[dict(name="a", source="A", n=5000), dict(name="b", source="B")]),
+     "pool 'a' wants .* rows of class"),
+    (_sources(T=_source(3, "T", 400, ["only"], seed=2)), _cfg(), "target source 'T' has one class \\('only'\\)"),
+])
+def test_pool_and_target_refusals_need_no_features(sources, cfg, match):
+    with pytest.raises(WinnowError, match=match):
+        draw_mixture_rows({n: replace(s, X=None) for n, s in sources.items()}, cfg)
+
+
+PLAN = ("sources:\n  - {name: digits, kind: sklearn_digits}\n"
+        "mixture:\n  pools: [{name: a, source: digits, n: 120}, {name: b, source: digits, n: 120}]\n"
+        "  target: {source: digits, split: test, n_ot: 30, n_eval: 40}\n")
+
+
+def test_a_plan_nothing_can_satisfy_is_refused_from_pool_sizes_alone():
+    from flows.plan import check_feasible
+
+    bad = parse_config(__import__("yaml").safe_load(PLAN + "plan: {target_n: 200, pilot_sizes: [20, 40], budget: 10}\n"))
+    with pytest.raises(WinnowError, match=r"no \(pruning, mixture\) candidate is feasible for target_n=200"):
+        check_feasible(bad, np.array([120, 120]))
+    ok = parse_config(__import__("yaml").safe_load(PLAN + "plan: {target_n: 200, pilot_sizes: [20, 40]}\n"))
+    check_feasible(ok, np.array([120, 120]))  # 120 + 80 rows fit
+    with pytest.raises(WinnowError, match="candidate is feasible"):
+        check_feasible(ok, np.array([60, 60]))
+
+
+def test_every_stage_that_can_refuse_input_declares_its_preflight():
+    from flows.stages import STAGES
+
+    assert {s.name for s in STAGES if s.preflight} >= {"embed", "prune", "mixture", "plan"}
+    for s in STAGES:
+        if s.preflight:
+            assert callable(s.load_preflight())
+
+
+def test_fit_input_that_is_a_fifo_is_named_as_one(tmp_path):
+    from tasks.scaling.csvinput import read_table
+
+    os.mkfifo(tmp_path / "curve.csv")
+    with pytest.raises(WinnowError, match=r"curve.csv is a FIFO \(named pipe\), not a CSV"):
+        read_table(tmp_path / "curve.csv")
+    (tmp_path / "d.csv").mkdir()
+    with pytest.raises(WinnowError, match="is a directory"):
+        read_table(tmp_path / "d.csv")
+    with pytest.raises(WinnowError, match="CSV file not found"):
+        read_table(tmp_path / "none.csv")
