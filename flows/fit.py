@@ -292,7 +292,8 @@ def fit_flow(
         seed=seed, huber_delta=huber_delta, level=level, origins=origins,
     )
     store = Store(db)
-    png = plot_path or str(store.artifacts_dir / "plots" / f"{run_id}.png")
+    # stored in fits.plot_path: absolute, so it still names the file from another directory
+    png = str(Path(plot_path).resolve()) if plot_path else str(store.artifacts_dir / "plots" / f"{run_id}.png")
     name = Path(data.path).name
     if data.curves is None:
         report = reports[data.y_col]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+import threading
 import time
 from datetime import datetime, timezone
 from collections.abc import Callable, Iterator, Sequence
@@ -255,7 +256,10 @@ class Store:
 
     @contextmanager
     def write(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """One write transaction: commit when the block ends, roll back and re-raise on any error."""
+        """One write transaction: commit when the block ends, roll back and re-raise on any error.
+
+        A commit also settles the side files this thread wrote since its last commit (see
+        :meth:`discard_uncommitted`): the transaction that records them is this one."""
         con = self._connect_rw()
         try:
             self._ensure_schema(con)
@@ -266,6 +270,7 @@ class Store:
             except BaseException:
                 con.rollback()
                 raise
+            _settle_side_files(self.path)
         finally:
             con.close()
 
@@ -315,16 +320,35 @@ class Store:
         target = self.artifacts_dir / kind / f"{key}.parquet"
         import pyarrow.parquet as pq  # only writers pay for pyarrow: read-only commands start faster
 
+        existed = target.exists()
         safe_write(target, lambda fh: pq.write_table(table, fh, compression="zstd", use_dictionary=False),
                    force=True, what="artifact")
+        if not existed:
+            _note_side_file(self.path, target)
         return self.relative(target)
 
     def adopt_file(self, staged: Path, kind: str, name: str) -> str:
         """Move a finished file (written by a task in a staging folder) into the artifacts tree."""
         target = self.artifacts_dir / kind / name
         target.parent.mkdir(parents=True, exist_ok=True)
+        existed = target.exists()
         os.replace(staged, target)
+        if not existed:
+            _note_side_file(self.path, target)
         return self.relative(target)
+
+    def discard_uncommitted(self) -> list[Path]:
+        """Delete the side files this process created (:meth:`write_parquet`, :meth:`adopt_file`) whose
+        recording transaction never committed, e.g. because the lock could not be had; returns them.
+
+        Only files that did not exist before are tracked, so a file an earlier row refers to is never
+        removed. Called by the pipeline when an attempt fails."""
+        with _SIDE_FILES_LOCK:
+            keys = [k for k in _SIDE_FILES if k[0] == str(self.path)]
+            files = [f for k in keys for f in _SIDE_FILES.pop(k)]
+        for f in files:
+            f.unlink(missing_ok=True)
+        return files
 
     def check_usable(self) -> None:
         """Refuse, before any data is read, a database path that cannot work: a directory or special file,
@@ -359,6 +383,22 @@ class Store:
             raise WinnowError(f"cannot create the artifacts folder next to the database: {err}") from None
         _sweep_dead_staging(d)
         return d
+
+
+# Side files written but not yet recorded by a committed transaction, per (database, thread): a thread
+# writes its Parquet files, then the transaction that records them; its commit settles them.
+_SIDE_FILES: dict[tuple[str, int], list[Path]] = {}
+_SIDE_FILES_LOCK = threading.Lock()
+
+
+def _note_side_file(db: Path, path: Path) -> None:
+    with _SIDE_FILES_LOCK:
+        _SIDE_FILES.setdefault((str(db), threading.get_ident()), []).append(path)
+
+
+def _settle_side_files(db: Path) -> None:
+    with _SIDE_FILES_LOCK:
+        _SIDE_FILES.pop((str(db), threading.get_ident()), None)
 
 
 def _sweep_dead_staging(folder: Path) -> None:

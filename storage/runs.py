@@ -103,6 +103,7 @@ class Lease:
         self.every_s = heartbeat_seconds() if every_s is None else every_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"winnow-lease-{attempt_id}", daemon=True)
+        self._abandoned = False
 
     def __enter__(self) -> "Lease":
         import os
@@ -122,14 +123,57 @@ class Lease:
             except OSError:
                 pass  # the file system hiccuped: the next beat tries again; a missing file reads as stale
 
+    def abandon(self, error: str) -> None:
+        """The attempt failed and even that could not be written (the lock was held past every wait):
+        leave the verdict in the lease file, expired at once, so every reader reads the attempt as
+        ``failed`` with ``error`` and the next writer records it (:func:`mark_crashed`)."""
+        import os
+
+        self._stop.set()
+        self._thread.join(timeout=5)
+        try:
+            self.path.write_text(json.dumps({"host": _host(), "pid": os.getpid(), "failed": error}))
+            os.utime(self.path, (0, 0))
+            self._abandoned = True
+        except OSError:
+            pass  # no file at all reads as crashed once the lease has run out
+
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+        if self._abandoned:
+            return
         self.path.unlink(missing_ok=True)
         try:
             self.path.parent.rmdir()  # only when no other attempt holds a lease
         except OSError:
             pass
+
+
+def _host() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+#: the one write that records a failed attempt waits at least this long for the lock (WINNOW_LOCK_TIMEOUT
+#: may be shorter): a writer that lost the lock mid-run still leaves its verdict, not a 'running' row
+FINAL_WRITE_LOCK_S = 30.0
+
+
+def final_write_store(store: Store) -> Store:
+    """``store`` with the lock wait of the write that ends an attempt (:data:`FINAL_WRITE_LOCK_S` at least)."""
+    return Store(store.path, lock_timeout_s=max(store.lock_timeout_s, FINAL_WRITE_LOCK_S))
+
+
+def abandoned_error(store: Store, attempt_id: str) -> str | None:
+    """The error a :meth:`Lease.abandon`-ed attempt left in its lease file (None for any other attempt)."""
+    try:
+        data = json.loads(lease_path(store, attempt_id).read_text())
+    except (OSError, ValueError):
+        return None
+    err = data.get("failed") if isinstance(data, dict) else None
+    return str(err) if err else None
 
 
 def attempt_is_stale(store: Store, attempt_id: str, lease_s: float, started_at: datetime | None, at: datetime | None = None) -> bool:
@@ -161,16 +205,19 @@ def _mark_crashed(con: duckdb.DuckDBPyConnection, store: Store, only: str | None
         if only is not None and attempt_id != only:
             continue
         path = lease_path(store, attempt_id)
-        try:
-            last = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).replace(tzinfo=None).isoformat(timespec="seconds")
-            why = f"crashed: no heartbeat since {last} UTC (the process running it died or lost the machine)"
-        except OSError:
-            why = "crashed: its process never kept a heartbeat (it died before the run started writing)"
-        con.execute("UPDATE run_attempts SET status = 'crashed', ended_at = ?, error = ? WHERE attempt_id = ? AND status = 'running'",
-                    [at, why, attempt_id])
+        status, why = "failed", abandoned_error(store, attempt_id)
+        if why is None:
+            status = "crashed"
+            try:
+                last = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).replace(tzinfo=None).isoformat(timespec="seconds")
+                why = f"crashed: no heartbeat since {last} UTC (the process running it died or lost the machine)"
+            except OSError:
+                why = "crashed: its process never kept a heartbeat (it died before the run started writing)"
+        con.execute("UPDATE run_attempts SET status = ?, ended_at = ?, error = ? WHERE attempt_id = ? AND status = 'running'",
+                    [status, at, why, attempt_id])
         con.execute(
-            "UPDATE runs SET status = 'crashed', finished_at = ?, error = ? WHERE run_id = ? AND status = 'running' AND NOT EXISTS "
-            "(SELECT 1 FROM run_attempts a WHERE a.run_id = runs.run_id AND a.status = 'running')", [at, why, run_id])
+            "UPDATE runs SET status = ?, finished_at = ?, error = ? WHERE run_id = ? AND status = 'running' AND NOT EXISTS "
+            "(SELECT 1 FROM run_attempts a WHERE a.run_id = runs.run_id AND a.status = 'running')", [status, at, why, run_id])
         path.unlink(missing_ok=True)
         marked.append(attempt_id)
     return marked
@@ -278,8 +325,9 @@ def _judged(store: Store, attempts: list[dict]) -> list[dict]:
     at = now()
     for a in attempts:
         if a["status"] == "running" and attempt_is_stale(store, a["attempt_id"], a.get("lease_seconds") or 0, a["started_at"], at):
-            a["status"] = "crashed"
-            a["error"] = a.get("error") or "crashed: no heartbeat within its lease (not yet recorded)"
+            failed = abandoned_error(store, a["attempt_id"])
+            a["status"] = "crashed" if failed is None else "failed"
+            a["error"] = a.get("error") or failed or "crashed: no heartbeat within its lease (not yet recorded)"
     return attempts
 
 
@@ -329,8 +377,8 @@ def show_run(store: Store, run_id: str) -> dict:
         a["sources"] = ", ".join(f"{s['name']} v{s['version']}" for s in srcs)
         del a["lease_seconds"], a["attempt_id"]
     run["attempts"] = attempts
-    if attempts and run["status"] == "running" and attempts[-1]["status"] == "crashed":
-        run["status"], run["error"] = "crashed", attempts[-1]["error"]
+    if attempts and run["status"] == "running" and attempts[-1]["status"] in ("crashed", "failed"):
+        run["status"], run["error"] = attempts[-1]["status"], attempts[-1]["error"]
     return run
 
 
