@@ -346,6 +346,14 @@ def _select(cfg: ShardedConfig, n: int, d: int, sizes: np.ndarray, scored: list[
     return plan, state, kept, member_files
 
 
+def _shards(cfg: ShardedConfig) -> tuple[int, list[Shard]]:
+    """The source's row count and its shards (row ranges of ``cfg.shard_rows``)."""
+    n = _source_rows(cfg)
+    if cfg.k > n:
+        raise WinnowError(f"k={cfg.k} clusters must be <= the {n} rows of the source")
+    return n, plan_shards(n, cfg.shard_rows)
+
+
 @flow(name="prune-sharded", log_prints=True)
 def sharded_flow(cfg: ShardedConfig, db: str) -> dict[str, Any]:
     """SSP + SemDeDup + one selection, shard by shard; tables written to ``db``. Returns a summary."""
@@ -354,15 +362,11 @@ def sharded_flow(cfg: ShardedConfig, db: str) -> dict[str, Any]:
     timings: dict[str, float] = {}
     lap = _lap_timer(timings)
 
-    n = _source_rows(cfg)
-    if cfg.k > n:
-        raise WinnowError(f"k={cfg.k} clusters must be <= the {n} rows of the source")
-    shards: list[Shard] = plan_shards(n, cfg.shard_rows)
+    n, shards = _shards(cfg)
     set_id = _set_id(cfg)
-    vec_dir = str(set_dir(store, set_id))
     out_dir = run_dir(store, run_id)
 
-    files = _embed(cfg, shards, vec_dir)
+    files = _embed(cfg, shards, str(set_dir(store, set_id)))
     d = vector_dim(files[0].path)
     lap("embed")
 
