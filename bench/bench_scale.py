@@ -163,6 +163,7 @@ def inmemory_child(config: dict[str, Any]) -> dict[str, Any]:
     """The same computation on the whole matrix in one process (the small-input path)."""
     import numpy as np
 
+    from tasks.prune.kmeans import spherical_kmeans
     from tasks.prune.select import select
     from tasks.prune.ssp import ssp_scores
     from tasks.shards.dedup import dedup_clusters
@@ -177,7 +178,7 @@ def inmemory_child(config: dict[str, Any]) -> dict[str, Any]:
     E, planted = syn.vectors, syn.duplicate_of >= 0
     t["embed"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    ssp = ssp_scores(E, k=config["k"], iters=config["kmeans_iters"], seed=config["seed"])
+    ssp = ssp_scores(spherical_kmeans(E, config["k"], iters=config["kmeans_iters"], seed=config["seed"]))
     t["kmeans+score"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     dd = dedup_clusters(E, np.arange(E.shape[0]), ssp.cluster, ssp.kmeans.cos_to_centroid, eps=config["semdedup_eps"],

@@ -62,7 +62,7 @@ def run_ours(E: np.ndarray, k: int, iters: int, seed: int = 0, device: str = "cp
     with warnings.catch_warnings():  # tol=0 runs every iteration; "did not converge" is expected here
         warnings.simplefilter("ignore", RuntimeWarning)
         km = spherical_kmeans(E, k, iters=iters, seed=seed, init="random", tol=0.0, **extra)
-    res = ssp_scores(E, k=k, kmeans=km)
+    res = ssp_scores(km)
     return {"n_iter": km.n_iter, "objective": float(km.objective), "score_mean": float(res.scores.mean())}
 
 

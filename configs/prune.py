@@ -20,6 +20,7 @@ resolves to the best-measured one, and any other losing series is flagged.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -34,10 +35,16 @@ DEFAULT_FRACTIONS = (0.9, 0.7, 0.5, 0.3, 0.1)
 PolicyName = Literal["hard", "easy", "auto", "ccs", "random"]
 
 
+def _each(v: list, name: str, ok: Callable[[float], bool], problem: str) -> list:
+    """``v`` when every item passes ``ok``; else a ValueError ``name[i]: problem`` (``{x}`` = the item)."""
+    for i, x in enumerate(v):
+        if not ok(x):
+            raise ValueError(f"{name}[{i}]: " + problem.format(x=x))
+    return v
+
+
 def _check_fractions(v: list[float], name: str) -> list[float]:
-    for i, f in enumerate(v):
-        if not (0.0 < f <= 1.0):
-            raise ValueError(f"{name}[{i}]: fraction={f} must be in (0, 1]")
+    _each(v, name, lambda f: 0.0 < f <= 1.0, "fraction={x} must be in (0, 1]")
     if len(set(v)) != len(v):
         raise ValueError(f"{name} has duplicates: {v}")
     return v
@@ -105,35 +112,23 @@ class PruneConfig(StrictModel):
     @field_validator("counts")
     @classmethod
     def _counts(cls, v: list[int]) -> list[int]:
-        for i, c in enumerate(v):
-            if c < 1:
-                raise ValueError(f"counts[{i}]: count={c} must be >= 1")
-        return v
+        return _each(v, "counts", lambda c: c >= 1, "count={x} must be >= 1")
 
     @field_validator("semdedup_eps")
     @classmethod
     def _eps(cls, v: list[float]) -> list[float]:
-        for i, e in enumerate(v):
-            if not (0.0 < e < 2.0):
-                raise ValueError(f"semdedup_eps[{i}]: eps={e} must be in (0, 2)")
-        return v
+        return _each(v, "semdedup_eps", lambda e: 0.0 < e < 2.0, "eps={x} must be in (0, 2)")
 
     @field_validator("semdedup_rel_eps")
     @classmethod
     def _rel_eps(cls, v: list[float]) -> list[float]:
-        for i, e in enumerate(v):
-            if not (0.0 < e <= 10.0):
-                raise ValueError(f"semdedup_rel_eps[{i}]: {e} must be in (0, 10] (a multiple of the median "
-                                 "nearest-neighbour distance)")
-        return v
+        return _each(v, "semdedup_rel_eps", lambda e: 0.0 < e <= 10.0,
+                     "{x} must be in (0, 10] (a multiple of the median nearest-neighbour distance)")
 
     @field_validator("semdedup_remove")
     @classmethod
     def _remove(cls, v: list[float]) -> list[float]:
-        for i, r in enumerate(v):
-            if not (0.0 < r < 1.0):
-                raise ValueError(f"semdedup_remove[{i}]: {r} must be a share of the pool in (0, 1)")
-        return v
+        return _each(v, "semdedup_remove", lambda r: 0.0 < r < 1.0, "{x} must be a share of the pool in (0, 1)")
 
     @model_validator(mode="before")
     @classmethod

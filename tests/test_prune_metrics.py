@@ -81,7 +81,7 @@ def test_ssp_ranks_planted_outliers_hardest():
     rng = np.random.default_rng(1)
     outliers = rng.normal(size=(5, E.shape[1])).astype(np.float32)  # random directions: far from all prototypes
     X = np.vstack([E, outliers])
-    r = ssp_scores(X, k=4, seed=0)
+    r = ssp_scores(spherical_kmeans(X, 4, seed=0))
     top5 = set(np.argsort(-r.scores)[:5])
     assert top5 == set(range(len(E), len(X)))
     assert np.all(r.scores >= 0) and np.all(r.scores <= 2)
@@ -102,7 +102,7 @@ def test_semdedup_removes_exactly_the_planted_duplicates():
         for i, j in enumerate(dup_of):
             assert kept[j] ^ kept[len(base) + i]
         assert r.n_removed[0.5] > 12  # a loose threshold removes near neighbours too
-    s = semdedup_scores(E, k=4, seed=0, block=5)
+    s = semdedup_scores(E, spherical_kmeans(E, 4, seed=0), block=5)
     lowest = set(np.argsort(s.scores)[:12])
     planted = {int(j) for j in dup_of} | set(range(len(base), len(E)))
     assert lowest <= planted and s.scores.min() < 1e-3
@@ -126,7 +126,7 @@ def test_semdedup_refuses_quadratic_memory_and_names_the_option():
     with pytest.raises(WinnowError, match="block \\(semdedup_block\\)"):
         semdedup(E, eps=0.01, k=1, block=None, max_pairs=100)
     with pytest.raises(WinnowError, match="raise k"):
-        semdedup_scores(E, k=1, block=50, max_pairs=100)
+        semdedup_scores(E, spherical_kmeans(E, 1), block=50, max_pairs=100)
     with pytest.raises(ValueError, match="eps=2.5"):  # the config allows (0, 2) only
         semdedup(E, eps=2.5, k=2)
 
@@ -138,7 +138,7 @@ def test_dbp_weights_favour_complex_clusters_and_quotas_sum_to_budget():
     spreads = np.array([0.03, 0.03, 0.2, 0.2])
     y = np.repeat(np.arange(4), [100, 100, 30, 30])
     E = (C[y] + spreads[y, None] * rng.normal(size=(len(y), 16))).astype(np.float32)
-    r = dbp_weights(E, k=4, seed=0)
+    r = dbp_weights(spherical_kmeans(E, 4, seed=0))
     assert np.isclose(r.weights.sum(), 1.0)
     tight = [r.kmeans.assign[y == c][0] for c in (0, 1)]
     loose = [r.kmeans.assign[y == c][0] for c in (2, 3)]
@@ -156,7 +156,7 @@ def test_dbp_weights_favour_complex_clusters_and_quotas_sum_to_budget():
     kept = np.intersect1d(members, sel.indices)
     assert r.scores[kept].min() >= r.scores[np.setdiff1d(members, kept)].max()
     with pytest.raises(WinnowError, match="k >= 2"):
-        dbp_weights(E, k=1)
+        dbp_weights(spherical_kmeans(E, 1))
 
 
 # ------------------------------------------------------------------------------------ Moderate
@@ -165,7 +165,7 @@ def test_moderate_keeps_the_band_around_the_median_distance():
     g = np.array([0, 0, 0, 0, 0, 1, 1, 1])
     assert np.allclose(group_medians(d, g, 2), [0.3, 2.0])
     E, _ = _clusters(n_per=50)
-    r = moderate_scores(E, k=4, seed=0)
+    r = moderate_scores(spherical_kmeans(E, 4, seed=0))
     sel = select(r.scores, fraction=0.2, policy="easy", groups=r.cluster, balance="proportional")
     for j in range(4):
         members = r.cluster == j

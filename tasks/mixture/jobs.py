@@ -8,18 +8,20 @@ A :class:`Trial` is one training: rows ``idx`` of the concatenated pools (:class
 one that runs chunks as Prefect tasks, tests and benchmarks :func:`local_train` (in process).
 
 Trials of equal size are trained together as one stacked problem
-(:func:`tasks.mixture.pilots.train_index_sets`); :func:`chunk_trials` groups them.
+(:func:`tasks.mixture.pilots.train_probes_stacked`, in :func:`run_trials`); :func:`chunk_trials` groups them.
 """
 
 from __future__ import annotations
 
+import time
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from tasks.mixture.pilots import PilotSpec, Pools, pilot_indices, train_index_sets
+from tasks.mixture._threads import torch_threads
+from tasks.mixture.pilots import PilotSpec, Pools, pilot_indices, train_probes_stacked
 
 
 @dataclass(frozen=True)
@@ -78,15 +80,20 @@ def run_trials(
     max_iter: int = 100,
     threads: int | None = 1,
 ) -> list[TrialResult]:
-    """Train one chunk (all trials with the same number of rows) as one stacked problem."""
+    """Train one chunk (all trials with the same number of rows) as one stacked problem; each result's
+    ``seconds`` is its share of the chunk's wall time."""
     if not trials:
         return []
     rows = {int(t.idx.size) for t in trials}
     if len(rows) != 1:
         raise ValueError(f"a trial chunk must hold one training-set size, got {sorted(rows)}")
-    accs, share = train_index_sets(np.stack([t.idx for t in trials]), pools, X_eval, y_eval, n_classes=n_classes,
-                                   weight_decay=weight_decay, max_iter=max_iter, threads=threads)
-    return [TrialResult(t.key, t.stage, t.n, t.rep, t.seed, float(a), share) for t, a in zip(trials, accs)]
+    idx = np.stack([t.idx for t in trials])
+    t0 = time.perf_counter()
+    with torch_threads(threads):
+        accs = train_probes_stacked(pools.X[idx], pools.y[idx], X_eval, y_eval, n_classes=n_classes,
+                                    weight_decay=weight_decay, max_iter=max_iter)
+    share = (time.perf_counter() - t0) / len(trials)
+    return [TrialResult(t.key, t.stage, t.n, t.rep, t.seed, float(a), share) for t, a in zip(trials, np.asarray(accs))]
 
 
 def local_train(pools: Pools, X_eval: np.ndarray, y_eval: np.ndarray, *, n_classes: int, weight_decay: float = 1e-3,

@@ -10,14 +10,12 @@ each probe touches only its own N rows.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from tasks.errors import WinnowError
-from tasks.mixture._threads import torch_threads
 from tasks.mixture.simplex import mixture_counts
 
 
@@ -33,14 +31,9 @@ class PilotSpec:
 
 
 @dataclass(frozen=True)
-class PilotResult:
-    """Test accuracy of one pilot; seconds is its share of its chunk's wall time."""
+class PilotResult(PilotSpec):
+    """A pilot and its test accuracy; seconds is its share of its chunk's wall time."""
 
-    mixture_id: int
-    p: tuple[float, ...]
-    n: int
-    rep: int
-    seed: int
     accuracy: float
     seconds: float
 
@@ -158,27 +151,6 @@ def train_probes_stacked(
         Ze = (Xe[None] - mean) / std  # (B, m, d)
         pred = (torch.bmm(Ze, W) + b).argmax(2).numpy()
     return (pred == np.asarray(y_eval)[None, :]).mean(1)
-
-
-def train_index_sets(
-    idx: np.ndarray,
-    pools: Pools,
-    X_eval: np.ndarray,
-    y_eval: np.ndarray,
-    *,
-    n_classes: int,
-    weight_decay: float = 1e-3,
-    max_iter: int = 100,
-    threads: int | None = 1,
-) -> tuple[np.ndarray, float]:
-    """Train one probe per row of ``idx`` (B, N) (rows of ``pools``) as one stacked problem.
-
-    Returns (accuracies (B,), wall seconds per probe)."""
-    t0 = time.perf_counter()
-    with torch_threads(threads):
-        accs = train_probes_stacked(pools.X[idx], pools.y[idx], X_eval, y_eval, n_classes=n_classes,
-                                    weight_decay=weight_decay, max_iter=max_iter)
-    return np.asarray(accs), (time.perf_counter() - t0) / max(len(idx), 1)
 
 
 def pilot_results(specs: Sequence[PilotSpec], results: Sequence) -> list[PilotResult]:

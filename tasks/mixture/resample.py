@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -65,22 +66,19 @@ def resample_sweep(
     grid: np.ndarray,
     n: int,
     *,
-    scale: CostScale | None = None,
-    lambda_x: float = 1.0,
-    lambda_y: float = 1.0,
-    label_method: LabelMethod = "gaussian",
     solver: str = "exact",
     reg: float = 0.05,
     seed: int = 0,
     progress: bool = False,
+    **cost: Any,
 ) -> SweepResult:
-    """:func:`resample_ot` for every row of ``grid`` (G, K) with seeds ``seed + row``; no gradients."""
+    """:func:`resample_ot` for every row of ``grid`` (G, K) with seeds ``seed + row``; no gradients.
+    ``cost`` holds its ground-cost keywords (scale, lambda_x, lambda_y, label_method)."""
     grid = np.asarray(grid, dtype=np.float64)
     values, secs = np.zeros(len(grid)), np.zeros(len(grid))
     for g in track(range(len(grid)), "OT sweep (resample)", enabled=progress):
         t0 = time.perf_counter()
-        values[g] = resample_ot(sources, target, grid[g], n, scale=scale, lambda_x=lambda_x, lambda_y=lambda_y,
-                                label_method=label_method, solver=solver, reg=reg, seed=seed + g).value
+        values[g] = resample_ot(sources, target, grid[g], n, solver=solver, reg=reg, seed=seed + g, **cost).value
         secs[g] = time.perf_counter() - t0
     return SweepResult(grid=grid, values=values, grads=np.full((len(grid), grid.shape[1]), np.nan), seconds=secs,
                        n_iter=np.zeros(len(grid), dtype=np.int64), setup_seconds=0.0, solver=f"resample-{solver}",

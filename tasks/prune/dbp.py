@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from tasks.errors import WinnowError
-from tasks.prune.kmeans import DEFAULT_CHUNK, KMeansResult, spherical_kmeans
+from tasks.prune.kmeans import KMeansResult
 
 __all__ = ["DBPResult", "dbp_weights"]
 
@@ -44,32 +44,21 @@ class DBPResult:
     kmeans: KMeansResult
 
 
-def dbp_weights(
-    E: np.ndarray,
-    *,
-    k: int,
-    tau: float = 0.5,
-    n_neighbors: int = 20,
-    iters: int = 20,
-    seed: int = 0,
-    chunk: int = DEFAULT_CHUNK,
-    kmeans: KMeansResult | None = None,
-) -> DBPResult:
+def dbp_weights(kmeans: KMeansResult, *, tau: float = 0.5, n_neighbors: int = 20) -> DBPResult:
     """Cluster complexity weights p_j and within-cluster difficulty scores.
 
     Parameters
     ----------
-    E : (n, d) float embeddings.
-    k : clusters (>= 2 so that d_inter is defined; ignored when ``kmeans`` is given).
+    kmeans : :func:`~tasks.prune.kmeans.spherical_kmeans` of the embeddings, k >= 2 clusters (so
+        that d_inter is defined).
     tau : softmax temperature (> 0).
     n_neighbors : K, nearest centroids averaged in d_inter (capped at k - 1).
-    iters, seed, chunk, kmeans : as in :func:`~tasks.prune.ssp.ssp_scores`.
     """
     if not (tau > 0) or not np.isfinite(tau):
         raise ValueError(f"tau={tau} must be > 0 (dbp_tau)")
     if n_neighbors < 1:
         raise ValueError(f"n_neighbors={n_neighbors} must be >= 1 (dbp_neighbors)")
-    km = kmeans if kmeans is not None else spherical_kmeans(E, k, iters=iters, seed=seed, chunk=chunk)
+    km = kmeans
     K = km.k
     if K < 2:
         raise WinnowError(f"DBP needs k >= 2 clusters to measure inter-cluster distance; got k={K}")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tasks.prune.kmeans import DEFAULT_CHUNK, KMeansResult, spherical_kmeans
+from tasks.prune.kmeans import KMeansResult
 
 __all__ = ["ModerateResult", "moderate_scores", "group_medians"]
 
@@ -50,24 +50,15 @@ def group_medians(values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.n
     return med
 
 
-def moderate_scores(
-    E: np.ndarray,
-    *,
-    k: int,
-    iters: int = 20,
-    seed: int = 0,
-    chunk: int = DEFAULT_CHUNK,
-    kmeans: KMeansResult | None = None,
-) -> ModerateResult:
+def moderate_scores(kmeans: KMeansResult) -> ModerateResult:
     """Label-free Moderate-coreset score: distance from the group's median distance-to-centre.
 
     Parameters
     ----------
-    E : (n, d) float embeddings; k : clusters standing in for classes.
-    iters, seed, chunk, kmeans : as in :func:`~tasks.prune.ssp.ssp_scores`.
+    kmeans : :func:`~tasks.prune.kmeans.spherical_kmeans` of the embeddings; its clusters stand in
+        for classes.
     """
-    km = kmeans if kmeans is not None else spherical_kmeans(E, k, iters=iters, seed=seed, chunk=chunk)
-    d = (1.0 - km.cos_to_centroid).astype(np.float32)
-    med = group_medians(d, km.assign, km.k)
-    s = np.abs(d - med[km.assign]).astype(np.float32)
-    return ModerateResult(scores=s, distance=d, cluster=km.assign, kmeans=km)
+    d = (1.0 - kmeans.cos_to_centroid).astype(np.float32)
+    med = group_medians(d, kmeans.assign, kmeans.k)
+    s = np.abs(d - med[kmeans.assign]).astype(np.float32)
+    return ModerateResult(scores=s, distance=d, cluster=kmeans.assign, kmeans=kmeans)

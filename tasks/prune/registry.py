@@ -23,7 +23,7 @@ from tasks.prune import moderate as _moderate
 from tasks.prune import semdedup as _semdedup
 from tasks.prune import ssp as _ssp
 from tasks.prune import supervised as _sup
-from tasks.prune.kmeans import DEFAULT_CHUNK, KMeansResult, check_embeddings, small_problem_threads
+from tasks.prune.kmeans import DEFAULT_CHUNK, KMeansResult, check_embeddings, small_problem_threads, spherical_kmeans
 from tasks.prune.select import SelectOptions, Selection, random_scores, select
 
 __all__ = [
@@ -83,43 +83,25 @@ def _km_info(km: KMeansResult) -> dict:
     return {"k": km.k, "kmeans_objective": km.objective, "kmeans_iters": km.n_iter}
 
 
-def _ssp_metric(E, *, params: MetricParams, seed: int, kmeans: KMeansResult | None) -> MetricScores:
-    r = _ssp.ssp_scores(E, k=params.k, iters=params.kmeans_iters, seed=seed, chunk=params.chunk, kmeans=kmeans)
+def _ssp_metric(E, *, params: MetricParams, seed: int, kmeans: KMeansResult) -> MetricScores:
+    r = _ssp.ssp_scores(kmeans)
     return MetricScores("ssp", r.scores, r.cluster, info=_km_info(r.kmeans))
 
 
-def _semdedup_metric(E, *, params: MetricParams, seed: int, kmeans: KMeansResult | None) -> MetricScores:
-    r = _semdedup.semdedup_scores(
-        E,
-        k=params.k,
-        keep=params.semdedup_keep,
-        block=params.semdedup_block,
-        max_pairs=params.semdedup_max_pairs,
-        iters=params.kmeans_iters,
-        seed=seed,
-        chunk=params.chunk,
-        kmeans=kmeans,
-    )
+def _semdedup_metric(E, *, params: MetricParams, seed: int, kmeans: KMeansResult) -> MetricScores:
+    r = _semdedup.semdedup_scores(E, kmeans, keep=params.semdedup_keep, block=params.semdedup_block,
+                                  max_pairs=params.semdedup_max_pairs)
     # keep-easy on a uniqueness score would keep the redundant copies: auto always keeps the unique ones
     return MetricScores("semdedup", r.scores, r.cluster, auto="hard", info=_km_info(r.kmeans))
 
 
-def _dbp_metric(E, *, params: MetricParams, seed: int, kmeans: KMeansResult | None) -> MetricScores:
-    r = _dbp.dbp_weights(
-        E,
-        k=params.k,
-        tau=params.dbp_tau,
-        n_neighbors=params.dbp_neighbors,
-        iters=params.kmeans_iters,
-        seed=seed,
-        chunk=params.chunk,
-        kmeans=kmeans,
-    )
+def _dbp_metric(E, *, params: MetricParams, seed: int, kmeans: KMeansResult) -> MetricScores:
+    r = _dbp.dbp_weights(kmeans, tau=params.dbp_tau, n_neighbors=params.dbp_neighbors)
     return MetricScores("dbp", r.scores, r.cluster, group_weights=r.weights, balance="weighted", info=_km_info(r.kmeans))
 
 
-def _moderate_metric(E, *, params: MetricParams, seed: int, kmeans: KMeansResult | None) -> MetricScores:
-    r = _moderate.moderate_scores(E, k=params.k, iters=params.kmeans_iters, seed=seed, chunk=params.chunk, kmeans=kmeans)
+def _moderate_metric(E, *, params: MetricParams, seed: int, kmeans: KMeansResult) -> MetricScores:
+    r = _moderate.moderate_scores(kmeans)
     return MetricScores("moderate", r.scores, r.cluster, balance="proportional", info=_km_info(r.kmeans))
 
 
@@ -193,7 +175,8 @@ def compute_metric(
     E : (n, d) float embeddings.
     y : (n,) int labels; used only by metrics with ``needs_labels`` (error if they are missing).
     params : metric knobs; seed : k-means / proxy-training / random seed.
-    kmeans : a clustering of ``E`` with ``params.k`` clusters to share between k-means metrics.
+    kmeans : a clustering of ``E`` with ``params.k`` clusters to share between k-means metrics (None: a
+        k-means metric clusters ``E`` itself with ``params``).
     """
     spec = metric_spec(name)
     E = check_embeddings(E, chunk=params.chunk)
@@ -204,6 +187,8 @@ def compute_metric(
     if kmeans is not None and (kmeans.assign.shape[0] != E.shape[0] or kmeans.k != params.k):
         raise ValueError(f"shared kmeans has k={kmeans.k}, n={kmeans.assign.shape[0]}; expected k={params.k}, n={E.shape[0]}")
     with small_problem_threads(E.size):
+        if name in KMEANS_METRICS and kmeans is None:  # no shared clustering: this metric's own
+            kmeans = spherical_kmeans(E, params.k, iters=params.kmeans_iters, seed=seed, chunk=params.chunk)
         return spec.compute(E, params=params, seed=seed, kmeans=kmeans)
 
 

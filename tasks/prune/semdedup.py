@@ -21,7 +21,7 @@ functions refuse with a message naming the options that bound it (``k``, ``block
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -86,7 +86,9 @@ def _cluster_orders(km: KMeansResult, keep: str) -> list[np.ndarray]:
     return [order[bounds[j] : bounds[j + 1]] for j in range(km.k)]
 
 
-def _prepare(E, k, kmeans, iters, seed, chunk, keep, block, max_pairs):
+def _prepare(E, kmeans, keep, block, max_pairs, chunk=DEFAULT_CHUNK, k=None, iters=20, seed=0):
+    """Checked embeddings, the clustering (``kmeans``, else spherical k-means with k, iters, seed) and
+    each cluster's walk order."""
     E = check_embeddings(E, chunk=chunk)
     if keep not in ("farthest", "nearest"):
         raise ValueError(f"keep={keep!r} must be 'farthest' or 'nearest'")
@@ -99,37 +101,37 @@ def _prepare(E, k, kmeans, iters, seed, chunk, keep, block, max_pairs):
     return E, km, _cluster_orders(km, keep)
 
 
+def _cluster_rows(E: np.ndarray, orders: list[np.ndarray], block: int | None) -> Iterator[tuple[np.ndarray, torch.Tensor, int]]:
+    """Per non-empty cluster: its members in walk order, their unit rows and the block length."""
+    for members in orders:
+        if members.size:
+            X = normalise_rows(torch.from_numpy(np.ascontiguousarray(E[members])))
+            yield members, X, members.size if block is None else block
+
+
 def semdedup_scores(
     E: np.ndarray,
+    kmeans: KMeansResult,
     *,
-    k: int,
     keep: Literal["farthest", "nearest"] = "farthest",
     block: int | None = DEFAULT_BLOCK,
     max_pairs: int = DEFAULT_MAX_PAIRS,
-    iters: int = 20,
-    seed: int = 0,
-    chunk: int = DEFAULT_CHUNK,
-    kmeans: KMeansResult | None = None,
 ) -> SemDeDupScores:
     """Uniqueness score per row: 1 - max cosine similarity to an earlier member of its cluster.
 
     Parameters
     ----------
     E : (n, d) float embeddings.
-    k : clusters (ignored when ``kmeans`` is given).
+    kmeans : :func:`~tasks.prune.kmeans.spherical_kmeans` of ``E``.
     keep : which end of each cluster's distance-to-centroid order counts as "earlier".
     block : rows per similarity block (memory O(block * max cluster)); None = whole clusters.
     max_pairs : refuse settings that would hold more similarities than this at once.
     """
-    E, km, orders = _prepare(E, k, kmeans, iters, seed, chunk, keep, block, max_pairs)
+    E, km, orders = _prepare(E, kmeans, keep, block, max_pairs)
     n = E.shape[0]
     scores = np.empty(n, dtype=np.float32)
-    for members in orders:
+    for members, X, step in _cluster_rows(E, orders, block):
         m = members.size
-        if m == 0:
-            continue
-        X = normalise_rows(torch.from_numpy(np.ascontiguousarray(E[members])))
-        step = m if block is None else block
         best = np.empty(m, dtype=np.float32)
         for a in range(0, m, step):
             b = min(m, a + step)
@@ -182,7 +184,9 @@ def semdedup(
     ----------
     E : (n, d) float embeddings.
     eps : one threshold or several, each in (0, 2).
-    k, keep, block, max_pairs, iters, seed, chunk, kmeans : see :func:`semdedup_scores`.
+    k, iters, seed, chunk : the spherical k-means of ``E`` (:func:`~tasks.prune.kmeans.spherical_kmeans`),
+        unless ``kmeans`` gives a clustering of ``E`` to reuse.
+    keep, block, max_pairs : see :func:`semdedup_scores`.
 
     Examples
     --------
@@ -198,15 +202,11 @@ def semdedup(
     for e in eps_t:
         if not (0.0 < e < 2.0) or not np.isfinite(e):
             raise ValueError(f"eps={e} must be in (0, 2) (duplicate if cosine similarity > 1 - eps)")
-    E, km, orders = _prepare(E, k, kmeans, iters, seed, chunk, keep, block, max_pairs)
+    E, km, orders = _prepare(E, kmeans, keep, block, max_pairs, chunk, k=k, iters=iters, seed=seed)
     n = E.shape[0]
     keep_masks = {e: np.zeros(n, dtype=bool) for e in eps_t}
-    for members in orders:
+    for members, X, step in _cluster_rows(E, orders, block):
         m = members.size
-        if m == 0:
-            continue
-        X = normalise_rows(torch.from_numpy(np.ascontiguousarray(E[members])))
-        step = m if block is None else block
         kept = {e: torch.zeros(m, dtype=torch.bool) for e in eps_t}
         for a in range(0, m, step):
             b = min(m, a + step)

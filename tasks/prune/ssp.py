@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tasks.prune.kmeans import DEFAULT_CHUNK, KMeansResult, spherical_kmeans
+from tasks.prune.kmeans import KMeansResult
 
 __all__ = ["SSPResult", "ssp_scores"]
 
@@ -32,31 +32,21 @@ class SSPResult:
     kmeans: KMeansResult
 
 
-def ssp_scores(
-    E: np.ndarray,
-    *,
-    k: int,
-    iters: int = 20,
-    seed: int = 0,
-    chunk: int = DEFAULT_CHUNK,
-    kmeans: KMeansResult | None = None,
-) -> SSPResult:
-    """SSP difficulty scores.
+def ssp_scores(kmeans: KMeansResult) -> SSPResult:
+    """SSP difficulty scores of a spherical k-means clustering of the embeddings.
 
     Parameters
     ----------
-    E : (n, d) float — embeddings (normalised inside).
-    k : number of prototypes (the paper: the number of classes works; 10x either way barely matters).
-    iters, seed, chunk : passed to :func:`~tasks.prune.kmeans.spherical_kmeans`.
-    kmeans : a clustering of the same ``E`` to reuse instead of running k-means again.
+    kmeans : :func:`~tasks.prune.kmeans.spherical_kmeans` of the embeddings; its k prototypes (the
+        paper: the number of classes works; 10x either way barely matters).
 
     Examples
     --------
+    >>> from tasks.prune.kmeans import spherical_kmeans
     >>> rng = np.random.default_rng(0)
     >>> E = np.vstack([rng.normal([5, 0], 0.3, (50, 2)), rng.normal([0, 5], 0.3, (50, 2)), [[5, 5]]])
-    >>> int(ssp_scores(E.astype(np.float32), k=2).scores.argmax())  # the planted outlier
+    >>> int(ssp_scores(spherical_kmeans(E.astype(np.float32), 2)).scores.argmax())  # the planted outlier
     100
     """
-    km = kmeans if kmeans is not None else spherical_kmeans(E, k, iters=iters, seed=seed, chunk=chunk)
-    scores = (1.0 - km.cos_to_centroid).astype(np.float32)
-    return SSPResult(scores=scores, cluster=km.assign, kmeans=km)
+    scores = (1.0 - kmeans.cos_to_centroid).astype(np.float32)
+    return SSPResult(scores=scores, cluster=kmeans.assign, kmeans=kmeans)
