@@ -9,75 +9,33 @@ Benchmarks are never part of the test suite.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
 import time
 import traceback
-from collections.abc import Callable
 from pathlib import Path
 
 from bench.common import OUT_DIR, BenchError, Context, Row, Section, fmt_bytes, machine_description, resolve_device
 
 
-def _ssp(ctx: Context) -> Section:
-    from bench import bench_ssp
-
-    return bench_ssp.run(ctx)
-
-
-def _storage(ctx: Context) -> Section:
-    from bench import bench_storage
-
-    return bench_storage.run(ctx)
-
-
-def _e2e(ctx: Context) -> Section:
-    from bench import bench_e2e
-
-    return bench_e2e.run(ctx)
-
-
-def _ot_sweep(ctx: Context) -> Section:
-    from bench.external import run_ot_sweep
-
-    return run_ot_sweep(ctx)
-
-
-def _scaling(ctx: Context) -> Section:
-    from bench.external import run_scaling
-
-    return run_scaling(ctx)
-
-
-def _pruning_quality(ctx: Context) -> Section:
-    from bench import bench_pruning_quality
-
-    return bench_pruning_quality.run(ctx)
-
-
-def _decisions(ctx: Context) -> Section:
-    from bench import bench_decisions
-
-    return bench_decisions.run(ctx)
-
-
-def _scale(ctx: Context) -> Section:
-    from bench import bench_scale
-
-    return bench_scale.run(ctx)
-
-
-BENCHES: dict[str, Callable[[Context], Section]] = {
-    "ssp": _ssp,
-    "ot_sweep": _ot_sweep,
-    "scaling_fit": _scaling,
-    "e2e": _e2e,
-    "storage": _storage,
-    "pruning_quality": _pruning_quality,
-    "decisions": _decisions,
-    "scale": _scale,
+#: name -> (module, function): each benchmark is imported only when it runs.
+BENCHES: dict[str, tuple[str, str]] = {
+    "ssp": ("bench.bench_ssp", "run"),
+    "ot_sweep": ("bench.external", "run_ot_sweep"),
+    "scaling_fit": ("bench.external", "run_scaling"),
+    "e2e": ("bench.bench_e2e", "run"),
+    "storage": ("bench.bench_storage", "run"),
+    "pruning_quality": ("bench.bench_pruning_quality", "run"),
+    "decisions": ("bench.bench_decisions", "run"),
+    "scale": ("bench.bench_scale", "run"),
 }
+
+
+def run_bench(name: str, ctx: Context) -> Section:
+    module, function = BENCHES[name]
+    return getattr(importlib.import_module(module), function)(ctx)
 
 # run only when asked for with --only (the full scale benchmark takes about an hour on 2 cores)
 OPT_IN = ("scale",)
@@ -207,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[bench] {name} ({ctx.scale}, {device}) ...", file=sys.stderr, flush=True)
         ts = time.perf_counter()
         try:
-            sec = BENCHES[name](ctx)
+            sec = run_bench(name, ctx)
         except BenchError as err:
             failures[name] = str(err)
             print(f"[bench] {name} FAILED: {err}", file=sys.stderr, flush=True)

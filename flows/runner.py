@@ -30,11 +30,12 @@ def make_task_runner(cfg: TaskRunnerConfig) -> Any:
 
 
 @contextmanager
-def task_runner_scope(cfg: TaskRunnerConfig) -> Iterator[Any]:
+def task_runner_scope(cfg: TaskRunnerConfig, memory_limit: str | None = None) -> Iterator[Any]:
     """The runner for every flow of one pipeline run, sharing one Dask cluster among them.
 
     ``kind: dask`` without ``address`` starts ONE LocalCluster here (15-20 s on 2 cores) and hands out
     runners connected to it, instead of a new cluster per stage flow; it is closed when the block ends.
+    ``memory_limit`` (e.g. ``"2GiB"``) caps each of its workers (default: Dask's ``auto`` share).
     """
     if cfg.kind != "dask" or cfg.address:
         yield make_task_runner(cfg)
@@ -43,6 +44,6 @@ def task_runner_scope(cfg: TaskRunnerConfig) -> Iterator[Any]:
         from distributed import LocalCluster
     except ModuleNotFoundError:
         raise WinnowError("task_runner.kind 'dask' needs the dask extra: pip install 'winnow[dask]'") from None
-    with LocalCluster(n_workers=cfg.n_workers, threads_per_worker=cfg.threads_per_worker,
-                      dashboard_address=None, processes=True) as cluster:
+    with LocalCluster(n_workers=cfg.n_workers, threads_per_worker=cfg.threads_per_worker, dashboard_address=None,
+                      processes=True, memory_limit=memory_limit or "auto") as cluster:
         yield make_task_runner(cfg.model_copy(update={"address": cluster.scheduler_address}))

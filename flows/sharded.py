@@ -23,8 +23,6 @@ process holds one int32 cluster id per row between passes and never a shard's ve
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +33,7 @@ from prefect.cache_policies import NO_CACHE
 
 from configs.sharded import ParquetEmbeddingsConfig, ShardedConfig, SyntheticSourceConfig
 from flows.caching import heavy_task_options
-from flows.runner import make_task_runner
+from flows.runner import task_runner_scope
 from storage.db import Store
 from storage.shards import (
     ShardFile, content_hash, read_columns, read_vectors, register_shards, run_dir, save_sharded_run, set_dir,
@@ -439,24 +437,7 @@ def _centroids_table(C: np.ndarray):
 
 
 # ----------------------------------------------------------------------------------------- entry
-@contextmanager
-def sharded_runner_scope(cfg: ShardedConfig) -> Iterator[Any]:
-    """The task runner for one sharded run; ``kind: dask`` without an address starts one LocalCluster
-    whose workers have ``worker_memory_limit`` each (the shared runner scope has no memory limit)."""
-    tr = cfg.task_runner
-    if tr.kind != "dask" or tr.address:
-        yield make_task_runner(tr)
-        return
-    try:
-        from distributed import LocalCluster
-    except ModuleNotFoundError:
-        raise WinnowError("task_runner.kind 'dask' needs the dask extra: pip install 'winnow[dask]'") from None
-    with LocalCluster(n_workers=tr.n_workers, threads_per_worker=tr.threads_per_worker, dashboard_address=None,
-                      processes=True, memory_limit=cfg.worker_memory_limit or "auto") as cluster:
-        yield make_task_runner(tr.model_copy(update={"address": cluster.scheduler_address}))
-
-
 def run_sharded(cfg: ShardedConfig, db: str | Path) -> dict[str, Any]:
     """Run :func:`sharded_flow` on the config's task runner; returns its summary."""
-    with sharded_runner_scope(cfg) as runner:
+    with task_runner_scope(cfg.task_runner, memory_limit=cfg.worker_memory_limit) as runner:
         return sharded_flow.with_options(task_runner=runner)(cfg, str(Path(db).expanduser().resolve()))

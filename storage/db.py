@@ -225,13 +225,7 @@ class Store:
         from storage.schema import migrate
 
         if not self._schema_checked:
-            self._check_winnow_file(con)
-            try:
-                migrate(con, self.path)
-            except WinnowError:
-                raise
-            except (duckdb.Error, ValueError) as err:
-                raise self._not_winnow(str(err).splitlines()[0]) from None
+            self._check_schema(con, migrate)
             self._schema_checked = True
 
     def _not_winnow(self, why: str) -> WinnowError:
@@ -302,9 +296,13 @@ class Store:
         """A winnow file this code can read: refuse someone else's DuckDB file or a newer schema."""
         from storage.schema import check_readable
 
+        self._check_schema(con, check_readable)
+
+    def _check_schema(self, con: duckdb.DuckDBPyConnection, step: Callable[[duckdb.DuckDBPyConnection, Path], None]) -> None:
+        """Refuse a foreign file, then run ``step`` (migrate / check readable); its failures name this file."""
         self._check_winnow_file(con)
         try:
-            check_readable(con, self.path)
+            step(con, self.path)
         except WinnowError:
             raise
         except (duckdb.Error, ValueError) as err:

@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from storage.db import Store, insert_arrow, now, rows
+from tasks.shards.plan import Shard
 
 __all__ = [
     "ShardFile",
@@ -54,19 +55,12 @@ ROW_GROUP_ROWS = 65_536
 
 
 @dataclass(frozen=True)
-class ShardFile:
+class ShardFile(Shard):
     """A shard on disk: rows ``[start, stop)`` of its set, in ``path`` (absolute, as a str so that
     task cache keys use ``content_hash`` rather than the file's mtime)."""
 
-    index: int
-    start: int
-    stop: int
     path: str
     content_hash: str
-
-    @property
-    def n_rows(self) -> int:
-        return self.stop - self.start
 
 
 def shard_name(index: int) -> str:

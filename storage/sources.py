@@ -182,10 +182,15 @@ def resolve_version(store: Store, name: str, version: "int | str") -> int:
 
 def registered_id(store: Store, name: str, content_hash: str) -> int | None:
     """The source_id of an already registered version with this content (None if new or no database)."""
+    return _registered_int(store, "SELECT source_id FROM sources WHERE name = ? AND content_hash = ?", [name, content_hash])
+
+
+def _registered_int(store: Store, sql: str, params: list) -> int | None:
+    """The one integer ``sql`` selects from the sources table (None when no row matches or no database)."""
     if not store.exists:
         return None
     with store.read() as con:
-        row = one(con.execute("SELECT source_id FROM sources WHERE name = ? AND content_hash = ?", [name, content_hash]))
+        row = one(con.execute(sql, params))
     return None if row is None else int(row[0])
 
 
@@ -215,11 +220,7 @@ def load_staged(store: Store, staged: StagedSource) -> SourceData:
 
 def registered_rows(store: Store, source_id: int, content_hash: str) -> int | None:
     """Row count of a registered source version (None when that version is not in the file)."""
-    if not store.exists:
-        return None
-    with store.read() as con:
-        row = one(con.execute("SELECT n_rows FROM sources WHERE source_id = ? AND content_hash = ?", [source_id, content_hash]))
-    return None if row is None else int(row[0])
+    return _registered_int(store, "SELECT n_rows FROM sources WHERE source_id = ? AND content_hash = ?", [source_id, content_hash])
 
 
 def load_source_by_id(store: Store, source_id: int) -> SourceData:
