@@ -273,8 +273,31 @@ def test_draw_rows_are_distinct_sorted_and_inside_the_option():
     assert np.all(np.isin(a, opt.kept))
     np.testing.assert_array_equal(a, draw_rows(opt, 25, np.random.default_rng(0)))
     np.testing.assert_array_equal(draw_rows(opt, opt.size, np.random.default_rng(1)), opt.kept)
-    with pytest.raises(WinnowError, match="holds 60 rows, 61 requested"):
+    with pytest.raises(ValueError, match="holds 60 rows, 61 requested"):
         draw_rows(opt, 61, np.random.default_rng(0))
+
+
+def test_draw_rows_with_repeat_takes_whole_passes_and_a_distinct_remainder():
+    opt = synthetic_options(0, 200, (0.3,), seed=5)[1]            # 60 rows
+    a = draw_rows(opt, 150, np.random.default_rng(0), repeat=True)  # 2 passes + 30 more
+    seen = np.bincount(np.searchsorted(opt.kept, a), minlength=opt.size)
+    assert a.size == 150 and np.all(np.isin(a, opt.kept))
+    assert np.all((seen == 2) | (seen == 3)) and int((seen == 3).sum()) == 30
+    np.testing.assert_array_equal(draw_rows(opt, 120, np.random.default_rng(1), repeat=True), np.repeat(opt.kept, 2))
+    np.testing.assert_array_equal(draw_rows(opt, 25, np.random.default_rng(0), repeat=True), draw_rows(opt, 25, np.random.default_rng(0)))
+
+
+def test_max_epochs_admits_candidates_that_repeat_a_pruned_pool():
+    opts = [synthetic_options(0, 100, (0.25,)), synthetic_options(1, 100, (0.25,))]
+    grid = np.array([[1.0, 0.0], [0.5, 0.5]])
+    once = enumerate_candidates(opts, grid, Constraints(target_n=60, costs=np.ones(2)))
+    twice = enumerate_candidates(opts, grid, Constraints(target_n=60, costs=np.ones(2), max_epochs=2.0))
+    # p=(1, 0) with pool 0 @0.25 (25 rows) needs 60: rejected once, still rejected at 2 epochs (50 < 60);
+    # p=(.5, .5) needs 30 per pool: pools @0.25 hold 25, so only the 2-epoch space has them
+    key = lambda c: {(tuple(o), tuple(p)) for o, p in zip(c.options.tolist(), c.p.tolist())}  # noqa: E731
+    added = key(twice) - key(once)
+    assert added == {((1, 0), (0.5, 0.5)), ((0, 1), (0.5, 0.5)), ((1, 1), (0.5, 0.5))}
+    assert key(once) <= key(twice)
 
 
 # ------------------------------------------------------------------------------------- planner

@@ -13,6 +13,13 @@ reference code).
 * ``loglinear_weights`` — the least-squares line through (log N_k, log err_k), as fixed weights
   w with log err(N) = Σ_k w_k log err_k: a differentiable power-law extrapolation used by mixture
   selection (for two sizes it is the power law through both points).
+* ``repeated_sizes`` — when a mixture p at N asks a pool for more examples than it holds
+  (c_k = p_k·N > U_k, a pool pruned below N·p_k), its examples are seen c_k/U_k times. Repeated
+  examples are worth less than new ones: the forecast is made at the *effective* size
+  N' = Σ_k D'_k with Muennighoff et al. 2023's D' = U + U·R*·(1 − exp(−R/R*)), R = c/U − 1
+  (Eq. 5; R* = ``tasks.scaling.R_STAR_D`` = 15.4, measured on language-model tokens, not on
+  examples of other modalities), instead of at N as if every repeated example were new.
+  ``extrapolate_errors(..., n_effective=...)`` predicts each mixture at its own N'.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from tasks.errors import WinnowError
+from tasks.mixture.simplex import mixture_counts
+from tasks.scaling.forms import R_STAR_D, effective_data
 
 EXTRAPOLATIONS = ("power_law", "log_n_map")
 
@@ -97,20 +106,79 @@ def fit_power_law(sizes: Sequence[float], err: Sequence[float], n: float, *, boo
     return PowerLawFit(B=B, c=c, prediction=float(fit.predictions[0]), lo=lo, hi=hi, method="scaling.fit_curve:m1")
 
 
-def extrapolate_errors(sizes: Sequence[float], err: np.ndarray, n: float, method: str = "power_law") -> np.ndarray:
+def extrapolate_errors(sizes: Sequence[float], err: np.ndarray, n: float, method: str = "power_law",
+                       n_effective: Sequence[float] | np.ndarray | None = None) -> np.ndarray:
     """Predicted error at n for every mixture. err : (S, G) errors at the pilot sizes → (G,).
 
     ``log_n_map`` uses the two largest pilot sizes; ``power_law`` fits every mixture over all sizes.
+    ``n_effective`` (G,) predicts mixture g at its own effective size instead of n (a mixture whose
+    pools are repeated at n: :func:`repeated_sizes`).
     """
     sizes = np.asarray(sizes, dtype=np.float64)
     err = np.atleast_2d(np.asarray(err, dtype=np.float64))
     if err.shape[0] != sizes.size:
-        raise WinnowError(f"err has {err.shape[0]} rows but there are {sizes.size} pilot sizes")
+        raise ValueError(f"err has {err.shape[0]} rows but there are {sizes.size} pilot sizes")
+    at = np.full(err.shape[1], float(n)) if n_effective is None else np.asarray(n_effective, dtype=np.float64).ravel()
+    if at.size != err.shape[1]:
+        raise ValueError(f"n_effective has {at.size} values for {err.shape[1]} mixtures")
     if method == "log_n_map":
         if sizes.size < 2:
             raise WinnowError("the log-N map needs two pilot sizes")
         o = np.argsort(sizes)[-2:]
-        return log_n_map(sizes[o[0]], err[o[0]], sizes[o[1]], err[o[1]], n)
+        return np.array([log_n_map(sizes[o[0]], err[o[0], g], sizes[o[1]], err[o[1], g], at[g]) for g in range(err.shape[1])])
     if method == "power_law":
-        return np.array([fit_power_law(sizes, err[:, g], n).prediction for g in range(err.shape[1])])
+        return np.array([fit_power_law(sizes, err[:, g], at[g]).prediction for g in range(err.shape[1])])
     raise WinnowError(f"extrapolation={method!r} must be one of {EXTRAPOLATIONS}")
+
+
+@dataclass(frozen=True)
+class Repeats:
+    """How often mixtures see their pools' examples at a target size.
+
+    counts : (G, K) examples taken from each pool; unique : (G, K) distinct examples it holds;
+    epochs : (G, K) counts / unique, the times each example is seen (≤ 1: no repetition);
+    n_effective : (G,) Σ_k D'_k, the worth of the draw in new examples (= N without repetition);
+    r_star : the R*_D used.
+    """
+
+    counts: np.ndarray
+    unique: np.ndarray
+    epochs: np.ndarray
+    n_effective: np.ndarray
+    r_star: float
+
+    @property
+    def repeated(self) -> np.ndarray:
+        """(G,) True where some pool is seen more than once."""
+        return np.any(self.counts > self.unique, axis=1)
+
+    def describe(self, g: int, names: Sequence[str]) -> str:
+        """One line for mixture g, e.g. ``pool b seen 2.50x; effective N 9,871 of 12,000 (R*=15.4)``; '' without repetition."""
+        rep = [f"{names[k]} seen {self.epochs[g, k]:.2f}x" for k in range(self.counts.shape[1]) if self.counts[g, k] > self.unique[g, k]]
+        if not rep:
+            return ""
+        return f"{', '.join(rep)}; effective N {self.n_effective[g]:,.0f} of {int(self.counts[g].sum()):,} (R*={self.r_star:g})"
+
+
+def repeated_sizes(P: np.ndarray, n: int, unique: Sequence[float] | np.ndarray, *, counts: np.ndarray | None = None,
+                   r_star: float = R_STAR_D) -> Repeats:
+    """Repetitions and effective size of mixtures P (G, K) taking n examples from pools of ``unique`` rows.
+
+    unique : (K,) or (G, K) distinct examples per pool (a pruned pool's kept rows); counts : (G, K)
+    the examples taken (default: the largest-remainder counts of p·n). A pool asked for c ≤ U
+    examples contributes c; one asked for c > U contributes D' = U + U·R*·(1 − exp(−(c/U − 1)/R*)).
+
+    >>> r = repeated_sizes(np.array([[0.5, 0.5]]), 1000, [2000, 100])
+    >>> r.epochs.round(2).tolist(), round(float(r.n_effective[0]), 1)
+    ([[0.25, 5.0]], 882.1)
+    """
+    P = np.atleast_2d(np.asarray(P, dtype=np.float64))
+    c = np.stack([mixture_counts(p, int(n)) for p in P]) if counts is None else np.atleast_2d(np.asarray(counts))
+    u = np.broadcast_to(np.asarray(unique, dtype=np.float64), c.shape)
+    if np.any(u[c > 0] <= 0):
+        raise ValueError("a pool that mixtures draw from holds no examples")
+    c = c.astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        epochs = np.where(u > 0, c / u, 0.0)
+    d = np.where(c > u, effective_data(np.where(c > u, u, 1.0), c, r_star), c)
+    return Repeats(counts=c, unique=np.array(u), epochs=epochs, n_effective=d.sum(axis=1), r_star=float(r_star))

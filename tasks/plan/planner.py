@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tasks.errors import WinnowError
+from tasks.mixture.extrapolate import Repeats, repeated_sizes
 from tasks.mixture.simplex import mixture_counts
 from tasks.plan.space import CandidateSet, Constraints, PoolOption, union_weights
 
@@ -218,10 +219,48 @@ def pilot_counts(e: Entry, sizes: Sequence[int], n_target: int) -> dict[int, np.
 
 def materialize(idx: np.ndarray, pool_sizes: np.ndarray, pool_ids: Sequence[np.ndarray], pool_names: Sequence[str],
                 counts: np.ndarray) -> dict[str, np.ndarray]:
-    """The plan's example ids from its rows of the concatenated pools, checked against its counts per pool."""
+    """The plan's example ids from its rows of the concatenated pools, checked against its counts per pool
+    (a repeated row counts each time); each distinct example is listed once."""
     K = len(pool_sizes)
     pool_of = np.repeat(np.arange(K), pool_sizes)
     got = np.bincount(pool_of[idx], minlength=K)
     if not np.array_equal(got, counts):
         raise RuntimeError(f"plan members per pool {got.tolist()} differ from the plan's counts {np.asarray(counts).tolist()}")
+    idx = np.unique(idx)
     return {"example_id": np.concatenate(pool_ids)[idx], "pool": np.asarray(pool_names, dtype=object)[pool_of[idx]]}
+
+
+@dataclass(frozen=True)
+class EffectiveSizes:
+    """Where candidates repeat a pool, their forecasts run on the effective-size axis.
+
+    pilots : (C, S) effective size of each pilot draw; target : (C,) effective N; at_n : the
+    :class:`~tasks.mixture.extrapolate.Repeats` at N (epochs per pool, for the output)."""
+
+    pilots: np.ndarray
+    target: np.ndarray
+    at_n: Repeats
+    nominal_pilots: np.ndarray  # (C, S) rows drawn, a repeated row counted each time
+
+    @property
+    def repeated(self) -> bool:
+        """True when some candidate repeats a pool at N or in a pilot."""
+        return bool(self.at_n.repeated.any() or np.any(np.abs(self.pilots - self.nominal_pilots) > 1e-9))
+
+
+def effective_sizes(options: Sequence[Sequence[PoolOption]], option_idx: np.ndarray, p: np.ndarray, counts: np.ndarray,
+                    sizes: Sequence[int], counts_at: Sequence[dict[int, np.ndarray] | None] | None = None) -> EffectiveSizes:
+    """Effective sizes (:func:`tasks.mixture.extrapolate.repeated_sizes`) of candidates (option_idx, p,
+    counts at N: (C, K)) at N and at every pilot size; ``counts_at`` per candidate overrides the pilot
+    counts (a capped baseline). Without repetition every effective size is the nominal one."""
+    option_idx = np.atleast_2d(option_idx)
+    unique = np.array([[options[i][int(o)].size for i, o in enumerate(row)] for row in option_idx], dtype=np.float64)
+    at_n = repeated_sizes(p, 0, unique, counts=counts)
+    eff, nominal = [], []
+    for s in sizes:
+        c = np.stack([ca[int(s)] if ca else mixture_counts(pj, int(s))
+                      for pj, ca in zip(np.atleast_2d(p), counts_at or [None] * len(unique))])
+        eff.append(repeated_sizes(p, int(s), unique, counts=c).n_effective)
+        nominal.append(c.sum(1).astype(np.float64))
+    return EffectiveSizes(pilots=np.stack(eff, axis=1), target=at_n.n_effective, at_n=at_n,
+                          nominal_pilots=np.stack(nominal, axis=1))

@@ -49,20 +49,32 @@ class ScreenModel:
         """Predicted accuracy (S, C) at each pilot size for candidates P (C, K) with OT values (C,)."""
         return np.stack([f.predict(P, ot) for f in self.fits])
 
-    def predict_at(self, P: np.ndarray, ot: np.ndarray, n: int) -> np.ndarray:
-        """Predicted accuracy (C,) at size n (power law through the predicted pilot errors)."""
-        return extrapolate_accuracy(self.sizes, self.predict_pilots(P, ot), n)
+    def predict_at(self, P: np.ndarray, ot: np.ndarray, n: float | np.ndarray, sizes: np.ndarray | None = None) -> np.ndarray:
+        """Predicted accuracy (C,) at size n (power law through the predicted pilot errors). For
+        candidates that repeat a pool: n (C,) their effective N and ``sizes`` (C, S) the effective
+        sizes of their pilots (:func:`tasks.plan.planner.effective_sizes`)."""
+        return extrapolate_accuracy(self.sizes if sizes is None else sizes, self.predict_pilots(P, ot), n)
 
     def holdout_mae(self, form: str | None = None) -> float:
         rows = [v.mae for v in self.validation if v.form == (form or self.form)]
         return float(np.mean(rows)) if rows else float("nan")
 
 
-def extrapolate_accuracy(sizes: Sequence[float], acc: np.ndarray, n: float) -> np.ndarray:
-    """acc (S, C) at pilot sizes → (C,) at n by the least-squares power law in log error."""
-    w = loglinear_weights(sizes, n)
+def extrapolate_accuracy(sizes: Sequence[float] | np.ndarray, acc: np.ndarray, n: float | np.ndarray) -> np.ndarray:
+    """acc (S, C) at pilot sizes → (C,) at n by the least-squares power law in log error.
+
+    sizes : (S,) shared, or (C, S) per candidate; n : one size, or (C,) one per candidate (the
+    effective sizes of candidates that repeat a pool)."""
     err = np.clip(1.0 - np.asarray(acc, dtype=np.float64), ERR_FLOOR, 1.0)
-    return 1.0 - np.minimum(np.exp(w @ np.log(err)), 1.0)  # the law in log error: accuracy stays in [0, 1)
+    at, sz = np.asarray(n, dtype=np.float64), np.asarray(sizes, dtype=np.float64)
+    if at.ndim == 0 and sz.ndim == 1:
+        log_err = loglinear_weights(sz, float(at)) @ np.log(err)
+    else:
+        C = err.shape[1]
+        at, sz = np.broadcast_to(at, (C,)), np.broadcast_to(sz, (C, err.shape[0]))
+        w = np.stack([loglinear_weights(sz[c], float(at[c])) for c in range(C)])     # (C, S)
+        log_err = np.einsum("cs,sc->c", w, np.log(err))
+    return 1.0 - np.minimum(np.exp(log_err), 1.0)  # the law in log error: accuracy stays in [0, 1)
 
 
 def fit_screen(
@@ -118,7 +130,7 @@ class CurvePrediction:
 def confirm_curve(
     sizes: np.ndarray,
     accuracies: np.ndarray,
-    n: int,
+    n: float,
     *,
     form: str = "m1",
     bootstrap: int = 500,
@@ -188,7 +200,7 @@ class Confirmation:
 
 def confirm_all(
     pilots: dict[str, tuple[np.ndarray, np.ndarray]],
-    n_at: dict[str, int],
+    n_at: dict[str, float],
     *,
     form: str = "m1",
     bootstrap: int = 500,
@@ -196,8 +208,8 @@ def confirm_all(
     interval: str = "calibrated",
     seed: int = 0,
 ) -> Confirmation:
-    """Fit every confirmed candidate's own pilots (key -> (sizes, accuracies)) and predict at n_at[key],
-    with the bootstrap interval or the calibrated one (:func:`calibrated_interval`)."""
+    """Fit every confirmed candidate's own pilots (key -> (sizes, accuracies)) and predict at n_at[key]
+    (sizes and n_at effective where a pool is repeated), with the bootstrap interval or the calibrated one (:func:`calibrated_interval`)."""
     if interval not in ("calibrated", "bootstrap"):
         raise WinnowError(f"interval={interval!r} must be 'calibrated' or 'bootstrap'")
     residuals = holdout_residuals(pilots, form=form)

@@ -8,7 +8,9 @@ A **pruning option** of pool i is (policy, keep fraction f): the pruning stage's
 A **candidate** is one option per pool plus a mixture p on the grid. For the target size N it takes
 c_i = round(p_i·N) rows (largest remainder, Σ c_i = N) drawn from P_i. It is feasible when
 
-* availability: c_i ≤ |P_i| for every pool;
+* availability: c_i ≤ |P_i| for every pool — or c_i ≤ max_epochs·|P_i| when examples may be repeated
+  (``Constraints.max_epochs`` > 1: a pool pruned below p_i·N is then seen c_i/|P_i| times, and the
+  forecasts use the effective size of :func:`tasks.mixture.extrapolate.repeated_sizes`);
 * budget: Σ_i c_i·cost_i ≤ budget (if set);
 * per-source budget: c_i·cost_i ≤ source_budget_i (if set);
 * p lies on the simplex (the grid does, by construction).
@@ -99,17 +101,19 @@ def pool_options(
 @dataclass(frozen=True)
 class Constraints:
     """target_n : N; costs : (K,) cost per example of each pool; budget : total cost allowed (or None);
-    source_budget : (K,) max cost per pool (inf where unset), or None."""
+    source_budget : (K,) max cost per pool (inf where unset), or None; max_epochs : how many times a
+    pool's examples may be seen (1: never repeated)."""
 
     target_n: int
     costs: np.ndarray
     budget: float | None = None
     source_budget: np.ndarray | None = None
+    max_epochs: float = 1.0
 
     def check(self, counts: np.ndarray, avail: np.ndarray) -> dict[str, np.ndarray]:
         """Boolean masks (..., ) per constraint for counts (..., K) against availability avail (..., K)."""
         spend = counts * self.costs
-        out = {"availability": np.all(counts <= avail, axis=-1)}
+        out = {"availability": np.all(counts <= np.floor(self.max_epochs * avail), axis=-1)}
         out["budget"] = (spend.sum(-1) <= self.budget + 1e-9) if self.budget is not None else np.ones(out["availability"].shape, bool)
         if self.source_budget is not None:
             out["source_budget"] = np.all(spend <= self.source_budget + 1e-9, axis=-1)
@@ -211,10 +215,13 @@ def union_weights(masks: Sequence[np.ndarray], option_idx: np.ndarray, p: np.nda
     return np.concatenate(parts, axis=1)
 
 
-def draw_rows(option: PoolOption, count: int, rng: np.random.Generator) -> np.ndarray:
-    """``count`` distinct rows of a pruned pool (pool row indices, sorted)."""
-    if count > option.size:
-        raise WinnowError(f"pool {option.pool} option {option.label} holds {option.size} rows, {count} requested")
-    if count == option.size:
-        return option.kept.copy()
-    return np.sort(rng.choice(option.kept, size=count, replace=False))
+def draw_rows(option: PoolOption, count: int, rng: np.random.Generator, *, repeat: bool = False) -> np.ndarray:
+    """``count`` distinct rows of a pruned pool (pool row indices, sorted). With ``repeat``, a count
+    above the pool's size takes every row ``count // size`` times plus a draw of the remainder."""
+    passes, rest = divmod(count, option.size) if repeat else (0, count)
+    if rest > option.size:
+        raise ValueError(f"pool {option.pool} option {option.label} holds {option.size} rows, {count} requested")
+    if rest == option.size:
+        passes, rest = passes + 1, 0
+    parts = [option.kept] * passes + ([rng.choice(option.kept, size=rest, replace=False)] if rest else [])
+    return np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)

@@ -30,7 +30,8 @@ from tasks.mixture.weighted import build_union_problem
 from tasks.plan.describe import describe_mixture
 from tasks.plan.outcome import Alternative, PlanOutcome, PlanSource
 from tasks.plan.planner import (
-    Entry, baseline_specs, candidate_ot, choose_design, confirm_entries, materialize, pilot_counts, reveal_rows, unique_by_key,
+    EffectiveSizes, Entry, baseline_specs, candidate_ot, choose_design, confirm_entries, effective_sizes, materialize, pilot_counts,
+    reveal_rows, unique_by_key,
 )
 from tasks.plan.predict import confirm_all, fit_screen
 from tasks.plan.space import CandidateSet, Constraints, PoolOption, enumerate_candidates, revealed_masks
@@ -42,8 +43,9 @@ def constraints(config: RunConfig) -> Constraints:
     sb = None
     if pc.source_budget:
         sb = np.array([pc.source_budget.get(p.name, np.inf) for p in mc.pools], dtype=np.float64)
+    # plan.max_epochs (how often a pruned pool may be repeated to reach N); 1 = never, until configs/plan.py has it
     return Constraints(target_n=pc.target_n, costs=np.array([p.cost for p in mc.pools], dtype=np.float64),
-                       budget=pc.budget, source_budget=sb)
+                       budget=pc.budget, source_budget=sb, max_epochs=float(getattr(pc, "max_epochs", 1.0)))
 
 
 def _opts(options: list[list[PoolOption]], e: Entry) -> list[PoolOption]:
@@ -87,15 +89,23 @@ def screen_candidates(data: MixtureData, config: RunConfig, options, pools: Pool
     design = choose_design(cands, pc.design, pc.seed)
     sizes = list(pc.pilot_sizes)
     keys = [f"c{c}" for c in design]
+    repeat = cons.max_epochs > 1
     trials = [t for c, key in zip(design, keys)
               for t in make_trials(key, "design", [options[i][cands.options[c, i]] for i in range(len(options))], cands.p[c],
-                                   sizes, pc.reps, pools.offsets, pc.seed)]
+                                   sizes, pc.reps, pools.offsets, pc.seed, repeat=repeat)]
     t0 = time.perf_counter()
     results = train(trials)
     secs["design_pilots"] = time.perf_counter() - t0
     acc = median_by(results, keys, sizes, "design")
     model = fit_screen(cands.p[design], ot.values[design], acc, sizes, seed=pc.seed)
     screen = model.predict_at(cands.p, ot.values, pc.target_n)
+    if repeat:  # candidates that repeat a pool are forecast at their effective size, pilots included
+        eff = effective_sizes(options, cands.options, cands.p, cands.counts, sizes)
+        if eff.repeated:
+            screen = model.predict_at(cands.p, ot.values, eff.target, eff.pilots)
+            lines.append(f"repeated data: {int(eff.at_n.repeated.sum()):,} of {len(cands):,} candidates see a pruned pool more "
+                         f"than once at N (up to {float(eff.at_n.epochs.max()):.2f}x); their forecasts use the effective size "
+                         f"(Muennighoff et al. 2023, R*={eff.at_n.r_star:g})")
     lines.append(f"pilots: {len(trials)} trainings ({len(design)} candidates x {len(sizes)} sizes x {pc.reps} reps) in "
                  f"{secs['design_pilots']:.1f} s; predictor {model.form!r}, held-out MAE {100 * model.holdout_mae():.2f} points "
                  f"(quadratic_p {100 * model.holdout_mae('quadratic_p'):.2f}, nearest_grid {100 * model.holdout_mae('nearest_grid'):.2f})")
@@ -131,17 +141,25 @@ def run_plan(data: MixtureData, config: RunConfig, options: list[list[PoolOption
     entries = finalist_entries(config, options, sc, names, lines)
     e_ot = candidate_ot(sc.problem.C, sc.masks, np.stack([e.options for e in entries]), np.stack([e.p for e in entries]),
                         reg=sc.reg, tol=mc.ot.tol, device=mc.ot.device).values
-    e_screen = sc.model.predict_at(np.stack([e.p for e in entries]), e_ot, pc.target_n)
-    unique = unique_by_key(entries)
     sizes = list(pc.pilot_sizes)
+    repeat = constraints(config).max_epochs > 1
+    e_P = np.stack([e.p for e in entries])
+    eff = effective_sizes(options, np.stack([e.options for e in entries]), e_P, np.stack([e.counts for e in entries]), sizes,
+                          [pilot_counts(e, sizes, pc.target_n) for e in entries])
+    repeated = repeat and eff.repeated
+    e_screen = sc.model.predict_at(e_P, e_ot, eff.target, eff.pilots) if repeated else sc.model.predict_at(e_P, e_ot, pc.target_n)
+    unique = unique_by_key(entries)
+    row = {e.key: j for j, e in reversed(list(enumerate(entries)))}  # first entry of each key
     own_trials = [t for e in unique for t in make_trials(e.key, "confirm", _opts(options, e), e.p, sizes, pc.confirm_reps,
-                                                          pools.offsets, pc.seed, counts_at=pilot_counts(e, sizes, pc.target_n))]
+                                                          pools.offsets, pc.seed, counts_at=pilot_counts(e, sizes, pc.target_n),
+                                                          repeat=repeat)]
     t0 = time.perf_counter()
     own = train(own_trials)
     secs["confirm_pilots"] = time.perf_counter() - t0
-    pil = {e.key: (np.array([r.n for r in own if r.key == e.key]), np.array([r.accuracy for r in own if r.key == e.key]))
-           for e in unique}
-    conf = confirm_all(pil, {e.key: e.n for e in unique}, form=pc.scaling_form, bootstrap=pc.bootstrap, level=pc.level,
+    pil = {e.key: (np.array([_pilot_size(eff, row[e.key], r.n, repeated) for r in own if r.key == e.key]),
+                   np.array([r.accuracy for r in own if r.key == e.key])) for e in unique}
+    n_at = {e.key: float(eff.target[row[e.key]]) if repeated else e.n for e in unique}
+    conf = confirm_all(pil, n_at, form=pc.scaling_form, bootstrap=pc.bootstrap, level=pc.level,
                        interval=pc.interval, seed=pc.seed)
     res = conf.residuals
     lines.append(f"own pilots: {len(own)} trainings for {len(unique)} alternatives; held-out extrapolation error of the "
@@ -149,7 +167,7 @@ def run_plan(data: MixtureData, config: RunConfig, options: list[list[PoolOption
 
     def at_n(stage: str, es: list[Entry], reps: int) -> list:
         return [t for e in es for t in make_trials(e.key, stage, _opts(options, e), e.p, [e.n], reps, pools.offsets, pc.seed,
-                                                   counts_at={e.n: e.counts})]
+                                                   counts_at={e.n: e.counts}, repeat=repeat)]
 
     t0 = time.perf_counter()
     rank_runs = train(at_n("rank", unique, pc.final_reps))
@@ -173,7 +191,7 @@ def run_plan(data: MixtureData, config: RunConfig, options: list[list[PoolOption
     est = measurement_interval(final, s_p, df_p, level=pc.level, n_future=reps)
     plan_j = next(j for j, e in enumerate(entries) if e.key == pick.key)
     alternatives = [_alternative(e, j == plan_j, options, conf, float(e_ot[j]), float(e_screen[j]), val, est,
-                                 float(np.mean(rank[e.key])))
+                                 float(np.mean(rank[e.key])), eff.at_n.describe(j, names))
                     for j, e in enumerate(entries)]
     lines.append(f"safe choice: {len(unique)} alternatives x {pc.final_reps} trainings at N (pooled SD {sd:.3f} in logit, "
                  f"{df} df); the best mean is the plan, confirmed by {pc.final_confirm_reps} fresh trainings")
@@ -191,7 +209,10 @@ def run_plan(data: MixtureData, config: RunConfig, options: list[list[PoolOption
         settings={"reg": sc.reg, "reveal": pc.reveal, "grid_step": pc.grid_step, "pilot_sizes": sizes,
                   "scaling_form": pc.scaling_form, "bootstrap": pc.bootstrap, "level": pc.level, "interval": pc.interval,
                   "final_reps": pc.final_reps, "final_confirm_reps": pc.final_confirm_reps, "sd_logit": sd, "df": df,
-                  "holdout_residuals": [round(float(r), 4) for r in res]},
+                  "holdout_residuals": [round(float(r), 4) for r in res],
+                  "max_epochs": constraints(config).max_epochs,
+                  "epochs_at_n": {e.key: [round(float(v), 3) for v in eff.at_n.epochs[j]] for j, e in enumerate(entries)
+                                  if eff.at_n.repeated[j]}},
     )
     cov = plan_coverage(outcome)
     outcome.settings["coverage"] = [cov.inside, cov.total]
@@ -199,14 +220,22 @@ def run_plan(data: MixtureData, config: RunConfig, options: list[list[PoolOption
     return outcome, lines
 
 
+def _pilot_size(eff: EffectiveSizes, j: int, n: int, repeated: bool) -> float:
+    """The size a pilot of n rows is fitted at: its effective size where it repeats a pool."""
+    if not repeated:
+        return float(n)
+    s = np.flatnonzero(eff.nominal_pilots[j] == n)
+    return float(eff.pilots[j, s[0]]) if s.size else float(n)
+
+
 def _alternative(e: Entry, is_plan: bool, options, conf, ot: float, screen: float, val: list, est: tuple[float, float, float],
-                 rank_mean: float) -> Alternative:
+                 rank_mean: float, repeats: str = "") -> Alternative:
     """The plan's accuracy and interval come from its fresh draws at N; every other alternative's from the
     scaling law on its own pilots (calibrated interval, in log error: inside [0, 1])."""
     cv = conf.curves[e.key]
     m = [r.accuracy for r in val if r.key == e.key]
     pred, lo, hi = est if is_plan else (cv.predicted, *snap(*conf.intervals[e.key]))
-    note = e.note + ("; " if e.note else "") + f"rank mean {100 * rank_mean:.1f}"
+    note = "; ".join(x for x in (e.note, repeats, f"rank mean {100 * rank_mean:.1f}") if x)
     return Alternative(key=e.key, role="plan" if is_plan else e.role, name=e.name, options=[o.label for o in _opts(options, e)],
                        p=[float(x) for x in e.p], counts=[int(x) for x in e.counts], ot=ot, screen=screen,
                        predicted=float(pred), lo=float(lo), hi=float(hi), boot_lo=cv.lo, boot_hi=cv.hi,

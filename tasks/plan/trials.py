@@ -21,9 +21,11 @@ from tasks.plan.space import PoolOption, draw_rows
 __all__ = ["Trial", "TrialResult", "candidate_rows", "chunk_trials", "make_trials", "median_by", "run_trials", "trial_seed"]
 
 
-def candidate_rows(options: Sequence[PoolOption], counts: np.ndarray, offsets: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Rows of the concatenated pools for one draw: counts[i] rows from pool i's pruned pool."""
-    parts = [offsets[o.pool] + draw_rows(o, int(c), rng) for o, c in zip(options, counts) if c > 0]
+def candidate_rows(options: Sequence[PoolOption], counts: np.ndarray, offsets: np.ndarray, rng: np.random.Generator,
+                   repeat: bool = False) -> np.ndarray:
+    """Rows of the concatenated pools for one draw: counts[i] rows from pool i's pruned pool (with
+    ``repeat``, a count above the pool's size repeats its rows: :func:`~tasks.plan.space.draw_rows`)."""
+    parts = [offsets[o.pool] + draw_rows(o, int(c), rng, repeat=repeat) for o, c in zip(options, counts) if c > 0]
     return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
 
 
@@ -37,15 +39,17 @@ def make_trials(
     offsets: np.ndarray,
     seed: int = 0,
     counts_at: dict[int, np.ndarray] | None = None,
+    repeat: bool = False,
 ) -> list[Trial]:
     """Trials of one candidate at every size × repetition. ``counts_at`` overrides the counts for a
-    size (used for a baseline capped by availability); a trial's ``n`` is the rows it trains on."""
+    size (used for a baseline capped by availability); a trial's ``n`` is the rows it trains on (a
+    repeated row counts each time); ``repeat`` lets a pool be drawn beyond its size."""
     out = []
     for n in sizes:
         counts = counts_at[n] if counts_at and n in counts_at else mixture_counts(p, int(n))
         for r in range(reps):
             s = trial_seed(seed, key, stage, int(n), r)
-            idx = candidate_rows(options, counts, offsets, np.random.default_rng(s))
+            idx = candidate_rows(options, counts, offsets, np.random.default_rng(s), repeat)
             out.append(Trial(key, stage, int(counts.sum()), r, s, idx))
     return out
 
