@@ -18,11 +18,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from helpers import PILOT_COUNTING_DRIVER, VOLATILE, db_contents  # noqa: E402 - the tests' helpers
 
 CONFIG = """
 name: bench-resume
@@ -45,26 +46,6 @@ mixture:
   select: {{steps: 6}}
 """
 
-DRIVER = textwrap.dedent('''
-    import os, sys
-    import flows._env
-    import flows.mixture as mixture
-
-    log = os.environ["WINNOW_BENCH_CHUNKS"]
-    real = mixture.run_trials
-
-    def counted(trials, *args, **kwargs):
-        out = real(trials, *args, **kwargs)
-        if trials and trials[0].stage == "pilot":
-            with open(log, "a") as fh:
-                fh.write("pilot\\n")
-        return out
-
-    mixture.run_trials = counted
-    from cli.main import main
-    sys.argv = ["winnow", "run", *sys.argv[1:]]
-    main()
-''')
 
 
 def _run(args: list[str], env: dict) -> float:
@@ -90,18 +71,18 @@ def main() -> None:
     cfg.write_text(CONFIG.format(pool=max(pilots), pilots=", ".join(map(str, pilots)), reps=args.reps,
                                  rows_per_task=args.rows_per_task, target=args.target or 2 * max(pilots)))
     driver = tmp / "driver.py"
-    driver.write_text(DRIVER)
+    driver.write_text(PILOT_COUNTING_DRIVER)
     base = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "WINNOW_DB")}
 
     # cold: fresh PREFECT_HOME and database, counting pilot chunks
     cold_log = tmp / "cold.log"
-    env = dict(base, PREFECT_HOME=str(tmp / "home-cold"), WINNOW_BENCH_CHUNKS=str(cold_log))
+    env = dict(base, PREFECT_HOME=str(tmp / "home-cold"), WINNOW_CHUNKS_LOG=str(cold_log))
     cold_s = _run([sys.executable, str(driver), str(cfg), "--db", str(tmp / "cold" / "w.duckdb"), "--json"], env)
     total = _count(cold_log)
 
     # killed after >= 80 % of the pilot chunks, then rerun with the plain command
     kill_log = tmp / "killed.log"
-    env = dict(base, PREFECT_HOME=str(tmp / "home-resume"), WINNOW_BENCH_CHUNKS=str(kill_log))
+    env = dict(base, PREFECT_HOME=str(tmp / "home-resume"), WINNOW_CHUNKS_LOG=str(kill_log))
     db = tmp / "resumed" / "w.duckdb"
     proc = subprocess.Popen([sys.executable, str(driver), str(cfg), "--db", str(db), "--json"], env=env, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -112,11 +93,9 @@ def main() -> None:
     proc.wait()
     done = _count(kill_log) - 1
     rerun_log = tmp / "rerun.log"
-    env["WINNOW_BENCH_CHUNKS"] = str(rerun_log)
+    env["WINNOW_CHUNKS_LOG"] = str(rerun_log)
     rerun_s = _run([sys.executable, str(driver), str(cfg), "--db", str(db), "--json"], env)
 
-    sys.path.insert(0, str(ROOT / "tests"))
-    from helpers import VOLATILE, db_contents
 
     ignore = set(VOLATILE) | {"setup_seconds", "total_seconds"}
     a = {t: r for t, r in db_contents(tmp / "cold" / "w.duckdb", ignore).items() if t != "run_attempts"}

@@ -15,8 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
 
 from configs.base import RunConfig
 from configs.mixture import MixtureConfig, ProbeSettings
@@ -34,12 +33,15 @@ from tasks.mixture.weighted import UnionProblem, build_union_problem, weighted_s
 
 
 # ----------------------------------------------------------------------------------------- tasks
-@task(name="mixture-prepare", cache_policy=NO_CACHE)
+# Cached by content like the training chunks, so a rerun after a crash goes straight to the unfinished
+# trainings. Their results (the drawn pools and target; the sweep with its union problem, cost matrix
+# included: revealed rows x target rows floats) are pickled into the run's cache folder.
+@heavy_task(name="mixture-prepare")
 def prepare_task(sources: dict, cfg: MixtureConfig) -> MixtureData:
     return prepare_mixture_data(sources, cfg)
 
 
-@task(name="mixture-ot-sweep", cache_policy=NO_CACHE)
+@heavy_task(name="mixture-ot-sweep")
 def ot_sweep_task(data: MixtureData, cfg: MixtureConfig, grid: np.ndarray, progress: bool = False) -> tuple[list[SweepRecord], UnionProblem]:
     """The OT sweep the predictor uses, plus the ``ot.compare`` sweeps (exact emd, resample mode) for timing."""
     o = cfg.ot

@@ -16,13 +16,12 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
-from helpers import VOLATILE, db_contents, write_yaml
+from helpers import PILOT_COUNTING_DRIVER, VOLATILE, db_contents, write_yaml
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
 
@@ -48,26 +47,6 @@ mixture:
   select: {steps: 6}
 """
 
-DRIVER = textwrap.dedent('''
-    import os, sys
-    import flows._env
-    import flows.mixture as mixture
-
-    log = os.environ["WINNOW_TEST_CHUNKS"]
-    real = mixture.run_trials
-
-    def counted(trials, *args, **kwargs):
-        out = real(trials, *args, **kwargs)
-        if trials and trials[0].stage == "pilot":
-            with open(log, "a") as fh:
-                fh.write("pilot\\n")
-        return out
-
-    mixture.run_trials = counted
-    from cli.main import main
-    sys.argv = ["winnow", "run", *sys.argv[1:]]
-    main()
-''')
 
 IGNORE = set(VOLATILE) | {"setup_seconds", "total_seconds"}
 
@@ -101,8 +80,8 @@ def test_a_run_killed_after_80_percent_of_its_pilots_reruns_only_the_rest(tmp_pa
     db = tmp_path / "killed" / "w.duckdb"
     log = tmp_path / "chunks.log"
     driver = tmp_path / "driver.py"
-    driver.write_text(DRIVER)
-    env = dict(os.environ, WINNOW_TEST_CHUNKS=str(log), PREFECT_API_URL=PREFECT_API_URL.value())
+    driver.write_text(PILOT_COUNTING_DRIVER)
+    env = dict(os.environ, WINNOW_CHUNKS_LOG=str(log), PREFECT_API_URL=PREFECT_API_URL.value())
     proc = subprocess.Popen([sys.executable, str(driver), str(cfg), "--db", str(db)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     # sequential runner: when chunk k+1 reports, chunk k's result is persisted
@@ -122,7 +101,7 @@ def test_a_run_killed_after_80_percent_of_its_pilots_reruns_only_the_rest(tmp_pa
 
     # the rerun: the same command in a fresh process (as after a crash), counting the pilot chunks it trains
     rerun_log = tmp_path / "rerun.log"
-    env["WINNOW_TEST_CHUNKS"] = str(rerun_log)
+    env["WINNOW_CHUNKS_LOG"] = str(rerun_log)
     rerun = subprocess.run([sys.executable, str(driver), str(cfg), "--db", str(db)], env=env, capture_output=True,
                            text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
