@@ -294,14 +294,7 @@ def fit_flow(
     store = Store(db)
     # stored in fits.plot_path: absolute, so it still names the file from another directory
     png = str(Path(plot_path).resolve()) if plot_path else str(store.artifacts_dir / "plots" / f"{run_id}.png")
-    name = Path(data.path).name
-    if data.curves is None:
-        report = reports[data.y_col]
-        plot_fit_task(png, report, x_label=data.x_col, y_label=data.y_col, groups=data.groups,
-                      title=f"{name}: {data.y_col} ~ {report.fit.form} (prediction: {report.predictor})")
-    else:
-        groups = {k: (None if data.groups is None else data.groups[data.curves == k]) for k in reports}
-        plot_curves_task(png, reports, x_label=data.x_col, y_label=data.y_col, groups=groups)
+    _plot(png, data, reports)
     records = [
         to_record(key, rep, x_col=data.x_col, y_col=data.y_col, x2_col=data.x2_col, space="as given", plot_path=png,
                   x3_col=data.x3_col, curve=None if data.curve_values is None else data.curve_values.get(key),
@@ -325,6 +318,17 @@ def fit_flow(
                "per_predictor": table["per_predictor"]}
     finish_run(store, run_id, "completed", summary)
     return {**summary, "reports": reports, "table": table}
+
+
+def _plot(png: str, data: FitData, reports: dict[str, Any]) -> None:
+    """One curve: its fit, intervals and prediction; several (``--by``): small multiples."""
+    if data.curves is None:
+        report = reports[data.y_col]
+        plot_fit_task(png, report, x_label=data.x_col, y_label=data.y_col, groups=data.groups,
+                      title=f"{Path(data.path).name}: {data.y_col} ~ {report.fit.form} (prediction: {report.predictor})")
+    else:
+        groups = {k: (None if data.groups is None else data.groups[data.curves == k]) for k in reports}
+        plot_curves_task(png, reports, x_label=data.x_col, y_label=data.y_col, groups=groups)
 
 
 # ---------------------------------------------------------------------------------- pilot curves
