@@ -50,6 +50,8 @@ EDGES: dict[str, str] = {
     "tasks/mixture/predictor.py:random_splits": "predictor.random_test_fraction that leaves no training mixture",
     "tasks/mixture/predictor.py:choose_form": "predictor.forms empty (nothing to validate)",
     "tasks/mixture/simplex.py:feasible_region_check": "pools or select.budget that no mixture can meet",
+    "tasks/mixture/pilots.py:check_target_capacity": "extrapolation.target_n that no grid mixture fits (the stage, "
+                                                     "before any pilot; a preflight could run it too)",
 }
 
 

@@ -99,3 +99,26 @@ def test_config_rejects_bad_values_before_anything_runs():
         _cfg(pools=[dict(name="a", source="A", class_proportions={"0": 0.8, "1": 0.5}), dict(name="b", source="B")])
     with pytest.raises(ValidationError):
         _cfg(ot=dict(lambda_x=0, lambda_y=0))
+
+
+def test_a_target_size_no_grid_mixture_fits_is_refused_before_any_training():
+    from types import SimpleNamespace
+
+    from tasks.mixture.pilots import check_target_capacity
+    from tasks.mixture.simplex import simplex_grid
+    from tasks.mixture.stage import run_mixture
+
+    grid = simplex_grid(2, 0.25)
+    check_target_capacity(np.array([60, 60]), grid, 100, ["a", "b"])  # (0.5, 0.5) takes 50 + 50
+    with pytest.raises(WinnowError, match=r"target_n=130 \(pools: 'a' 60, 'b' 60\): lower extrapolation.target_n"):
+        check_target_capacity(np.array([60, 60]), grid, 130, ["a", "b"])
+    # the stage refuses it before the first pilot (it used to train every pilot, then fail with a ValueError)
+    cfg = _cfg(pilot_sizes=[20, 40], grid_step=0.25, extrapolation=dict(target_n=130))
+    data = prepare_mixture_data(_sources(), cfg)
+    sweeps = [SimpleNamespace(sweep=SimpleNamespace(grid=grid))]
+
+    def train(trials):
+        pytest.fail("trained although the target size cannot be drawn")
+
+    with pytest.raises(WinnowError, match="target_n=130"):
+        run_mixture(data, cfg, sweeps, None, pools=None, train=train)

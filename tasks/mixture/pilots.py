@@ -90,6 +90,17 @@ def check_pool_capacity(pool_sizes: np.ndarray, grid: np.ndarray, sizes: Sequenc
                 )
 
 
+def check_target_capacity(pool_sizes: np.ndarray, grid: np.ndarray, n: int, names: Sequence[str]) -> None:
+    """Trainings at the target size draw without replacement too: some grid mixture must fit the pools
+    at ``n`` (else no finalist or validation mixture can be trained there)."""
+    if not any(np.all(mixture_counts(p, int(n)) <= pool_sizes) for p in grid):
+        pools = ", ".join(f"{nm!r} {int(have)}" for nm, have in zip(names, pool_sizes))
+        raise WinnowError(
+            f"no grid mixture fits the pools at target_n={n} (pools: {pools}): lower extrapolation.target_n, "
+            "set extrapolation.train_at_target: false, or enlarge the pools"
+        )
+
+
 def pilot_indices(spec: PilotSpec, pools: Pools) -> np.ndarray:
     """Row indices into ``pools`` for one pilot (drawn without replacement per pool)."""
     rng = np.random.default_rng(spec.seed)

@@ -25,7 +25,8 @@ from tasks.mixture.extrapolate import extrapolate_errors
 from tasks.mixture.jobs import Train, pilot_trials, trial_seed
 from tasks.mixture.outcome import ExtrapolationRow, FinalistRecord, MixtureOutcome, PoolInfo, SelectionRecord, SweepRecord
 from tasks.mixture.pilots import (
-    PilotResult, PilotSpec, PilotTable, Pools, aggregate_pilots, check_pool_capacity, pilot_results, plan_pilots,
+    PilotResult, PilotSpec, PilotTable, Pools, aggregate_pilots, check_pool_capacity, check_target_capacity,
+    pilot_results, plan_pilots,
 )
 from tasks.mixture.pools import MixtureData
 from tasks.mixture.predictor import PredictorFit, ValidationRow, choose_form, fit_predictor, projektor_split, random_splits, validate_forms
@@ -228,6 +229,8 @@ def run_mixture(data: MixtureData, cfg: MixtureConfig, sweeps: list[SweepRecord]
     sizes = list(cfg.pilot_sizes)
     check_pool_capacity(data.pool_sizes, grid, sizes, data.names)
     n_target = cfg.extrapolation.target_n or 10 * max(sizes)
+    if cfg.extrapolation.train_at_target:  # refused before any pilot is trained
+        check_target_capacity(data.pool_sizes, grid, n_target, data.names)
     ot_vals = sweeps[0].sweep.values
     lines = [sweep_line(rec) for rec in sweeps]
 
