@@ -357,6 +357,10 @@ CASES: list[Case] = [
     Case("pool empty after filtering", RUN, "pool",
          cfg("mixture:\n  pools: [{name: a, source: digits, class_proportions: {'0': 1.0}, n: 5000}, {name: b, source: digits}]\n"
              "  target: {source: digits, n_ot: 20, n_eval: 20}\n  pilot_sizes: [20, 40]\n"), flow=True),
+    Case("one-class mixture target", RUN, "target source 'one' has one class ('k')",
+         cfg("  - {name: one, kind: csv, path: one.csv, label: y}\nmixture:\n  pools: [{name: a, source: tab}, {name: b, source: tab}]\n"
+             "  target: {source: one, split: all, n_ot: 20, n_eval: 20}\n  pilot_sizes: [20, 40]\n"),
+         write("one.csv", "a,b,y\n" + "".join(f"{i},{i % 7},k\n" for i in range(60))), flow=True),
     Case("plan keep fraction of 1", ["plan", "{cfg}"], "key 'plan.fractions'", cfg(PLAN_MIX + "plan: {target_n: 300, fractions: [1.0]}\n")),
     Case("plan unknown policy metric", ["plan", "{cfg}"], "unknown metric 'entropy'",
          cfg(PLAN_MIX + "plan: {target_n: 300, policies: ['entropy:hard']}\n"), flow=True),

@@ -99,3 +99,22 @@ def test_fit_input_that_is_a_fifo_is_named_as_one(tmp_path):
         read_table(tmp_path / "d.csv")
     with pytest.raises(WinnowError, match="CSV file not found"):
         read_table(tmp_path / "none.csv")
+
+
+def test_a_relative_fit_plot_path_is_stored_absolute(tmp_path, monkeypatch, winnow):
+    """``winnow fit --plot rel.png`` run from one folder: fits.plot_path still names the file from anywhere."""
+    import duckdb
+
+    monkeypatch.chdir(tmp_path)
+    n = np.array([1e3, 2e3, 4e3, 8e3, 1.6e4, 3.2e4, 6.4e4, 1.28e5])
+    (tmp_path / "curve.csv").write_text("n,err\n" + "".join(f"{x:g},{0.1 + 3 * x ** -0.3:.6f}\n" for x in n))
+    code, _, err = winnow("fit", "curve.csv", "--x", "n", "--y", "err", "--form", "m2", "--bootstrap", "20",
+                          "--plot", "plots/rel.png", "--db", "w.duckdb")
+    assert code == 0, err
+    con = duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True)
+    try:
+        paths = {r[0] for r in con.execute("SELECT plot_path FROM fits").fetchall()}
+    finally:
+        con.close()
+    assert paths == {str((tmp_path / "plots" / "rel.png").resolve())}
+    assert (tmp_path / "plots" / "rel.png").read_bytes()[:4] == b"\x89PNG"
