@@ -43,7 +43,7 @@ from tasks.errors import WinnowError
 from tasks.shards.dedup import dedup_clusters
 from tasks.shards.kmeans import PassPartial, init_centroids, init_sample, kmeans_pass, next_centroids, reduce_passes
 from tasks.shards.plan import Shard, plan_shards
-from tasks.shards.score import cluster_parts, score_shard
+from tasks.shards.score import balanced_groups, cluster_parts, score_shard
 from tasks.shards.select import (
     PASS_BITS, BoundaryState, boundary_candidates, narrow, plan_selection, region_histogram, resolve_boundary,
     select_mask, shard_ties, sortable_u32, start_boundary,
@@ -106,15 +106,15 @@ class ScoredShard:
 
 
 @task(**heavy_task_options(name="score-shard", scratch=["out_dir"]))
-def score_shard_task(shard: ShardFile, centroids: np.ndarray, n_parts: int, out_dir: str) -> ScoredShard:
-    """Final assignment + SSP scores of one shard; its rows regrouped into ``n_parts`` cluster groups."""
+def score_shard_task(shard: ShardFile, centroids: np.ndarray, group_of: np.ndarray, out_dir: str) -> ScoredShard:
+    """Final assignment + SSP scores of one shard; its rows regrouped into cluster groups (``group_of``: (k,))."""
     row_index, X, _ = read_vectors(shard.path)
     sc = score_shard(X, centroids)
     out = Path(out_dir)
     scores_path = write_atomic(_scores_table(row_index, sc.assign, sc.cos, sc.scores),
                                out / "scores" / shard_name(shard.index))
     part_paths: list[str | None] = []
-    for p, rows in enumerate(cluster_parts(sc.assign, n_parts)):
+    for p, rows in enumerate(cluster_parts(sc.assign, int(group_of.max()) + 1, group_of)):
         if rows.size == 0:
             part_paths.append(None)
             continue
@@ -255,12 +255,12 @@ def _lap_timer(timings: dict[str, float]) -> Any:
     return lap
 
 
-def _score(C: np.ndarray, files: list[ShardFile], n_parts: int, out_dir: Path) -> list[ScoredShard]:
+def _score(C: np.ndarray, files: list[ShardFile], group_of: np.ndarray, out_dir: Path) -> list[ScoredShard]:
     """Scoring pass (one task per shard): final assignment, SSP scores, rows regrouped by cluster group;
     a cached result whose files are gone is re-made."""
-    scored: list[ScoredShard] = _results([score_shard_task.submit(f, C, n_parts, str(out_dir)) for f in files])
+    scored: list[ScoredShard] = _results([score_shard_task.submit(f, C, group_of, str(out_dir)) for f in files])
     if any(not Path(s.scores_path).exists() for s in scored):
-        scored = [score_shard_task.with_options(refresh_cache=True)(f, C, n_parts, str(out_dir)) for f in files]
+        scored = [score_shard_task.with_options(refresh_cache=True)(f, C, group_of, str(out_dir)) for f in files]
     return scored
 
 
@@ -275,11 +275,11 @@ def _embed(cfg: ShardedConfig, shards: list[Shard], vec_dir: str) -> list[ShardF
     return files
 
 
-def _semdedup(cfg: ShardedConfig, C: np.ndarray, scored: list[ScoredShard], n_parts: int, out_dir: Path) -> list[dict]:
+def _semdedup(cfg: ShardedConfig, C: np.ndarray, scored: list[ScoredShard], out_dir: Path) -> list[dict]:
     """SemDeDup: one task per group of whole clusters (the rows the scoring pass regrouped)."""
     key = content_hash(C, np.array([s.content_hash for s in scored]))
     groups = []
-    for p in range(n_parts):
+    for p in range(len(scored[0].part_paths)):
         group_files = [s.part_paths[p] for s in scored if s.part_paths[p] is not None]
         if group_files:
             groups.append(semdedup_group_task.submit(
@@ -288,9 +288,10 @@ def _semdedup(cfg: ShardedConfig, C: np.ndarray, scored: list[ScoredShard], n_pa
     return _results(groups)
 
 
-def _kmeans(cfg: ShardedConfig, n: int, shards: list[Shard], files: list[ShardFile]) -> tuple[np.ndarray, int, bool]:
+def _kmeans(cfg: ShardedConfig, n: int, shards: list[Shard], files: list[ShardFile]) -> tuple[np.ndarray, np.ndarray, int, bool]:
     """Spherical k-means over the shards: seeded subsample (gathered from the shards) -> k-means++ ->
-    Lloyd passes, each a map over the shards (one task each) and a reduce here. Returns (C, iterations, converged)."""
+    Lloyd passes, each a map over the shards (one task each) and a reduce here. Returns (C, cluster sizes of
+    the last pass, iterations, converged)."""
     sample, gen = init_sample(n, cfg.k, seed=cfg.seed, init_sample=cfg.init_sample)
     starts = np.array([s.start for s in shards])
     owner = np.searchsorted(starts, sample, side="right") - 1
@@ -317,7 +318,7 @@ def _kmeans(cfg: ShardedConfig, n: int, shards: list[Shard], files: list[ShardFi
     if not converged and changed > 0.01 * n:
         print(f"warning: spherical k-means did not converge in kmeans_iters={cfg.kmeans_iters} "
               f"({changed} rows still changed cluster); raise kmeans_iters")
-    return C, it, converged
+    return C, red.counts, it, converged
 
 
 def _select(cfg: ShardedConfig, n: int, d: int, sizes: np.ndarray, scored: list[ScoredShard], out_dir: Path) -> tuple[Any, Any, int, list[str]]:
@@ -368,16 +369,16 @@ def sharded_flow(cfg: ShardedConfig, db: str) -> dict[str, Any]:
     d = vector_dim(files[0].path)
     lap("embed")
 
-    C, it, converged = _kmeans(cfg, n, shards, files)
+    C, sizes_last, it, converged = _kmeans(cfg, n, shards, files)
     lap("kmeans")
 
     # scoring pass: final assignment, SSP scores, rows regrouped by cluster group
     n_parts = min(cfg.k, cfg.semdedup_groups or 2 * len(shards))  # a group holds ~half a shard of rows
-    scored = _score(C, files, n_parts, out_dir)
+    scored = _score(C, files, balanced_groups(sizes_last, n_parts, cfg.semdedup_sub_rows), out_dir)
     sizes = np.sum([s.sizes for s in scored], axis=0)
     lap("score")
 
-    dedup = _semdedup(cfg, C, scored, n_parts, out_dir)
+    dedup = _semdedup(cfg, C, scored, out_dir)
     removed = {e: sum(g["n_removed"][e] for g in dedup) for e in cfg.semdedup_eps}
     lap("semdedup")
 

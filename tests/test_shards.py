@@ -176,3 +176,26 @@ def test_shard_files_round_trip_and_register_one_view(store, tmp_path):
     with store.read() as con:
         assert con.execute(f'SELECT count(*), max(row_index) FROM "{view}"').fetchall() == [(3_000, 2_999)]
         assert con.execute("SELECT count(*) FROM shard_files WHERE set_id = 'set-x'").fetchall() == [(3,)]
+
+
+def test_balanced_groups_even_out_the_pairwise_work():
+    """Unequal clusters: longest-processing-time first keeps the largest group's work within 4/3 of the
+    best split, where cluster % P piles the big clusters together."""
+    from tasks.shards.score import balanced_groups
+
+    sizes = np.array([1000, 10, 1000, 10, 900, 10, 800, 10, 50, 40])
+    group = balanced_groups(sizes, 4)
+    work = np.bincount(group, weights=sizes.astype(float) ** 2, minlength=4)
+    modulo = np.bincount(np.arange(sizes.size) % 4, weights=sizes.astype(float) ** 2, minlength=4)
+    assert work.max() <= 4 / 3 * max(work.sum() / 4, (sizes.astype(float) ** 2).max())
+    assert work.max() < modulo.max()
+    assert np.array_equal(group, balanced_groups(sizes, 4))  # deterministic
+    # with sub_rows the cost of a big cluster is linear in its size
+    capped = balanced_groups(sizes, 4, sub_rows=100)
+    assert set(capped.tolist()) == {0, 1, 2, 3}
+
+
+def test_cluster_parts_follow_the_given_groups():
+    assign = np.array([2, 0, 1, 2, 0, 3])
+    parts = cluster_parts(assign, 2, group_of=np.array([1, 0, 1, 0]))
+    assert [p.tolist() for p in parts] == [[2, 5], [1, 4, 0, 3]]  # ordered by (cluster, row) within a group

@@ -1,6 +1,7 @@
 """SemDeDup over one group of whole clusters (Abbas et al. 2023), the unit of the parallel pass.
 
-The scoring pass writes the rows of each group of clusters (``cluster % n_parts``) to files of
+The scoring pass writes the rows of each group of clusters (groups of about equal pairwise work,
+:func:`tasks.shards.score.balanced_groups`) to files of
 their own; one task reads one group and runs the in-memory kernel
 :func:`tasks.prune.semdedup.semdedup` on it with the global clustering restricted to the group, so
 the keep/remove decision of every row is the one the in-memory path makes on the whole matrix.
