@@ -7,7 +7,8 @@ Grid: Epoch's 4,500 starts. Objective: summed Huber (delta=1e-3) on log residual
 
 ``--curves`` instead runs the generated-curve table (auto vs the naive forecasts vs every single
 form on >= 20 curves of mixed kinds; see ``generated_curves``) and writes
-bench/out/bench_scaling_curves.json.
+bench/out/bench_scaling_curves_seed<S>.json; ``--real`` the same table on six MNIST / digits probe
+curves (``real_curves``, bench/out/bench_scaling_real.json).
 
 Reported: wall and CPU seconds of (a) winnow's default fit (batched, raced), (b) the batched fit
 with every start run to the end, (c) a loop of scipy L-BFGS-B calls (default tolerances, a plain
@@ -119,6 +120,69 @@ def generated_curves(seed: int = 0) -> list[dict]:
     return curves
 
 
+# ------------------------------------------------------------------ real curves: MNIST / digits probes
+# Test error of the project's linear probe (tasks/probe.py) against training-set size, on random
+# subsets and on subsets pruned by SSP (keep-hard / keep-easy: the n hardest / easiest rows by the
+# project's SSP scores). MNIST: PCA-64 of the pixels (60k train, 10k test, offline copy in pureml);
+# digits: scikit-learn's 8x8 digits (1,347 train / 450 test). Cached in bench/out/scaling_real_curves.json.
+
+REAL_CACHE = Path(__file__).parent / "out" / "scaling_real_curves.json"
+
+
+def _mnist_pca(dim: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from ssl_vs_pca import load_mnist
+
+    Xtr, ytr, Xte, yte = load_mnist()
+    mu = Xtr.mean(0)
+    _, _, vt = np.linalg.svd((Xtr[::6] - mu).astype(np.float64), full_matrices=False)  # 10k rows suffice for 64 axes
+    V = vt[:dim].T.astype(np.float32)
+    return (Xtr - mu) @ V, ytr, (Xte - mu) @ V, yte
+
+
+def _digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    order = np.random.default_rng(0).permutation(len(d.target))
+    tr, te = order[:1347], order[1347:]
+    X = d.data.astype(np.float32)
+    return X[tr], d.target[tr].astype(np.int64), X[te], d.target[te].astype(np.int64)
+
+
+def real_curves(refresh: bool = False) -> list[dict]:
+    """4 MNIST and 2 digits probe curves (test error vs training-set size), computed once and cached."""
+    if REAL_CACHE.exists() and not refresh:
+        return [{**c, "x": np.asarray(c["x"]), "y": np.asarray(c["y"])} for c in json.loads(REAL_CACHE.read_text())]
+    from tasks.probe import train_linear_probe
+    from tasks.prune.registry import MetricParams, compute_metric, select_by_metric
+
+    out = []
+    for data, loader, sizes in (("mnist", _mnist_pca, np.unique(np.geomspace(100, 60000, 12).astype(int))),
+                                ("digits", _digits, np.unique(np.geomspace(30, 1347, 12).astype(int)))):
+        Xtr, ytr, Xte, yte = loader()
+        ssp = compute_metric("ssp", Xtr, params=MetricParams(k=10), seed=0)
+        series = [("random", 0), ("random", 1), ("ssp keep-hard", 0), ("ssp keep-easy", 0)] if data == "mnist" else \
+                 [("random", 0), ("ssp keep-hard", 0)]
+        for label, seed in series:
+            err = []
+            for n in sizes:
+                if label == "random":
+                    idx = np.random.default_rng(seed).permutation(len(ytr))[:n]
+                else:
+                    idx = select_by_metric(ssp, label.split("keep-")[1], count=int(n), seed=seed).indices
+                r = train_linear_probe(Xtr[idx], ytr[idx], Xte, yte, n_classes=10)
+                err.append(1.0 - r.accuracy)
+            out.append({"kind": "MNIST / digits probes", "name": f"{data} {label}" + (f" s{seed}" if label == "random" else ""),
+                        "x": sizes.astype(float).tolist(), "y": err, "holdout": 3,
+                        "truth": {"data": data, "subset": label, "seed": seed}})
+    REAL_CACHE.parent.mkdir(parents=True, exist_ok=True)
+    REAL_CACHE.write_text(json.dumps(out, indent=1))
+    return [{**c, "x": np.asarray(c["x"]), "y": np.asarray(c["y"])} for c in out]
+
+
 def _x2_for(name: str, x2: np.ndarray | None) -> np.ndarray | None:
     return x2[:, 0] if x2 is not None and get_form(name).n_vars == 2 else x2
 
@@ -147,7 +211,7 @@ def score_curve(c: dict, origins: int | None = None) -> dict:
             out[f"{name}_error"] = str(err)
     t0 = time.perf_counter()
     rep = fit_report(x[train], y[train], x2=x2t, form="auto", holdout_largest=1, origins=origins,
-                     candidates=list(forms), predict_at=x[test] if x2 is None else np.column_stack([x[test], x2h]))
+                     predict_at=x[test] if x2 is None else np.column_stack([x[test], x2h]))  # auto's own candidates
     out["auto_seconds"] = time.perf_counter() - t0
     out["auto"] = rmsle(y[test], rep.predictions)
     out["auto_choice"] = rep.predictor
@@ -156,8 +220,8 @@ def score_curve(c: dict, origins: int | None = None) -> dict:
     return out
 
 
-def curves_table(seed: int = 0, origins: int | None = None) -> dict:
-    rows = [score_curve(c, origins=origins) for c in generated_curves(seed)]
+def curves_table(seed: int = 0, origins: int | None = None, curves: list[dict] | None = None) -> dict:
+    rows = [score_curve(c, origins=origins) for c in (generated_curves(seed) if curves is None else curves)]
     kinds: dict[str, dict] = {}
     for kind in dict.fromkeys(r["kind"] for r in rows):
         rs = [r for r in rows if r["kind"] == kind]
@@ -195,11 +259,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--curves", action="store_true", help="the generated-curve table: auto vs naive vs single forms")
     ap.add_argument("--origins", type=int, default=None, help="--curves: rolling origins of auto's own check (default: auto's)")
+    ap.add_argument("--real", action="store_true", help="the table on the MNIST / digits probe curves instead of generated ones")
     args = ap.parse_args()
-    if args.curves:
-        out = args.out or Path(__file__).parent / "out" / "bench_scaling_curves.json"
+    if args.curves or args.real:
+        name = "bench_scaling_real.json" if args.real else f"bench_scaling_curves_seed{args.seed}.json"
+        out = args.out or Path(__file__).parent / "out" / name
         t0 = time.perf_counter()
-        res = curves_table(args.seed, args.origins)
+        res = curves_table(args.seed, args.origins, real_curves() if args.real else None)
         res["seconds"] = time.perf_counter() - t0
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(res, indent=2, default=lambda o: np.asarray(o).tolist()))

@@ -72,6 +72,27 @@ def test_auto_falls_back_to_the_last_value_when_it_wins_the_held_out_check_and_s
     assert rep.pred_lo[0] < rep.predictions[0] < rep.pred_hi[0]  # the held-out error band
 
 
+def test_a_richer_form_must_beat_the_simpler_one_by_more_than_the_noise_of_the_shared_held_out_points():
+    # m2 data (E=0.234, B=7.58, c=0.443, 1% noise; the bench's seed-0 curve pl-2). pow4 is better than m2
+    # at all four nested origins by ~0.003 (tiny paired SE: the origins share their held-out points and
+    # so their noise), less than the 0.011 scatter of single observations: not evidence. Beyond these
+    # points pow4's offset extrapolates 2.4x worse than m2 (held-out RMSLE 0.0149 vs 0.0063).
+    x = np.geomspace(1e2, 1e6, 14)[:11]
+    y = np.array([1.21876, 0.96216, 0.77196, 0.61093, 0.52289, 0.44526, 0.38699, 0.34446, 0.31303, 0.29672, 0.28213])
+    rep = fit_report(x, y, form="auto", holdout_largest=1, candidates=["m2", "pow4"], naive=False)
+    v = rep.selection.validations
+    assert len(v["m2"].origin_rmsle) == 4  # 11 scales: 4 origins, the deepest fitted on 7
+    assert all(p < m for p, m in zip(v["pow4"].origin_rmsle, v["m2"].origin_rmsle))  # pow4 "wins" every origin
+    assert rep.predictor == "m2" and "not evidence" in rep.selection.message
+
+
+def test_auto_leaves_out_m1_by_default_but_takes_it_when_asked():
+    x = np.geomspace(10, 1e4, 8)
+    y = 0.1 + 3.0 * x**-0.3
+    assert "m1" not in fit_report(x, y, form="auto", holdout_largest=1).selection.validations
+    assert "m1" in fit_report(x, y, form="auto", holdout_largest=1, candidates=["m1", "m2"]).selection.validations
+
+
 def test_short_curve_is_fitted_with_an_exponent_prior_and_a_wider_interval():
     def law(x):
         return 0.2 + 5.0 * x**-0.4

@@ -170,6 +170,16 @@ def test_holdout_masks_take_the_largest_distinct_scales():
         holdout_mask(x, 5)
 
 
+def test_each_rolling_origin_is_scored_on_every_point_beyond_its_cut():
+    x = np.geomspace(10, 1e6, 10)
+    y = m2_curve(x) * np.exp(np.random.default_rng(1).normal(0, 0.01, x.size))
+    v = rolling_origin("m1", x, y, holdout_largest=1, origins=3)
+    for o in range(3):  # origin o fits the 9 - o smallest scales and predicts the 1 + o largest
+        fit = fit_curve(x[: 9 - o], y[: 9 - o], form="m1", predict_at=x[9 - o:])
+        assert v.origin_rmsle[o] == pytest.approx(rmsle(y[9 - o:], fit.predictions), rel=1e-6)
+    assert v.rmsle == pytest.approx(np.mean(v.origin_rmsle)) and v.n_test == 1
+
+
 def test_fit_beats_baselines_on_a_true_power_law():
     x = np.geomspace(10, 1e6, 16)
     v = rolling_origin("m2", x, m2_curve(x), holdout_largest=3)
@@ -198,9 +208,14 @@ def test_auto_choice_is_by_held_out_error_and_skips_forms_with_too_few_points():
     assert set(sel.validations) == {"m1", "m2", "bnsl", "last_value", "best_small"}  # naive forecasts compete
     ranked = sorted((v.rmsle, n) for n, v in sel.validations.items() if v.error is None)
     assert [r[0] for r in sel.ranking()][: len(ranked)] == [n for _, n in ranked]
-    # the simplest candidate within the residual scatter (median over the forms) of the lowest RMSLE
-    margin = float(np.median([v.train_rmsle for n, v in sel.validations.items() if v.error is None and v.train_rmsle is not None]))
-    within = [n for r, n in ranked if r <= ranked[0][0] + margin]
+    # 6 scales, 2 held out: two origins (the deepest keeps 3 scales); the simplest candidate within the
+    # larger of one standard error of its paired per-origin difference from the lowest RMSLE and the
+    # residual scatter (median over the forms)
+    e = {n: np.array(v.origin_rmsle) for n, v in sel.validations.items() if v.error is None}
+    top = ranked[0][1]
+    assert len(e[top]) == 2
+    noise = float(np.median([v.train_rmsle for n, v in sel.validations.items() if v.error is None and v.train_rmsle is not None]))
+    within = [n for r, n in ranked if r - ranked[0][0] <= max(np.std(e[n] - e[top], ddof=1) / np.sqrt(2), noise)]
     order = {"last_value": -2, "best_small": -1, "m1": 2, "m2": 3, "bnsl": 6}
     assert sel.form == min(within, key=lambda n: (order[n], sel.validations[n].rmsle)) == rep.predictor == rep.fit.form
     assert sel.form == "m2"  # the true form

@@ -28,6 +28,7 @@ from tasks.scaling.validate import (
 )
 
 Array = np.ndarray
+AUTO_ORIGINS = 4  # rolling origins of auto's held-out check on a long curve
 
 
 @dataclass(frozen=True)
@@ -237,9 +238,11 @@ def fit_report(
     then fit on all points and predict with an interval.
 
     ``form="auto"`` needs ``holdout_largest >= 1``: the candidate forms and (with ``naive``) the naive
-    forecasts are ranked by held-out RMSLE only, over ``origins`` rolling origins (default: 2 for
-    ``auto``, 1 for a given form; fewer when the curve is short), the simplest within the residual
-    scatter of the best winning (:func:`~tasks.scaling.validate.select_form`). A form with more
+    forecasts are compared by held-out RMSLE only, over ``origins`` rolling origins, each scored on
+    every point beyond its cut (default for ``auto``: up to :data:`AUTO_ORIGINS`, as many as leave at
+    least half the distinct scales to the deepest origin's fit; 1 for a given form); the simplest
+    candidate within one standard error of the paired per-origin differences from the best wins
+    (:func:`~tasks.scaling.validate.select_form`). A form with more
     parameters than training points is fitted with an exponent prior
     (:data:`~tasks.scaling.validate.EXPONENT_PRIOR`) instead of being refused.
 
@@ -261,9 +264,12 @@ def fit_report(
         )
     notes: list[str] = []
     selection = validation = None
-    if origins is None:
-        origins = 2 if form == "auto" else 1
-    n_orig = max(1, min(int(origins), levels - holdout_largest - 1)) if holdout_largest else 1
+    if origins is None and form == "auto":
+        # as many origins as keep at least half the scales (and 2) in the deepest one's fit, at most AUTO_ORIGINS
+        cap = levels - holdout_largest - max(2, -(-levels // 2)) + 1
+        n_orig = max(1, min(AUTO_ORIGINS, cap)) if holdout_largest else 1
+    else:
+        n_orig = max(1, min(int(origins or 1), levels - holdout_largest - 1)) if holdout_largest else 1
     if form == "auto":
         if holdout_largest < 1:
             raise WinnowError("form 'auto' chooses by held-out error: set holdout_largest >= 1 (--holdout-largest 1)")

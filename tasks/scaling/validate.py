@@ -2,8 +2,8 @@
 
 Extrapolation is what a scaling law is for, so a form is judged only on the largest scales it did
 not see (Choshen et al. 2024, "A Hitchhiker's Guide to Scaling Law Estimation": random k-fold and
-leave-one-out choose badly). Origin ``j`` holds out the ``k`` distinct scales just below the ``j``
-largest ones and fits on everything smaller. Errors:
+leave-one-out choose badly). Origin ``j`` holds out the ``k + j`` largest distinct scales — every
+point beyond its cut, so deeper origins extrapolate further — and fits on everything smaller. Errors:
 
 .. math::
 
@@ -13,9 +13,11 @@ largest ones and fits on everything smaller. Errors:
 Every report carries two naive baselines fitted on the same training points: the *last value*
 (``y`` at the largest training scale) and the *best small model* (lowest training ``y``). A form
 that does not beat the better baseline is reported as such (Alabdulmohsin et al. 2022 show M2
-losing to last-value on some NMT curves). Automatic selection ranks held-out RMSLE only, and the
+losing to last-value on some NMT curves). Automatic selection uses held-out RMSLE only, and the
 naive forecasts are candidates like any form: when one of them wins the held-out check it is the
-predictor (``Selection.form`` is then ``"last_value"`` or ``"best_small"``).
+predictor (``Selection.form`` is then ``"last_value"`` or ``"best_small"``). Candidates are compared
+by their paired per-origin differences: the simplest candidate whose mean held-out RMSLE is within
+one standard error of the paired difference from the lowest wins (:func:`select_form`).
 
 Short curves: a form with more parameters than training points is fitted with a Gaussian prior on
 its exponent (:data:`EXPONENT_PRIOR`) instead of being skipped; the fit says so (``Validation.prior``).
@@ -39,6 +41,15 @@ NAIVE = BASELINES  # the naive forecasts, usable as predictors by ``select_form`
 # Hestness et al. 2017 and Alabdulmohsin et al. 2022 lie mostly in 0.05..0.7 (fit coordinate = c).
 EXPONENT_PRIOR: dict[str, tuple[str, float, float]] = {
     "m1": ("c", 0.3, 0.2), "m2": ("c", 0.3, 0.2), "pow4": ("c", 0.3, 0.2), "bnsl": ("c0", 0.3, 0.2),
+}
+# The forms `auto` compares by default, by number of variables. One variable: not m1 (B·x^−c), which is
+# m2 with its irreducible floor E fixed at 0 — false for any error or loss curve (Hestness et al.
+# 2017) — and which can pass a held-out check only when the data do not yet show the floor, i.e.
+# exactly when extrapolating without it is riskiest; m1 stays available as a fixed form or candidate.
+AUTO_CANDIDATES: dict[int, tuple[str, ...]] = {
+    1: ("m2", "pow4", "bnsl"),
+    2: ("chinchilla", "gadre"),
+    3: ("data_constrained", "data_constrained_ot", "chinchilla", "gadre"),
 }
 
 
@@ -117,6 +128,7 @@ class Validation:
     prior: dict[str, tuple[float, float]] | None = None  # exponent prior used on a short curve
     unpinned: tuple[str, ...] = ()  # parameters the validated fit does not pin down
     train_rmsle: float | None = None  # RMS log residual of the validated fit on its training points (noise scale)
+    origin_rmsle: tuple[float, ...] = ()  # held-out RMSLE at each origin (origin 0 first)
 
     @property
     def best_baseline(self) -> str:
@@ -137,6 +149,10 @@ def rolling_origin(
 ) -> Validation:
     """Fit on smaller scales, predict the held-out largest ones, compare with the baselines.
 
+    Origin ``o`` (0 .. ``origins`` − 1) holds out the ``holdout_largest + o`` largest distinct
+    scales (every point beyond its cut) and fits on the smaller ones; errors are means over origins,
+    ``origin_rmsle`` keeps each origin's.
+
     ``form_name`` may also be a naive forecast (:data:`NAIVE`): its "fit" is the baseline value.
     ``train_mask`` (n,) optionally restricts the training points of origin 0 further (e.g. the five
     runs Gadre et al. fit on); the held-out points are unchanged. ``allow_prior``: a form with more
@@ -154,7 +170,7 @@ def rolling_origin(
     unpinned: tuple[str, ...] = ()
     n_train = n_test = 0
     for o in range(origins):
-        train, test = holdout_mask(scale_of(x, x2), holdout_largest, o)
+        train, test = holdout_mask(scale_of(x, x2), holdout_largest + o)
         if o == 0 and train_mask is not None:
             train = train & np.asarray(train_mask, dtype=bool)
         xt2 = None if x2 is None else x2[train]
@@ -199,6 +215,7 @@ def rolling_origin(
         prior=prior_used,
         unpinned=unpinned,
         train_rmsle=train_rmsle,
+        origin_rmsle=tuple(float(v) for v in rmsles),
     )
 
 
@@ -254,23 +271,24 @@ def select_form(
     """Choose among ``candidates`` (and, with ``naive``, the naive forecasts) by rolling-origin
     held-out RMSLE only (never by training fit).
 
-    ``parsimony``: a held-out difference smaller than the scatter of single observations (the median
-    over the forms of the RMS log residual of their validated fits on the training points) is not
-    evidence, so among
-    the candidates within that margin of the lowest held-out RMSLE the simplest is chosen: last
-    value, then best small, then forms by number of parameters (Breiman et al.'s one-standard-error
-    rule, with the residual scatter as the error scale).
+    ``candidates`` default to :data:`AUTO_CANDIDATES` for the number of variables.
+
+    ``parsimony`` (Breiman et al.'s one-standard-error rule): a lower held-out error is evidence only
+    when it exceeds its own uncertainty. For every candidate, the per-origin differences of its
+    held-out RMSLE from the lowest-scoring candidate's are paired (same training points, same
+    held-out points) and give a standard error. The origins are nested — a deeper origin's held-out
+    points include the shallower ones' — so the noise of those shared points is common to all of them
+    and the paired scatter under-states it; the margin is therefore at least the scatter of single
+    observations (the median over the forms of the RMS log residual of their validated fits). The
+    candidates within ``max(SE, scatter)`` of the lowest held-out RMSLE count as tied, and the
+    simplest of them wins: last value, then best small, then forms by number of parameters. With a
+    single origin the margin is the scatter alone.
 
     A form with more parameters than training points is fitted with an exponent prior when it has
     one (:data:`EXPONENT_PRIOR`, ``allow_prior``), otherwise skipped (recorded with ``error``).
     """
     if candidates is None:
-        if x2 is None:
-            candidates = ["m1", "m2", "pow4", "bnsl"]
-        elif np.ndim(x2) == 2:
-            candidates = ["data_constrained", "data_constrained_ot", "chinchilla", "gadre"]
-        else:
-            candidates = ["chinchilla", "gadre"]
+        candidates = list(AUTO_CANDIDATES[1 if x2 is None else (3 if np.ndim(x2) == 2 else 2)])
     forms = [c for c in candidates if c not in NAIVE]
     pool = list(forms) + [b for b in NAIVE if naive or b in candidates]
     vals: dict[str, Validation] = {}
@@ -291,19 +309,17 @@ def select_form(
     top = min(ok, key=lambda n: (ok[n].rmsle, rank.get(n, 0)))
     ok_forms = [n for n in ok if n not in NAIVE]
     best_form = min(ok_forms, key=lambda n: ok[n].rmsle) if ok_forms else None
-    margin = 0.0
-    scatter = [ok[n].train_rmsle for n in ok_forms if ok[n].train_rmsle is not None and np.isfinite(ok[n].train_rmsle)]
-    if parsimony and scatter:
-        # the median over the forms: a flexible form's own residuals under-state the noise (it fits
-        # some of it), a misfitting form's over-state it
-        margin = float(np.median(scatter))
-    within = [n for n in ok if ok[n].rmsle <= ok[top].rmsle + margin]
+    margins = {n: 0.0 for n in ok}
+    how = ""
+    if parsimony:
+        margins, how = _tie_margins(ok, top)
+    within = [n for n in ok if ok[n].rmsle - ok[top].rmsle <= margins[n]]
     complexity = {"last_value": -2.0, "best_small": -1.0}
     best = min(within, key=lambda n: (complexity.get(n, get_form(n).p if n not in NAIVE else 0), ok[n].rmsle))
     simpler = ""
     if best != top:
-        simpler = (f" ({best} is the simplest candidate within the residual scatter {margin:.3g} of the lowest held-out "
-                   f"RMSLE, {top} {ok[top].rmsle:.4g})")
+        simpler = (f" ({best} is the simplest candidate within {how} of the lowest held-out RMSLE, {top} "
+                   f"{ok[top].rmsle:.4g}: the difference {ok[best].rmsle - ok[top].rmsle:.3g} is not evidence)")
     if best_form is not None and best not in NAIVE:
         best_form = best
     v = ok[best]
@@ -321,3 +337,23 @@ def select_form(
             msg = (f"no form beats the naive baseline: best form {best} has held-out RMSLE {v.rmsle:.4g}, "
                    f"{bname} has {v.baseline_rmsle[bname]:.4g}; treat the extrapolation with suspicion")
     return Selection(form=best, validations=vals, beats_baseline=beats, message=msg, best_form=best_form)
+
+
+def _tie_margins(ok: dict[str, Validation], top: str) -> tuple[dict[str, float], str]:
+    """Per candidate, how far above the lowest held-out RMSLE still counts as a tie, and the words for it:
+    the larger of one standard error of its paired per-origin differences from ``top`` (several
+    origins) and the residual scatter of single observations (see :func:`select_form`)."""
+    scatter = [v.train_rmsle for n, v in ok.items() if n not in NAIVE and v.train_rmsle is not None and np.isfinite(v.train_rmsle)]
+    # the median over the forms: a flexible form's own residuals under-state the noise (it fits
+    # some of it), a misfitting form's over-state it
+    noise = float(np.median(scatter)) if scatter else 0.0
+    e_top = np.asarray(ok[top].origin_rmsle)
+    if e_top.size < 2 or any(len(v.origin_rmsle) != e_top.size for v in ok.values()):
+        return {n: noise for n in ok}, f"the residual scatter {noise:.3g}"
+    out = {}
+    for n, v in ok.items():
+        d = np.asarray(v.origin_rmsle) - e_top
+        se = float(np.std(d, ddof=1) / np.sqrt(d.size)) if np.all(np.isfinite(d)) else 0.0
+        out[n] = max(se, noise)
+    return out, (f"the larger of one standard error of its paired difference over {e_top.size} origins and the residual "
+                 f"scatter {noise:.3g}")
