@@ -15,26 +15,21 @@ import time
 from typing import Any
 
 import numpy as np
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
 
 from configs.base import RunConfig
-from flows.mixture import mixture_sources, prefect_train
-from flows.mixture import check_inputs
+from flows.caching import heavy_task
+from flows.mixture import check_inputs, mixture_sources, prefect_train, prepare_task
 from storage.db import Store
 from tasks.errors import WinnowError
 from tasks.mixture.pilots import Pools
-from tasks.mixture.pools import MixtureData, prepare_mixture_data
 from tasks.plan.space import PoolOption, enumerate_candidates, policy_name, pool_options
 
 
 # ----------------------------------------------------------------------------------------- tasks
-@task(name="plan-prepare", cache_policy=NO_CACHE)
-def prepare_task(sources: dict, config: RunConfig) -> MixtureData:
-    return prepare_mixture_data(sources, config.mixture)
-
-
-@task(name="plan-prune-pool", cache_policy=NO_CACHE)
+# The pools are prepared by the mixture stage's cached task (a run with both stages prepares them once);
+# each pool's pruning options are cached by content, so a rerun after a crash starts at the trainings.
+@heavy_task(name="plan-prune-pool")
 def options_task(X: np.ndarray, y: np.ndarray, pool: int, policies: list, fractions: list, metric_k: int, seed: int) -> list[PoolOption]:
     return pool_options(X, y, pool=pool, policies=policies, fractions=fractions, metric_k=metric_k, seed=seed)
 
@@ -86,7 +81,7 @@ def plan_flow(config: RunConfig, db: str, run_id: str, progress: bool = True) ->
         raise WinnowError("the plan stage needs the config's 'plan' and 'mixture' sections")
     store = Store(db)
     t_start = time.perf_counter()
-    data = prepare_task(mixture_sources(store, config, progress), config)
+    data = prepare_task(mixture_sources(store, config, progress), config.mixture)
     t0 = time.perf_counter()
     futures = [options_task.submit(data.pools_X[i], data.pools_y[i], i, pc.policy_keys(), list(pc.fractions), pc.metric_k,
                                    pc.seed) for i in range(len(mc.pools))]
