@@ -101,7 +101,8 @@ class PredictorConfig(StrictModel):
     """Forms and baselines validated on held-out mixtures; ``bandwidths``: kernel widths over the simplex
     for smoothing the chosen form's pilot residuals (0 = no correction), chosen by held-out error too."""
 
-    forms: list[Literal["ot", "ot_linear", "ot_quadratic", "projektor"]] = ["ot", "ot_linear", "ot_quadratic", "projektor"]
+    forms: list[Literal["ot", "ot_linear", "ot_quadratic", "projektor"]] = Field(
+        default_factory=lambda: ["ot", "ot_linear", "ot_quadratic", "projektor"], min_length=1)
     bandwidths: list[float] = Field(default_factory=lambda: [0.0, 0.05, 0.1, 0.2, 0.4])
     baselines: list[Literal["quadratic_p", "nearest_grid"]] = ["quadratic_p", "nearest_grid"]
     ridge: float = Field(default=0.0, ge=0)

@@ -25,7 +25,7 @@ from tasks.data import SourceData
 from tasks.errors import WinnowError
 from tasks.mixture.jobs import Train, Trial, TrialResult, chunk_trials, run_trials
 from tasks.mixture.outcome import SweepRecord
-from tasks.mixture.pilots import Pools, check_pool_capacity
+from tasks.mixture.pilots import Pools
 from tasks.mixture.pools import MixtureData, MixtureRows, draw_mixture_rows, prepare_mixture_data, reveal
 from tasks.mixture.resample import resample_sweep
 from tasks.mixture.simplex import simplex_grid
@@ -145,13 +145,15 @@ def check_inputs(config: RunConfig, db: str) -> MixtureRows:
 
 
 def preflight(config: RunConfig, db: str) -> None:
-    """Input checks before any stage writes: :func:`check_inputs`, then that every pilot fits its pools."""
+    """Input checks before any stage writes: :func:`check_inputs`, then that every pilot (and every
+    training at the target size) fits its pools."""
+    from tasks.mixture.stage import check_capacity
+
     if config.mixture is None:
         return
     cfg = config.mixture
     rows = check_inputs(config, db)
-    check_pool_capacity(rows.pool_sizes, simplex_grid(len(cfg.pools), cfg.grid_step), list(cfg.pilot_sizes),
-                        [p.name for p in cfg.pools])
+    check_capacity(rows.pool_sizes, simplex_grid(len(cfg.pools), cfg.grid_step), cfg, [p.name for p in cfg.pools])
 
 
 # ------------------------------------------------------------------------------------- the stage
@@ -169,7 +171,6 @@ def mixture_flow(config: RunConfig, db: str, run_id: str, progress: bool = True)
     t_start = time.perf_counter()
     data = prepare_task(mixture_sources(store, config, progress), cfg)
     grid = simplex_grid(len(cfg.pools), cfg.grid_step)
-    check_pool_capacity(data.pool_sizes, grid, list(cfg.pilot_sizes), data.names)
     sweeps, problem = ot_sweep_task(data, cfg, grid, progress)
     pools = Pools.from_blocks(list(zip(data.pools_X, data.pools_y)))
     study = run_mixture(data, cfg, sweeps, problem, pools=pools, train=prefect_train(pools, data, cfg.probe))

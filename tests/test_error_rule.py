@@ -48,7 +48,6 @@ EDGES: dict[str, str] = {
     "tasks/prune/semdedup.py:resolve_thresholds": "semdedup_rel_eps x this encoder's scale outside (0, 2)",
     "tasks/mixture/features.py:align_features": "image and non-image sources, or differing feature widths, in one mixture",
     "tasks/mixture/predictor.py:random_splits": "predictor.random_test_fraction that leaves no training mixture",
-    "tasks/mixture/predictor.py:choose_form": "predictor.forms empty (nothing to validate)",
     "tasks/mixture/simplex.py:feasible_region_check": "pools or select.budget that no mixture can meet",
     "tasks/mixture/pilots.py:check_target_capacity": "extrapolation.target_n that no grid mixture fits (the stage, "
                                                      "before any pilot; a preflight could run it too)",

@@ -122,3 +122,21 @@ def test_a_target_size_no_grid_mixture_fits_is_refused_before_any_training():
 
     with pytest.raises(WinnowError, match="target_n=130"):
         run_mixture(data, cfg, sweeps, None, pools=None, train=train)
+
+
+def test_the_preflight_and_the_stage_share_one_capacity_check():
+    """The mixture preflight runs the stage's own check (pilots and, with train_at_target, the target size),
+    so a target no grid mixture fits is refused before the run writes anything."""
+    from tasks.mixture.simplex import simplex_grid
+    from tasks.mixture.stage import check_capacity
+
+    grid = simplex_grid(2, 0.25)
+    assert check_capacity(np.array([60, 60]), grid, _cfg(pilot_sizes=[20, 40], extrapolation=dict(target_n=100)),
+                          ["a", "b"]) == 100
+    with pytest.raises(WinnowError, match="target_n=130"):
+        check_capacity(np.array([60, 60]), grid, _cfg(pilot_sizes=[20, 40], extrapolation=dict(target_n=130)), ["a", "b"])
+    # without trainings at the target size only the pilots must fit
+    assert check_capacity(np.array([60, 60]), grid, _cfg(pilot_sizes=[20, 40], extrapolation=dict(
+        target_n=130, train_at_target=False)), ["a", "b"]) == 130
+    with pytest.raises(WinnowError, match="pilot size 80"):
+        check_capacity(np.array([60, 60]), grid, _cfg(pilot_sizes=[20, 80]), ["a", "b"])

@@ -235,6 +235,6 @@ def choose_form(rows: Sequence[ValidationRow], candidates: Sequence[str] = OT_FO
         if maes:
             scores[f] = float(np.mean(maes))
     if not scores:
-        raise WinnowError("no validation results to choose a predictor form from")
+        raise ValueError("no validation results to choose a predictor form from")
     order = {f: i for i, f in enumerate(OT_FORMS)}
     return min(scores, key=lambda f: (round(scores[f], 12), order.get(f, 99)))

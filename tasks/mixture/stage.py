@@ -11,6 +11,7 @@ decide — see :mod:`tasks.mixture.decide`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -227,10 +228,7 @@ def run_mixture(data: MixtureData, cfg: MixtureConfig, sweeps: list[SweepRecord]
     draws from (``Pools.from_blocks`` of the data's pools)."""
     grid = sweeps[0].sweep.grid
     sizes = list(cfg.pilot_sizes)
-    check_pool_capacity(data.pool_sizes, grid, sizes, data.names)
-    n_target = cfg.extrapolation.target_n or 10 * max(sizes)
-    if cfg.extrapolation.train_at_target:  # refused before any pilot is trained
-        check_target_capacity(data.pool_sizes, grid, n_target, data.names)
+    n_target = check_capacity(data.pool_sizes, grid, cfg, data.names)  # refused before any pilot is trained
     ot_vals = sweeps[0].sweep.values
     lines = [sweep_line(rec) for rec in sweeps]
 
@@ -264,6 +262,17 @@ def run_mixture(data: MixtureData, cfg: MixtureConfig, sweeps: list[SweepRecord]
                       fin_measured, target_runs, pilots, n_target, lines)
     study.outcome.sweeps = sweeps
     return study
+
+
+def check_capacity(pool_sizes: np.ndarray, grid: np.ndarray, cfg: MixtureConfig, names: Sequence[str]) -> int:
+    """Every pilot, and with ``train_at_target`` the trainings at the target size, fit the pools (the
+    mixture preflight and the stage run this same check). Returns the target size N."""
+    sizes = list(cfg.pilot_sizes)
+    check_pool_capacity(pool_sizes, grid, sizes, names)
+    n_target = cfg.extrapolation.target_n or 10 * max(sizes)
+    if cfg.extrapolation.train_at_target:
+        check_target_capacity(pool_sizes, grid, n_target, names)
+    return n_target
 
 
 def sweep_line(rec: SweepRecord) -> str:
