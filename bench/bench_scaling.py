@@ -155,7 +155,7 @@ def _digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 def real_curves(refresh: bool = False) -> list[dict]:
     """4 MNIST and 2 digits probe curves (test error vs training-set size), computed once and cached."""
     if REAL_CACHE.exists() and not refresh:
-        return [{**c, "x": np.asarray(c["x"]), "y": np.asarray(c["y"])} for c in json.loads(REAL_CACHE.read_text())]
+        return [_real_kind({**c, "x": np.asarray(c["x"]), "y": np.asarray(c["y"])}) for c in json.loads(REAL_CACHE.read_text())]
     from tasks.probe import train_linear_probe
     from tasks.prune.registry import MetricParams, compute_metric, select_by_metric
 
@@ -175,12 +175,18 @@ def real_curves(refresh: bool = False) -> list[dict]:
                     idx = select_by_metric(ssp, label.split("keep-")[1], count=int(n), seed=seed).indices
                 r = train_linear_probe(Xtr[idx], ytr[idx], Xte, yte, n_classes=10)
                 err.append(1.0 - r.accuracy)
-            out.append({"kind": "MNIST / digits probes", "name": f"{data} {label}" + (f" s{seed}" if label == "random" else ""),
+            out.append({"kind": "probes", "name": f"{data} {label}" + (f" s{seed}" if label == "random" else ""),
                         "x": sizes.astype(float).tolist(), "y": err, "holdout": 3,
                         "truth": {"data": data, "subset": label, "seed": seed}})
     REAL_CACHE.parent.mkdir(parents=True, exist_ok=True)
     REAL_CACHE.write_text(json.dumps(out, indent=1))
-    return [{**c, "x": np.asarray(c["x"]), "y": np.asarray(c["y"])} for c in out]
+    return [_real_kind({**c, "x": np.asarray(c["x"]), "y": np.asarray(c["y"])}) for c in out]
+
+
+def _real_kind(c: dict) -> dict:
+    """Random subsets are scaling curves; SSP-pruned ones are pruning curves (their shape changes as the
+    kept examples go from the hardest/easiest to all): two kinds."""
+    return {**c, "kind": "probes, random subsets" if c["truth"]["subset"] == "random" else "probes, SSP-pruned subsets"}
 
 
 def _x2_for(name: str, x2: np.ndarray | None) -> np.ndarray | None:
