@@ -170,7 +170,7 @@ def repeated_sizes(P: np.ndarray, n: int, unique: Sequence[float] | np.ndarray, 
 
     >>> r = repeated_sizes(np.array([[0.5, 0.5]]), 1000, [2000, 100])
     >>> r.epochs.round(2).tolist(), round(float(r.n_effective[0]), 1)
-    ([[0.25, 5.0]], 882.1)
+    ([[0.25, 5.0]], 952.3)
     """
     P = np.atleast_2d(np.asarray(P, dtype=np.float64))
     c = np.stack([mixture_counts(p, int(n)) for p in P]) if counts is None else np.atleast_2d(np.asarray(counts))
