@@ -17,7 +17,8 @@ losing to last-value on some NMT curves). Automatic selection uses held-out RMSL
 naive forecasts are candidates like any form: when one of them wins the held-out check it is the
 predictor (``Selection.form`` is then ``"last_value"`` or ``"best_small"``). Candidates are compared
 by their paired per-origin differences: the simplest candidate whose mean held-out RMSLE is within
-one standard error of the paired difference from the lowest wins (:func:`select_form`).
+max(one standard error of the paired difference, the scatter of single observations) of the lowest
+wins (:func:`select_form`).
 
 Short curves: a form with more parameters than training points is fitted with a Gaussian prior on
 its exponent (:data:`EXPONENT_PRIOR`) instead of being skipped; the fit says so (``Validation.prior``).
