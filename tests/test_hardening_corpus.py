@@ -361,6 +361,9 @@ CASES: list[Case] = [
          cfg("  - {name: one, kind: csv, path: one.csv, label: y}\nmixture:\n  pools: [{name: a, source: tab}, {name: b, source: tab}]\n"
              "  target: {source: one, split: all, n_ot: 20, n_eval: 20}\n  pilot_sizes: [20, 40]\n"),
          write("one.csv", "a,b,y\n" + "".join(f"{i},{i % 7},k\n" for i in range(60))), flow=True),
+    Case("one-class source for a supervised metric", RUN, "metric 'el2n' trains a classifier but source 'one' has 1 class",
+         "sources:\n  - {name: one, kind: csv, path: one.csv, label: y}\nencoder: {kind: pca, dim: 2}\nprune: {metrics: [el2n]}\n",
+         write("one.csv", "a,b,y\n" + "".join(f"{i},{i % 7},k\n" for i in range(60))), flow=True),
     Case("plan keep fraction of 1", ["plan", "{cfg}"], "key 'plan.fractions'", cfg(PLAN_MIX + "plan: {target_n: 300, fractions: [1.0]}\n")),
     Case("plan unknown policy metric", ["plan", "{cfg}"], "unknown metric 'entropy'",
          cfg(PLAN_MIX + "plan: {target_n: 300, policies: ['entropy:hard']}\n"), flow=True),

@@ -63,6 +63,8 @@ def test_default_k_grows_with_the_pool_within_ten_times_the_classes():
     ({"k": 200}, PoolInfo("s", 100, 10, True), "k=200 clusters exceeds"),
     ({"evaluate": {"fractions": [0.5]}}, PoolInfo("s", 100, 0, True), "needs labels and test rows.*no test rows"),
     ({}, PoolInfo("s", 0, 10, True), "no train rows"),
+    ({"metrics": ["el2n"]}, PoolInfo("s", 100, 10, True, 1), "metric 'el2n' trains a classifier but source 's' has 1 class"),
+    ({"evaluate": {"fractions": [0.5]}}, PoolInfo("s", 100, 10, True, 1), "prune.evaluate trains a classifier"),
 ])
 def test_check_against_names_the_option_to_change(cfg, pool, match):
     with pytest.raises(WinnowError, match=match):
@@ -70,9 +72,9 @@ def test_check_against_names_the_option_to_change(cfg, pool, match):
     # the task runs the very same check on its arrays
     if pool.n_pool:
         E = np.random.default_rng(0).normal(size=(pool.n_pool, 4)).astype(np.float32)
-        y = np.arange(pool.n_pool) % 3 if pool.has_labels else None
+        y = np.arange(pool.n_pool) % (pool.n_classes or 3) if pool.has_labels else None
         with pytest.raises(WinnowError, match=match.replace("source 's'", "the source")):
-            prune_source(E, y, _opts(**cfg), E_test=None if not pool.n_test else E[:pool.n_test],
+            prune_source(E, y, _opts(**cfg), n_classes=pool.n_classes, E_test=None if not pool.n_test else E[:pool.n_test],
                          y_test=None if not pool.n_test or y is None else y[:pool.n_test])
 
 

@@ -181,6 +181,11 @@ class PruneOptions:
                 raise WinnowError(f"count={c} exceeds the {pool.n_pool} train rows of {where}; lower prune.counts")
         if self.k is not None and self.k > pool.n_pool:
             raise WinnowError(f"k={self.k} clusters exceeds the {pool.n_pool} train rows of {where}; lower prune.k")
+        classifier = [f"metric {m!r}" for m in self.metrics if m not in DEDUP_METRICS and metric_spec(m).needs_labels]
+        classifier += ["prune.evaluate"] if self.evaluate is not None else []
+        if classifier and pool.has_labels and pool.n_classes is not None and pool.n_classes < 2:
+            raise WinnowError(f"{classifier[0]} trains a classifier but {where} has {pool.n_classes} class; use "
+                              "label-free metrics (ssp, semdedup, dbp, moderate, random) or a source with at least two classes")
         if self.evaluate is not None and (not pool.has_labels or pool.n_test == 0):
             raise WinnowError(f"prune.evaluate needs labels and test rows; {where} has "
                               f"{'no labels' if not pool.has_labels else 'no test rows'} "
