@@ -95,6 +95,9 @@ def _uses_encoder(config: RunConfig, sources: dict[str, SourceData]) -> bool:
 def check_sources(config: RunConfig, sources: dict[str, SourceData]) -> None:
     """Every mixture source can enter the feature space: its own features, or the config's encoder's."""
     if not _uses_encoder(config, sources):
+        if missing := sorted(n for n, s in sources.items() if s.X is None):
+            raise WinnowError(f"mixture: source(s) {', '.join(missing)} have no feature matrix for features.space "
+                              f"{config.mixture.features.space!r}: use 'auto' or 'encoder' with an 'encoder' section")
         return
     if config.encoder is None:
         text = sorted(n for n, s in sources.items() if s.X is None)

@@ -140,3 +140,20 @@ def test_the_preflight_and_the_stage_share_one_capacity_check():
         target_n=130, train_at_target=False)), ["a", "b"]) == 130
     with pytest.raises(WinnowError, match="pilot size 80"):
         check_capacity(np.array([60, 60]), grid, _cfg(pilot_sizes=[20, 80]), ["a", "b"])
+
+
+def test_raw_feature_space_refuses_a_text_source_in_the_preflight():
+    """features.space 'raw' cannot take a source without a feature matrix: refused by the preflight's source
+    check (it used to reach prepare_mixture_data inside the stage)."""
+    from dataclasses import replace
+
+    from configs.base import parse_config
+    from flows.mixture import check_sources
+
+    config = parse_config({"sources": [{"name": n, "kind": "sklearn_digits"} for n in "ABT"],
+                           "mixture": {"pools": [{"name": "a", "source": "A"}, {"name": "b", "source": "B"}],
+                                       "target": {"source": "T"}, "features": {"space": "raw"}}})
+    sources = _sources(B=replace(_source(2, "B", 200, ["0", "1", "2"], seed=1), X=None))
+    with pytest.raises(WinnowError, match=r"source\(s\) B have no feature matrix for features.space 'raw'"):
+        check_sources(config, sources)
+    check_sources(config, _sources())

@@ -136,7 +136,7 @@ def draw_mixture_rows(sources: Mapping[str, SourceData], cfg: MixtureConfig) -> 
     pinned sources before any stage writes (and before text sources are embedded)."""
     for name in [p.source for p in cfg.pools] + [cfg.target.source]:
         if name not in sources:
-            raise WinnowError(f"mixture: source {name!r} is not loaded (sources: {sorted(sources)})")
+            raise ValueError(f"mixture: source {name!r} is not loaded (sources: {sorted(sources)})")
         if sources[name].n == 0:
             raise WinnowError(f"mixture: source {name!r} is empty")
     taken: dict[tuple[str, str], np.ndarray] = {}
@@ -178,7 +178,7 @@ def prepare_mixture_data(sources: Mapping[str, SourceData], cfg: MixtureConfig) 
     features (resize + PCA)."""
     for name in [p.source for p in cfg.pools] + [cfg.target.source]:
         if name in sources and sources[name].X is None:
-            raise WinnowError(f"mixture: source {name!r} has no feature matrix (text sources must be embedded first)")
+            raise ValueError(f"mixture: source {name!r} has no feature matrix (text sources must be embedded first)")
     rows = draw_mixture_rows(sources, cfg)
     tsrc = sources[cfg.target.source]
     t_ot, t_eval, names = rows.target_ot, rows.target_eval, rows.label_names
