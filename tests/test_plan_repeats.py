@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.mixture.extrapolate import extrapolate_errors, fit_power_law, log_n_map, repeated_sizes
+from tasks.mixture.extrapolate import PROBE_R_STAR, extrapolate_errors, fit_power_law, log_n_map, repeated_sizes
 from tasks.mixture.simplex import mixture_counts
 from tasks.plan.planner import effective_sizes, materialize
 from tasks.plan.predict import extrapolate_accuracy
@@ -83,7 +83,7 @@ def test_effective_sizes_of_plan_candidates_cover_the_pilots_and_n():
     P = np.array([[0.5, 0.5], [0.5, 0.5]])
     idx = np.array([[0, 0], [1, 0]])                       # pool a whole (400) or pruned to 100 rows
     counts = np.stack([mixture_counts(p, 600) for p in P])  # 300 + 300 at N = 600
-    eff = effective_sizes(opts, idx, P, counts, [100, 200, 400])
+    eff = effective_sizes(opts, idx, P, counts, [100, 200, 400], r_star=R_STAR_D)
     assert eff.repeated
     np.testing.assert_allclose(eff.target, [600.0, d_prime(100, 300) + 300])
     np.testing.assert_allclose(eff.pilots[0], [100, 200, 400])
@@ -91,6 +91,25 @@ def test_effective_sizes_of_plan_candidates_cover_the_pilots_and_n():
     np.testing.assert_allclose(eff.at_n.epochs, [[0.75, 0.75], [3.0, 0.75]])
     plain = effective_sizes(opts, idx[:1], P[:1], counts[:1], [100, 200, 400])
     assert not plain.repeated
+    probe = effective_sizes(opts, idx, P, counts, [100, 200, 400])  # the planner's default: the probe's R* = 0
+    np.testing.assert_allclose(probe.target, [600.0, 100 + 300])
+    np.testing.assert_allclose(probe.pilots[1], [100, 200, 100 + 200])
+
+
+def test_the_probe_learns_nothing_from_whole_passes_so_its_r_star_is_zero():
+    from helpers import blobs
+    from tasks.probe import train_linear_probe
+
+    X, y = blobs(n=240, d=8, k=4, seed=3)
+    U = np.arange(0, 240, 4)                                # 60 unique rows
+    once = train_linear_probe(X[U], y[U], X, y, n_classes=4)
+    for k in (2, 5):
+        again = train_linear_probe(X[np.tile(U, k)], y[np.tile(U, k)], X, y, n_classes=4)
+        np.testing.assert_array_equal(again.test_pred, once.test_pred)
+        assert again.train_loss == pytest.approx(once.train_loss, rel=1e-5)
+    assert PROBE_R_STAR == 0.0
+    r = repeated_sizes(np.array([[1.0]]), 300, [60], r_star=PROBE_R_STAR)
+    assert r.n_effective[0] == 60.0 and r.epochs[0, 0] == 5.0
 
 
 def test_trials_may_repeat_a_pruned_pool_and_the_plan_lists_each_example_once():

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tasks.errors import WinnowError
-from tasks.mixture.extrapolate import Repeats, repeated_sizes
+from tasks.mixture.extrapolate import PROBE_R_STAR, Repeats, repeated_sizes
 from tasks.mixture.simplex import mixture_counts
 from tasks.plan.space import CandidateSet, Constraints, PoolOption, union_weights
 
@@ -249,18 +249,20 @@ class EffectiveSizes:
 
 
 def effective_sizes(options: Sequence[Sequence[PoolOption]], option_idx: np.ndarray, p: np.ndarray, counts: np.ndarray,
-                    sizes: Sequence[int], counts_at: Sequence[dict[int, np.ndarray] | None] | None = None) -> EffectiveSizes:
+                    sizes: Sequence[int], counts_at: Sequence[dict[int, np.ndarray] | None] | None = None,
+                    r_star: float = PROBE_R_STAR) -> EffectiveSizes:
     """Effective sizes (:func:`tasks.mixture.extrapolate.repeated_sizes`) of candidates (option_idx, p,
     counts at N: (C, K)) at N and at every pilot size; ``counts_at`` per candidate overrides the pilot
-    counts (a capped baseline). Without repetition every effective size is the nominal one."""
+    counts (a capped baseline). Without repetition every effective size is the nominal one.
+    ``r_star``: that of the planner's trainer, the full-batch probe (0: a repeat adds nothing)."""
     option_idx = np.atleast_2d(option_idx)
     unique = np.array([[options[i][int(o)].size for i, o in enumerate(row)] for row in option_idx], dtype=np.float64)
-    at_n = repeated_sizes(p, 0, unique, counts=counts)
+    at_n = repeated_sizes(p, 0, unique, counts=counts, r_star=r_star)
     eff, nominal = [], []
     for s in sizes:
         c = np.stack([ca[int(s)] if ca else mixture_counts(pj, int(s))
                       for pj, ca in zip(np.atleast_2d(p), counts_at or [None] * len(unique))])
-        eff.append(repeated_sizes(p, int(s), unique, counts=c).n_effective)
+        eff.append(repeated_sizes(p, int(s), unique, counts=c, r_star=r_star).n_effective)
         nominal.append(c.sum(1).astype(np.float64))
     return EffectiveSizes(pilots=np.stack(eff, axis=1), target=at_n.n_effective, at_n=at_n,
                           nominal_pilots=np.stack(nominal, axis=1))

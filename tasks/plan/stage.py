@@ -105,7 +105,8 @@ def screen_candidates(data: MixtureData, config: RunConfig, options, pools: Pool
             screen = model.predict_at(cands.p, ot.values, eff.target, eff.pilots)
             lines.append(f"repeated data: {int(eff.at_n.repeated.sum()):,} of {len(cands):,} candidates see a pruned pool more "
                          f"than once at N (up to {float(eff.at_n.epochs.max()):.2f}x); their forecasts use the effective size "
-                         f"(Muennighoff et al. 2023, R*={eff.at_n.r_star:g})")
+                         f"N' = sum of D' per pool (Muennighoff et al. 2023, Eq. 5, with the probe's R*={eff.at_n.r_star:g}: "
+                         "a repeated example adds nothing)")
     lines.append(f"pilots: {len(trials)} trainings ({len(design)} candidates x {len(sizes)} sizes x {pc.reps} reps) in "
                  f"{secs['design_pilots']:.1f} s; predictor {model.form!r}, held-out MAE {100 * model.holdout_mae():.2f} points "
                  f"(quadratic_p {100 * model.holdout_mae('quadratic_p'):.2f}, nearest_grid {100 * model.holdout_mae('nearest_grid'):.2f})")
