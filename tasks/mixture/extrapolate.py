@@ -31,7 +31,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tasks.errors import WinnowError
 from tasks.mixture.simplex import mixture_counts
 from tasks.scaling.forms import R_STAR_D, effective_data
 
@@ -46,7 +45,7 @@ PROBE_R_STAR = 0.0
 def log_n_weights(n0: float, n1: float, n: float) -> tuple[float, float]:
     """Weights (w0, w1) of the log-N map: L̂(N) = w0·L(N0) + w1·L(N1)."""
     if not 0 < n0 < n1:
-        raise WinnowError(f"log-N map needs 0 < N0 < N1, got N0={n0}, N1={n1}")
+        raise ValueError(f"log-N map needs 0 < N0 < N1, got N0={n0}, N1={n1}")
     d = np.log(n1 / n0)
     return float(-np.log(n / n1) / d), float(np.log(n / n0) / d)
 
@@ -61,7 +60,7 @@ def loglinear_weights(sizes: Sequence[float], n: float) -> np.ndarray:
     """w (S,) with log err(n) = Σ w_k log err(N_k): OLS of log err on [1, log N], evaluated at log n."""
     s = np.log(np.asarray(sizes, dtype=np.float64))
     if s.size < 2 or np.unique(s).size < 2:
-        raise WinnowError(f"power-law extrapolation needs >= 2 distinct pilot sizes, got {list(sizes)}")
+        raise ValueError(f"power-law extrapolation needs >= 2 distinct pilot sizes, got {list(sizes)}")
     A = np.column_stack([np.ones_like(s), s])
     return np.array([1.0, np.log(n)]) @ np.linalg.pinv(A)
 
@@ -99,7 +98,7 @@ def fit_power_law(sizes: Sequence[float], err: Sequence[float], n: float, *, boo
     x = np.asarray(sizes, dtype=np.float64)
     y = np.clip(np.asarray(err, dtype=np.float64), 1e-6, None)
     if x.size < 2:
-        raise WinnowError(f"a power law needs >= 2 pilot sizes, got {x.size}")
+        raise ValueError(f"a power law needs >= 2 pilot sizes, got {x.size}")
     try:
         from tasks.scaling.api import fit_curve  # type: ignore[import-not-found]
     except ImportError:
@@ -130,12 +129,12 @@ def extrapolate_errors(sizes: Sequence[float], err: np.ndarray, n: float, method
         raise ValueError(f"n_effective has {at.size} values for {err.shape[1]} mixtures")
     if method == "log_n_map":
         if sizes.size < 2:
-            raise WinnowError("the log-N map needs two pilot sizes")
+            raise ValueError("the log-N map needs two pilot sizes")
         o = np.argsort(sizes)[-2:]
         return np.array([log_n_map(sizes[o[0]], err[o[0], g], sizes[o[1]], err[o[1], g], at[g]) for g in range(err.shape[1])])
     if method == "power_law":
         return np.array([fit_power_law(sizes, err[:, g], at[g]).prediction for g in range(err.shape[1])])
-    raise WinnowError(f"extrapolation={method!r} must be one of {EXTRAPOLATIONS}")
+    raise ValueError(f"extrapolation={method!r} must be one of {EXTRAPOLATIONS}")
 
 
 @dataclass(frozen=True)

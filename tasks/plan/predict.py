@@ -101,7 +101,7 @@ def fit_screen(
     acc = np.atleast_2d(np.asarray(acc, dtype=np.float64))
     D = P.shape[0]
     if acc.shape != (len(sizes), D):
-        raise WinnowError(f"accuracies have shape {acc.shape}; expected ({len(sizes)}, {D})")
+        raise ValueError(f"accuracies have shape {acc.shape}; expected ({len(sizes)}, {D})")
     if D < 6:
         raise WinnowError(f"the planner needs at least 6 design candidates to fit its predictor, got {D}")
     n_test = max(1, int(round(test_fraction * D)))
@@ -211,7 +211,7 @@ def confirm_all(
     """Fit every confirmed candidate's own pilots (key -> (sizes, accuracies)) and predict at n_at[key]
     (sizes and n_at effective where a pool is repeated), with the bootstrap interval or the calibrated one (:func:`calibrated_interval`)."""
     if interval not in ("calibrated", "bootstrap"):
-        raise WinnowError(f"interval={interval!r} must be 'calibrated' or 'bootstrap'")
+        raise ValueError(f"interval={interval!r} must be 'calibrated' or 'bootstrap'")
     residuals = holdout_residuals(pilots, form=form)
     curves, intervals = {}, {}
     for k, (xs, accs) in pilots.items():

@@ -157,7 +157,7 @@ def enumerate_candidates(
     K = len(options)
     grid = np.asarray(grid, dtype=np.float64)
     if grid.ndim != 2 or grid.shape[1] != K:
-        raise WinnowError(f"mixture grid has shape {grid.shape}; expected (G, {K}) for {K} pools")
+        raise ValueError(f"mixture grid has shape {grid.shape}; expected (G, {K}) for {K} pools")
     sizes = [np.array([o.size for o in opts]) for opts in options]
     n_configs = int(np.prod([len(s) for s in sizes]))
     total = n_configs * len(grid)

@@ -48,7 +48,7 @@ def group_index(groups: Array | None, n: int) -> tuple[Array, int]:
         return np.arange(n), n
     groups = np.asarray(groups)
     if groups.shape[0] != n:
-        raise WinnowError(f"groups has {groups.shape[0]} values but there are {n} points")
+        raise ValueError(f"groups has {groups.shape[0]} values but there are {n} points")
     _, inv = np.unique(groups, return_inverse=True)
     return inv.ravel(), int(inv.max()) + 1
 

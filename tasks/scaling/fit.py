@@ -518,7 +518,7 @@ def fit_form(
     if starts is None and form.extends is not None:
         th0 = np.vstack([th0, _extended_starts(form, x, y, x2, weights, delta)])
     if th0.shape[1] != form.p:
-        raise WinnowError(f"starts have {th0.shape[1]} columns; form {form.name!r} has {form.p} parameters")
+        raise ValueError(f"starts have {th0.shape[1]} columns; form {form.name!r} has {form.p} parameters")
     fun = huber_objective(form, x, y, x2, weights=weights, delta=delta)
     if prior:
         fun = with_prior(fun, form, prior)

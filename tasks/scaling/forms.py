@@ -139,7 +139,7 @@ class Form:
         if isinstance(values, dict):
             missing = [n for n in self.names if n not in values]
             if missing:
-                raise WinnowError(f"form {self.name!r} needs parameters {self.names}; missing {missing}")
+                raise ValueError(f"form {self.name!r} needs parameters {self.names}; missing {missing}")
             values = np.array([values[n] for n in self.names], dtype=np.float64)
         values = np.asarray(values, dtype=np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):

@@ -32,7 +32,7 @@ def _columns(pilots: Any) -> dict[str, np.ndarray]:
         return {c: np.asarray(pilots.column(c).to_pylist()) for c in pilots.column_names}
     if isinstance(pilots, Mapping):
         return {k: np.asarray(v) for k, v in pilots.items()}
-    raise WinnowError(f"pilots must be a pyarrow Table or a mapping of columns, got {type(pilots).__name__}")
+    raise ValueError(f"pilots must be a pyarrow Table or a mapping of columns, got {type(pilots).__name__}")
 
 
 def extrapolate_pilots(
@@ -59,12 +59,12 @@ def extrapolate_pilots(
     cols = _columns(pilots)
     for c in (key_col, size_col, accuracy_col):
         if c not in cols:
-            raise WinnowError(f"pilot results have no column {c!r} (columns: {', '.join(cols)})")
+            raise ValueError(f"pilot results have no column {c!r} (columns: {', '.join(cols)})")
     keys = cols[key_col].astype(str)
     size = cols[size_col].astype(np.float64)
     acc = cols[accuracy_col].astype(np.float64)
     if ((acc < 0) | (acc > 1) | ~np.isfinite(acc)).any():
-        raise WinnowError(f"pilot column {accuracy_col!r} must hold accuracies in [0, 1]")
+        raise ValueError(f"pilot column {accuracy_col!r} must hold accuracies in [0, 1]")
     groups_all = cols[group_col].astype(str) if group_col and group_col in cols else None
     out: list[PilotFit] = []
     for key in sorted(set(keys.tolist())):
