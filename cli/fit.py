@@ -136,7 +136,8 @@ def fit_command(
     sql: Optional[str] = typer.Option(None, "--sql", help="a read-only SELECT over the table `data` (the file) giving the rows"),
     holdout_largest: int = typer.Option(1, "--holdout-largest", min=0, help="largest scales held out for validation"),
     origins: Optional[int] = typer.Option(None, "--origins", min=1, help="rolling origins of the held-out check "
-                                                                         "(default: 2 for auto, 1 for a given form)"),
+                                                                         "(default: up to 4 for auto, each keeping at least "
+                                                                         "half the scales; 1 for a given form)"),
     predict: Optional[list[str]] = typer.Option(None, "--predict", help="size to predict (repeatable; N:D pairs, N:D:U triples)"),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="run-level bootstrap replicates (0: intervals from the "
                                                                    "near-optimal spread and the held-out error only)"),

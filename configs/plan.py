@@ -87,6 +87,10 @@ class PlanConfig(StrictModel):
     interval: Literal["calibrated", "bootstrap"] = Field(
         default="calibrated", description="bootstrap: the scaling fit's bootstrap over pilots; calibrated: widened by the "
                                           "law's held-out extrapolation error on the same pilots (docs/planner.md)")
+    max_epochs: float = Field(default=1.0, ge=1, le=100, description="times a pruned pool's examples may be seen to "
+                              "reach target_n (1: never repeated). Forecasts count a repeated pool at its effective size "
+                              "(repeats add nothing new to the project's full-batch probe), and the plan says how often "
+                              "each pool is seen")
     max_candidates: int = Field(default=50_000, gt=0)
     validation: PlanValidateConfig = Field(default_factory=PlanValidateConfig)
     seed: int = Field(default=0, ge=0)

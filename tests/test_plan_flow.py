@@ -261,3 +261,20 @@ def test_plans_lists_the_plan_and_shows_its_sources_and_alternatives(planned, wi
     assert info["alternatives"][0]["role"] == "plan" and {a["role"] for a in info["alternatives"]} >= {"plan", "baseline"}
     code, _, err = winnow("plans", "plan-000000000000", "--db", db)
     assert code == 2 and "no plan 'plan-000000000000'" in err
+
+
+def test_a_plan_may_repeat_a_pruned_pool_and_says_how_often(tmp_path):
+    """plan.max_epochs > 1: pools pruned below p·N may be repeated to reach N. The run completes, its members
+    still list each example once, and the settings and summary carry the repetition setting."""
+    from flows.pipeline import run_config
+
+    text = TINY.replace("  fractions: [0.5]\n", "  fractions: [0.25]\n  max_epochs: 3\n").replace("target_n: 280", "target_n: 400")
+    cfg = write_yaml(tmp_path / "repeat.yaml", text)
+    db = tmp_path / "db" / "winnow.duckdb"
+    summary = run_config(cfg, str(db), ["plan"], progress=False)
+    plan = summary["stages"]["plan"]
+    assert _rows(db, "SELECT count(*) FROM plan_members GROUP BY example_id HAVING count(*) > 1") == []
+    settings = _rows(db, "SELECT settings FROM plan_runs")[0][0]
+    assert '"max_epochs": 3' in settings.replace("3.0", "3")
+    assert any(line.startswith("repeated data:") and "R*=0" in line for line in plan["lines"])
+    assert any("seen" in line and "effective N" in line for line in plan["lines"])  # per alternative: how often

@@ -22,7 +22,7 @@ from tasks.mixture.decide import (
     Coverage, Finalist, choose_by_draws, coverage, extrapolation_halfwidth, interval_sd, log_error_interval,
     measurement_interval, merge_finalists, pooled_logit_sd,
 )
-from tasks.mixture.extrapolate import extrapolate_errors
+from tasks.mixture.extrapolate import PROBE_R_STAR, Repeats, extrapolate_errors, repeated_sizes
 from tasks.mixture.jobs import Train, pilot_trials, trial_seed
 from tasks.mixture.outcome import ExtrapolationRow, FinalistRecord, MixtureOutcome, PoolInfo, SelectionRecord, SweepRecord
 from tasks.mixture.pilots import (
@@ -120,17 +120,32 @@ def surface_lines(s: Surface) -> list[str]:
     return out
 
 
-def extrapolations(table: PilotTable, surface: Surface, grid: np.ndarray, ot: np.ndarray, n_target: int) -> dict[tuple[str, str], np.ndarray]:
+def extrapolations(table: PilotTable, surface: Surface, grid: np.ndarray, ot: np.ndarray, n_target: int,
+                   repeats: Repeats | None = None) -> dict[tuple[str, str], np.ndarray]:
+    """Every grid mixture's accuracy at ``n_target`` by each extrapolation; a mixture that would repeat a
+    pool's examples there (``repeats``) is forecast at its effective size instead."""
     err_pilot = np.clip(1.0 - table.median, 1e-4, 1.0)
     pred = np.clip(np.stack([f.predict(grid, ot) for f in surface.corrected]), 0.0, 1.0)
+    at = None if repeats is None else repeats.n_effective
     ext = {
-        ("power_law", "pilots"): 1 - extrapolate_errors(table.sizes, err_pilot, n_target, "power_law"),
-        ("log_n_map", "pilots"): 1 - extrapolate_errors(table.sizes, err_pilot, n_target, "log_n_map"),
+        ("power_law", "pilots"): 1 - extrapolate_errors(table.sizes, err_pilot, n_target, "power_law", at),
+        ("log_n_map", "pilots"): 1 - extrapolate_errors(table.sizes, err_pilot, n_target, "log_n_map", at),
         ("naive_largest_pilot", "pilots"): table.median[-1],
-        ("power_law", "predictor"): 1 - extrapolate_errors(table.sizes, 1 - pred, n_target, "power_law"),
-        ("log_n_map", "predictor"): 1 - extrapolate_errors(table.sizes, 1 - pred, n_target, "log_n_map"),
+        ("power_law", "predictor"): 1 - extrapolate_errors(table.sizes, 1 - pred, n_target, "power_law", at),
+        ("log_n_map", "predictor"): 1 - extrapolate_errors(table.sizes, 1 - pred, n_target, "log_n_map", at),
     }
     return {k: np.clip(v, 0.0, 1.0) for k, v in ext.items()}
+
+
+def repeat_lines(repeats: Repeats, grid: np.ndarray, names: Sequence[str], n_target: int, show: int = 3) -> list[str]:
+    """How many grid mixtures would see a pool's examples more than once at ``n_target``, with examples."""
+    rep = np.flatnonzero(repeats.repeated)
+    if rep.size == 0:
+        return []
+    lines = [f"extrapolation at N={n_target:,}: {rep.size} of {len(grid)} grid mixtures would repeat a pool's examples; "
+             f"they are forecast at their effective size (R*={repeats.r_star:g}: repeats add nothing new to the probe)"]
+    lines += [f"  p={np.round(grid[g], 3).tolist()}: {repeats.describe(g, names)}" for g in rep[:show]]
+    return lines
 
 
 def pilot_residuals(table: PilotTable) -> np.ndarray:
@@ -241,7 +256,9 @@ def run_mixture(data: MixtureData, cfg: MixtureConfig, sweeps: list[SweepRecord]
         lines.append(f"  N={n}: accuracy {table.median[i].min():.3f}..{table.median[i].max():.3f}, corr(OT, acc) = {r:+.2f}")
     surface = fit_surface(grid, ot_vals, table, cfg)
     lines += surface_lines(surface)
-    ext = extrapolations(table, surface, grid, ot_vals, n_target)
+    repeats = repeated_sizes(grid, n_target, data.pool_sizes, r_star=PROBE_R_STAR)
+    ext = extrapolations(table, surface, grid, ot_vals, n_target, repeats)
+    lines += repeat_lines(repeats, grid, data.names, n_target)
 
     final_n = n_target if cfg.extrapolation.train_at_target else int(max(sizes))
     ok = feasible(grid, final_n, data.pool_sizes)

@@ -43,9 +43,8 @@ def constraints(config: RunConfig) -> Constraints:
     sb = None
     if pc.source_budget:
         sb = np.array([pc.source_budget.get(p.name, np.inf) for p in mc.pools], dtype=np.float64)
-    # plan.max_epochs (how often a pruned pool may be repeated to reach N); 1 = never, until configs/plan.py has it
     return Constraints(target_n=pc.target_n, costs=np.array([p.cost for p in mc.pools], dtype=np.float64),
-                       budget=pc.budget, source_budget=sb, max_epochs=float(getattr(pc, "max_epochs", 1.0)))
+                       budget=pc.budget, source_budget=sb, max_epochs=pc.max_epochs)
 
 
 def _opts(options: list[list[PoolOption]], e: Entry) -> list[PoolOption]:
