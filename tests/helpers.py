@@ -121,3 +121,32 @@ PILOT_COUNTING_DRIVER = textwrap.dedent('''
     sys.argv = ["winnow", "run", *sys.argv[1:]]
     main()
 ''')
+
+
+def mixture_source(sid: int, name: str, n: int, labels: list[str], d: int = 16, shape=(4, 4), seed: int = 0):
+    """A labelled image-like :class:`SourceData` of n random rows (every 4th row in the test split)."""
+    from tasks.data import SourceData, example_ids_for
+
+    rng = np.random.default_rng(seed)
+    ri = np.arange(n)
+    y = rng.integers(0, len(labels), size=n)
+    return SourceData(sid, name, 1, "npy", f"h{sid}", example_ids_for(sid, ri), ri, rng.random((n, d)).astype(np.float32),
+                      None, y, labels, np.where(ri % 4 == 0, "test", "train"), shape)
+
+
+def mixture_config(**over):
+    """A small two-pool :class:`MixtureConfig` over sources A, B and target T (``over`` replaces keys)."""
+    from configs.mixture import MixtureConfig
+
+    base = dict(pools=[dict(name="a", source="A", n=60), dict(name="b", source="B", n=60)],
+                target=dict(source="T", n_ot=30, n_eval=40), features=dict(image_size=4, dim=8))
+    base.update(over)
+    return MixtureConfig.model_validate(base)
+
+
+def mixture_sources(**over) -> dict:
+    """Sources A, B (200 rows) and T (400 rows) with labels 0, 1, 2 for :func:`mixture_config`."""
+    s = {"A": mixture_source(1, "A", 200, ["0", "1", "2"]), "B": mixture_source(2, "B", 200, ["0", "1", "2"], seed=1),
+         "T": mixture_source(3, "T", 400, ["0", "1", "2"], seed=2)}
+    s.update(over)
+    return s

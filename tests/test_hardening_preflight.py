@@ -13,32 +13,12 @@ import numpy as np
 import pytest
 
 from configs.base import parse_config
-from configs.mixture import MixtureConfig
-from tasks.data import SourceData, example_ids_for
 from tasks.errors import WinnowError
 from tasks.mixture.pools import draw_mixture_rows, prepare_mixture_data
 
-
-def _source(sid: int, name: str, n: int, labels: list[str], seed: int = 0) -> SourceData:
-    rng = np.random.default_rng(seed)
-    ri = np.arange(n)
-    y = rng.integers(0, len(labels), size=n)
-    return SourceData(sid, name, 1, "npy", f"h{sid}", example_ids_for(sid, ri), ri, rng.random((n, 16)).astype(np.float32),
-                      None, y, labels, np.where(ri % 4 == 0, "test", "train"), (4, 4))
-
-
-def _cfg(**over) -> MixtureConfig:
-    base = dict(pools=[dict(name="a", source="A", n=60), dict(name="b", source="B", n=60)],
-                target=dict(source="T", n_ot=30, n_eval=40), features=dict(image_size=4, dim=8))
-    base.update(over)
-    return MixtureConfig.model_validate(base)
-
-
-def _sources(**over):
-    s = {"A": _source(1, "A", 200, ["0", "1", "2"]), "B": _source(2, "B", 200, ["0", "1", "2"], seed=1),
-         "T": _source(3, "T", 400, ["0", "1", "2"], seed=2)}
-    s.update(over)
-    return s
+from helpers import mixture_config as _cfg
+from helpers import mixture_source as _source
+from helpers import mixture_sources as _sources
 
 
 def test_the_mixture_rows_are_drawn_without_features_and_are_the_ones_the_stage_uses():
