@@ -108,7 +108,8 @@ def sharded_child(config: dict[str, Any], n_workers: int, memory_limit: str, wor
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
             address = f"tcp://127.0.0.1:{port}"
-            env = {**os.environ, **ONE_THREAD, "PYTHONPATH": str(ROOT), "PREFECT_API_URL": server.api_url}
+            env = {**os.environ, **ONE_THREAD, "PYTHONPATH": str(ROOT), "PREFECT_API_URL": server.api_url,
+                   "DASK_DISTRIBUTED__WORKER__MEMORY__PAUSE": "False"}  # flows.runner.WORKER_MEMORY, as the CLI sees it
             t0 = time.perf_counter()
             procs.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
                                            "--port", str(port), "--no-dashboard"], env=env, cwd=ROOT,

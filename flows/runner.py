@@ -29,6 +29,14 @@ def make_task_runner(cfg: TaskRunnerConfig) -> Any:
     return ThreadPoolTaskRunner(max_workers=cfg.max_workers)
 
 
+#: Dask settings for the workers winnow starts. A worker paused at 80 % of its memory limit whose memory
+#: is held by the allocator (not by Dask data it could spill) never resumes, and the run hangs with a
+#: task assigned (dask/distributed#5235; seen here: a 1-worker sharded run at 1.63 of 2 GiB). winnow's
+#: tasks bound their own memory, so workers are never paused; the nanny still restarts a worker that
+#: reaches the terminate fraction (95 %) and the task is retried.
+WORKER_MEMORY = {"distributed.worker.memory.pause": False}
+
+
 @contextmanager
 def task_runner_scope(cfg: TaskRunnerConfig, memory_limit: str | None = None) -> Iterator[Any]:
     """The runner for every flow of one pipeline run, sharing one Dask cluster among them.
@@ -41,9 +49,11 @@ def task_runner_scope(cfg: TaskRunnerConfig, memory_limit: str | None = None) ->
         yield make_task_runner(cfg)
         return
     try:
+        import dask
         from distributed import LocalCluster
     except ModuleNotFoundError:
         raise WinnowError("task_runner.kind 'dask' needs the dask extra: pip install 'winnow[dask]'") from None
-    with LocalCluster(n_workers=cfg.n_workers, threads_per_worker=cfg.threads_per_worker, dashboard_address=None,
-                      processes=True, memory_limit=memory_limit or "auto") as cluster:
+    with dask.config.set(WORKER_MEMORY), LocalCluster(
+            n_workers=cfg.n_workers, threads_per_worker=cfg.threads_per_worker, dashboard_address=None, processes=True,
+            memory_limit=memory_limit or "auto") as cluster:
         yield make_task_runner(cfg.model_copy(update={"address": cluster.scheduler_address}))

@@ -91,3 +91,18 @@ def test_dask_runs_the_stages_too_with_the_same_results(tmp_path):
         out[kind] = _normalised(db, summary["run_id"])
     seq, dask = out.values()
     assert seq["selection_members"] and dask == seq
+
+
+def test_workers_winnow_starts_are_never_paused_and_get_their_memory_limit():
+    """A paused worker whose memory the allocator holds never resumes (dask/distributed#5235): the run would
+    hang. The LocalCluster of flows.runner starts workers with the memory limit asked for and no pause."""
+    from distributed import Client
+
+    from configs.base import TaskRunnerConfig
+    from flows.runner import task_runner_scope
+
+    with task_runner_scope(TaskRunnerConfig(kind="dask", n_workers=1, threads_per_worker=1), memory_limit="2GiB") as runner:
+        with Client(runner.address) as client:
+            seen = client.run(lambda dask_worker: (dask_worker.memory_manager.memory_pause_fraction,
+                                                   dask_worker.memory_manager.memory_limit))
+    assert list(seen.values()) == [(False, 2 * 2**30)]
