@@ -150,3 +150,19 @@ def mixture_sources(**over) -> dict:
          "T": mixture_source(3, "T", 400, ["0", "1", "2"], seed=2)}
     s.update(over)
     return s
+
+
+def flipped_blobs(seed: int = 0, n: int = 1000, n_test: int = 300, rate: float = 0.2):
+    """Two classes in 4 dims (means -1/+1 on the first axis, unit noise) with ``rate`` of the pool's labels
+    flipped: ``(E, y_noisy, flip, E_test, y_test)`` — keep-hard by distance to the class mean keeps the
+    mislabelled rows."""
+    rng = np.random.default_rng(seed)
+
+    def draw(m):
+        y = rng.integers(0, 2, m)
+        return (np.c_[y * 2.0 - 1.0, np.zeros((m, 3))] + rng.normal(size=(m, 4))).astype(np.float32), y
+
+    E, y = draw(n)
+    Et, yt = draw(n_test)
+    flip = rng.random(n) < rate
+    return E, np.where(flip, 1 - y, y), flip, Et, yt

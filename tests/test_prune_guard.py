@@ -13,6 +13,8 @@ from tasks.prune.registry import MetricScores, select_by_metric
 from tasks.prune.stage import _act_on_curve, curve_fractions, prune_source
 from tasks.prune.outcome import RankedSelection
 
+from helpers import flipped_blobs
+
 
 def _curve(means: dict[tuple[str, str, float], list[float]], resolved: str = "hard") -> PruningCurve:
     pts = [CurvePoint(m, p, resolved if p == "auto" else p, f, s, 10, acc, "")
@@ -83,16 +85,7 @@ def test_curve_covers_every_selected_fraction():
 def test_stage_end_to_end_switches_a_losing_auto():
     # distance to the class mean on 20 % flipped labels: auto's perceptron rule says keep-hard (abundant
     # data in 4 dims), which keeps the mislabelled rows; the curve measures that and auto switches
-    rng = np.random.default_rng(0)
-
-    def blobs(m):
-        yy = rng.integers(0, 2, m)
-        return (np.c_[yy * 2.0 - 1.0, np.zeros((m, 3))] + rng.normal(size=(m, 4))).astype(np.float32), yy
-
-    E, y = blobs(1000)
-    Et, yt = blobs(300)
-    flip = rng.random(1000) < 0.2
-    y_noisy = np.where(flip, 1 - y, y)
+    E, y_noisy, flip, Et, yt = flipped_blobs()
     opts = PruneOptions.from_config(PruneConfig(
         metrics=["supervised_prototypes", "random"], policies=["auto"], fractions=[0.1], counts=[100],
         semdedup_rel_eps=[], evaluate={"fractions": [0.1], "seeds": [0, 1], "policies": ["auto", "easy"]}))

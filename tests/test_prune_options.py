@@ -18,6 +18,8 @@ from tasks.prune.options import PoolInfo, PruneOptions, default_k
 from tasks.prune.semdedup import nn_distance_scale, resolve_thresholds, semdedup
 from tasks.prune.stage import prune_source
 
+from helpers import flipped_blobs
+
 
 def _opts(**cfg) -> PruneOptions:
     return PruneOptions.from_config(PruneConfig(**cfg))
@@ -151,16 +153,7 @@ def test_guard_flags_series_below_random_beyond_noise_and_names_the_better_one()
 def test_guard_reason_is_recorded_on_the_selection():
     # keep-hard by distance to the class mean on 20 % flipped labels keeps the mislabelled rows:
     # far worse for a probe than a random 10 %; the stage says so on the selection and in the summary
-    rng = np.random.default_rng(0)
-
-    def blobs(n):
-        y = rng.integers(0, 2, n)
-        return (np.c_[y * 2.0 - 1.0, np.zeros((n, 3))] + rng.normal(size=(n, 4))).astype(np.float32), y
-
-    E, y = blobs(1000)
-    Et, yt = blobs(300)
-    flip = rng.random(1000) < 0.2
-    y_noisy = np.where(flip, 1 - y, y)
+    E, y_noisy, flip, Et, yt = flipped_blobs()
     opts = _opts(metrics=["supervised_prototypes", "random"], policies=["hard"], fractions=[0.1], counts=[500],
                  semdedup_rel_eps=[], evaluate={"fractions": [0.1], "seeds": [0, 1]})
     res = prune_source(E, y_noisy, opts, n_classes=2, E_test=Et, y_test=yt)
