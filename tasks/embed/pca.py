@@ -86,16 +86,8 @@ def _rmatmul_chunks(X: np.ndarray, mean32: np.ndarray, Y: np.ndarray, chunk: int
     return out
 
 
-def fit_pca(
-    X: np.ndarray,
-    dim: int,
-    seed: int = 0,
-    *,
-    oversample: int = 10,
-    n_iter: int = 4,
-    max_rows: int | None = None,
-    chunk: int = _CHUNK,
-) -> PCAModel:
+def fit_pca(X: np.ndarray, dim: int, seed: int = 0, *, oversample: int = 10, n_iter: int = 4,
+            max_rows: int | None = None, chunk: int = _CHUNK) -> PCAModel:
     """Fit a ``dim``-component PCA of the rows of ``X``.
 
     Parameters

@@ -111,10 +111,7 @@ def exact_label_distances(
 
 
 def label_distances(
-    Xa: np.ndarray,
-    ya: np.ndarray,
-    Xb: np.ndarray,
-    yb: np.ndarray,
+    Xa: np.ndarray, ya: np.ndarray, Xb: np.ndarray, yb: np.ndarray,  # dataset A, dataset B
     *,
     method: LabelMethod = "gaussian",
     max_per_class: int = 200,

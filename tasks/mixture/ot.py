@@ -90,10 +90,7 @@ def raw_costs(
 
 
 def label_aware_cost(
-    Xa: np.ndarray,
-    ya: np.ndarray,
-    Xb: np.ndarray,
-    yb: np.ndarray,
+    Xa: np.ndarray, ya: np.ndarray, Xb: np.ndarray, yb: np.ndarray,  # dataset A, dataset B
     *,
     lambda_x: float = 1.0,
     lambda_y: float = 1.0,
@@ -135,10 +132,7 @@ def _solve(a: np.ndarray, b: np.ndarray, C: np.ndarray, solver: str, reg: float,
 
 
 def ot_distance(
-    Xa: np.ndarray,
-    ya: np.ndarray,
-    Xb: np.ndarray,
-    yb: np.ndarray,
+    Xa: np.ndarray, ya: np.ndarray, Xb: np.ndarray, yb: np.ndarray,  # dataset A, dataset B
     *,
     solver: Solver = "exact",
     reg: float = 0.05,

@@ -29,7 +29,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import ot
@@ -218,37 +218,52 @@ class _Sinkhorn:
         return value, fn + self.c0, gn, it, converged
 
 
-class WeightedOT:
-    """OT(p) and its gradient for many mixtures over one :class:`UnionProblem`, with warm starts.
+@dataclass(frozen=True)
+class SolverOptions:
+    """How OT(p) is solved, for :class:`WeightedOT` and :func:`weighted_sweep`.
 
-    Parameters
+    Attributes
     ----------
     solver : "exact" | "sinkhorn" | "sinkhorn_debiased".
     reg : ε in units of the normalised cost.
     tol : L1 error of the source marginal at which Sinkhorn stops.
+    max_iter : Sinkhorn iterations per solve (per attempt, in the batched solver).
     dtype : "float32" (fast) or "float64" for the entropic solvers.
     warm_start : start each solve from the previous mixture's potentials.
     threads : torch intra-op threads per solve (1 avoids oversubscription; None leaves torch's setting).
     device : torch device of the entropic solvers ('cpu', 'cuda', 'cuda:N').
-    batched : for ``solver="sinkhorn"``, solve with :func:`tasks.mixture.batch.sinkhorn_batch` (one row,
-        ε-annealed, no warm start) and report the same value as the batched :func:`weighted_sweep` (the
-        dual bound on the exact OT) instead of OT_ε.
+    batched : for ``solver="sinkhorn"``, solve with :func:`tasks.mixture.batch.sinkhorn_batch`
+        (ε-annealed, no warm start) and report the dual bound on the exact OT instead of OT_ε.
     """
 
-    def __init__(
-        self,
-        problem: UnionProblem,
-        *,
-        solver: str = "sinkhorn",
-        reg: float = 0.05,
-        tol: float = 1e-4,
-        max_iter: int = 5_000,
-        dtype: str = "float32",
-        warm_start: bool = True,
-        threads: int | None = 1,
-        device: str = "cpu",
-        batched: bool = False,
-    ):
+    solver: str = "sinkhorn"
+    reg: float = 0.05
+    tol: float = 1e-4
+    max_iter: int = 5_000
+    dtype: str = "float32"
+    warm_start: bool = True
+    threads: int | None = 1
+    device: str = "cpu"
+    batched: bool = False
+
+
+#: the sweep's defaults: the whole grid in one batched solve, escalating ε where 2,000 iterations do not converge
+SWEEP_OPTIONS = SolverOptions(max_iter=2_000, batched=True)
+
+
+class WeightedOT:
+    """OT(p) and its gradient for many mixtures over one :class:`UnionProblem`, with warm starts.
+
+    ``options`` (default :class:`SolverOptions`) says how each OT is solved; keyword ``overrides`` replace
+    single fields of it (``WeightedOT(problem, solver="exact")``). With ``batched`` and
+    ``solver="sinkhorn"`` each mixture is one row of the batched solver and its value is the same as the
+    batched :func:`weighted_sweep`'s.
+    """
+
+    def __init__(self, problem: UnionProblem, options: SolverOptions | None = None, **overrides: object):
+        o = replace(options or SolverOptions(), **overrides)
+        solver, reg, tol, max_iter, dtype, device = o.solver, o.reg, o.tol, o.max_iter, o.dtype, o.device
+        batched, warm_start, threads = o.batched, o.warm_start, o.threads
         dev = resolve_device(device)
         self.device, self.dtype = device, dtype
         self.batched = batched and solver == "sinkhorn"
@@ -354,21 +369,8 @@ class SweepResult:
         return float(self.setup_seconds + self.seconds.sum())
 
 
-def weighted_sweep(
-    problem: UnionProblem,
-    grid: np.ndarray,
-    *,
-    solver: str = "sinkhorn",
-    reg: float = 0.05,
-    tol: float = 1e-4,
-    max_iter: int = 2_000,
-    dtype: str = "float32",
-    warm_start: bool = True,
-    threads: int | None = 1,
-    progress: bool = False,
-    device: str = "cpu",
-    batched: bool = True,
-) -> SweepResult:
+def weighted_sweep(problem: UnionProblem, grid: np.ndarray, options: SolverOptions = SWEEP_OPTIONS, *,
+                   progress: bool = False, **overrides: object) -> SweepResult:
     """OT(p) and ∇OT(p) for every row of ``grid`` (G, K).
 
     ``solver="sinkhorn"`` with ``batched=True`` (default) solves the whole grid at once with
@@ -384,10 +386,12 @@ def weighted_sweep(
     Otherwise each mixture is solved in turn along :func:`snake_order` (warm-started potentials;
     values are the solver's own objective: exact OT, OT_ε or S_ε).
     """
+    o = replace(options, **overrides)
+    solver, reg, tol, max_iter, dtype, device, threads = o.solver, o.reg, o.tol, o.max_iter, o.dtype, o.device, o.threads
     t0 = time.perf_counter()
     grid = np.asarray(grid, dtype=np.float64)
     G = grid.shape[0]
-    if solver == "sinkhorn" and batched:
+    if solver == "sinkhorn" and o.batched:
         resolve_device(device)
         if not reg > 0:
             raise ValueError(f"reg={reg} must be > 0 for solver 'sinkhorn'")
@@ -407,8 +411,7 @@ def weighted_sweep(
                            setup_seconds=max(setup, 0.0), solver=solver, reg=reg, mode=f"batched-{dtype}",
                            converged=r.converged, regs=r.row_reg)
     with torch_threads(threads):
-        engine = WeightedOT(problem, solver=solver, reg=reg, tol=tol, max_iter=max_iter, dtype=dtype,
-                            warm_start=warm_start, threads=threads, device=device)
+        engine = WeightedOT(problem, replace(o, batched=False))
     setup = time.perf_counter() - t0
     values, secs, iters = np.zeros(G), np.zeros(G), np.zeros(G, dtype=np.int64)
     grads = np.zeros((G, problem.k))

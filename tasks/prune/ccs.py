@@ -56,14 +56,7 @@ def ccs_quotas(sizes: np.ndarray, budget: int) -> np.ndarray:
     return quotas
 
 
-def ccs_select(
-    scores: np.ndarray,
-    budget: int,
-    *,
-    beta: float = 0.1,
-    n_strata: int = 50,
-    seed: int = 0,
-) -> CCSResult:
+def ccs_select(scores: np.ndarray, budget: int, *, beta: float = 0.1, n_strata: int = 50, seed: int = 0) -> CCSResult:
     """Stratified coverage selection of ``budget`` rows over any score (higher = harder).
 
     Parameters
