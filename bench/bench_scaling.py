@@ -252,6 +252,31 @@ def print_curves(res: dict) -> None:
               f"{'yes' if k['auto_le_reference'] else '**no**'} | {ch} | {k['interval_coverage']:.0%} |")
 
 
+def paired_summary(tables: list[dict]) -> list[dict]:
+    """Per (table, kind): auto minus the better of last value and the best single form in hindsight, curve by
+    curve — the mean difference, its standard error and t, and on how many curves auto is ahead / behind.
+    A miss with |t| < 2 is inside the noise of a minimum over noisy means."""
+    out = []
+    for res in tables:
+        for kind, k in res["kinds"].items():
+            rs = [r for r in res["rows"] if r["kind"] == kind]
+            ref_name = "last_value" if k["mean_rmsle"]["last_value"] <= k["mean_rmsle"][k["best_single_form"]] else k["best_single_form"]
+            d = np.array([r["auto"] - r[ref_name] for r in rs])
+            se = float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else float("nan")
+            out.append({"seed": res["seed"], "kind": kind, "n": int(d.size), "reference": ref_name,
+                        "mean_diff": float(d.mean()), "se": se, "t": float(d.mean() / se) if se > 0 else 0.0,
+                        "ahead": int((d < 0).sum()), "behind": int((d > 0).sum())})
+    return out
+
+
+def print_paired(tables: list[dict]) -> None:
+    print("| table | kind | curves | reference | auto − reference (mean) | SE | t | curves auto ahead / behind |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in paired_summary(tables):
+        print(f"| {r['seed']} | {r['kind']} | {r['n']} | {r['reference']} | {r['mean_diff']:+.4f} | {r['se']:.4f} | "
+              f"{r['t']:+.2f} | {r['ahead']} / {r['behind']} |")
+
+
 def timed(fn):
     w, c = time.perf_counter(), time.process_time()
     out = fn()
@@ -266,7 +291,12 @@ def main() -> None:
     ap.add_argument("--curves", action="store_true", help="the generated-curve table: auto vs naive vs single forms")
     ap.add_argument("--origins", type=int, default=None, help="--curves: rolling origins of auto's own check (default: auto's)")
     ap.add_argument("--real", action="store_true", help="the table on the MNIST / digits probe curves instead of generated ones")
+    ap.add_argument("--paired", nargs="+", type=Path, default=None, metavar="JSON",
+                    help="read stored --curves/--real tables and print auto's paired differences to the reference")
     args = ap.parse_args()
+    if args.paired:
+        print_paired([json.loads(p.read_text()) for p in args.paired])
+        return
     if args.curves or args.real:
         name = "bench_scaling_real.json" if args.real else f"bench_scaling_curves_seed{args.seed}.json"
         out = args.out or Path(__file__).parent / "out" / name
