@@ -183,6 +183,76 @@ def real_curves(refresh: bool = False) -> list[dict]:
     return [_real_kind({**c, "x": np.asarray(c["x"]), "y": np.asarray(c["y"])}) for c in out]
 
 
+# ------------------------------------------------------------------ real curves: repeated epochs
+# MLPs (64 -> h -> 10, ReLU) trained with minibatch Adam (lr 3e-3, batch 32, constant rate) on pools of U
+# unique MNIST rows (PCA-64), for 1-32 passes over the pool; test error after 1, 2, 4, 8, 16 and 32 passes
+# (one run per (h, U), its checkpoints). Pools: random rows, or the U hardest by the project's SSP scores
+# (a pruned pool). N = parameters, D = examples seen (passes x U), U = unique examples: the setting of
+# Muennighoff et al.'s data-constrained law, on data this project makes. Cached in bench/out.
+
+REPEAT_CACHE = Path(__file__).parent / "out" / "scaling_repeated_curves.json"
+REPEAT_WIDTHS = (8, 32, 128, 512)
+REPEAT_POOLS = (1_000, 3_000, 10_000)
+REPEAT_PASSES = (1, 2, 4, 8, 16, 32)
+
+
+def _mlp_test_errors(X: np.ndarray, y: np.ndarray, Xte: np.ndarray, yte: np.ndarray, width: int, seed: int) -> list[float]:
+    """Test error of one MLP after each of REPEAT_PASSES passes over (X, y) (one run, checkpoints)."""
+    import torch
+
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(X.shape[1], width), torch.nn.ReLU(), torch.nn.Linear(width, 10))
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    Xt, yt, Xv = torch.from_numpy(X), torch.from_numpy(y), torch.from_numpy(Xte)
+    gen = torch.Generator().manual_seed(seed)
+    errs = []
+    for p in range(1, REPEAT_PASSES[-1] + 1):
+        for b in torch.randperm(len(yt), generator=gen).split(32):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(Xt[b]), yt[b]).backward()
+            opt.step()
+        if p in REPEAT_PASSES:
+            with torch.no_grad():
+                errs.append(float((net(Xv).argmax(1).numpy() != yte).mean()))
+    return errs
+
+
+def repeated_curves(refresh: bool = False) -> list[dict]:
+    """4 three-variable curves (random / SSP keep-hard pools, two training seeds): x = N, x2 = [D, U]."""
+    if REPEAT_CACHE.exists() and not refresh:
+        cached = json.loads(REPEAT_CACHE.read_text())
+    else:
+        import torch
+
+        from tasks.prune.registry import MetricParams, compute_metric, select_by_metric
+
+        torch.set_num_threads(1)
+        Xtr, ytr, Xte, yte = _mnist_pca()
+        Xtr, Xte = Xtr / Xtr.std(), Xte / Xtr.std()  # unit scale for Adam; the same map for both
+        ssp = compute_metric("ssp", Xtr, params=MetricParams(k=10), seed=0)
+        cached = []
+        for pool, seed in (("random", 0), ("random", 1), ("ssp keep-hard", 0), ("ssp keep-hard", 1)):
+            N, D, U, err = [], [], [], []
+            for u in REPEAT_POOLS:
+                if pool == "random":
+                    idx = np.random.default_rng(seed).permutation(len(ytr))[:u]
+                else:
+                    idx = select_by_metric(ssp, "hard", count=u, seed=seed).indices
+                for w in REPEAT_WIDTHS:
+                    e = _mlp_test_errors(Xtr[idx].astype(np.float32), ytr[idx], Xte.astype(np.float32), yte, w, seed)
+                    n_params = (Xtr.shape[1] + 1) * w + (w + 1) * 10
+                    N += [n_params] * len(e)
+                    D += [k * u for k in REPEAT_PASSES]
+                    U += [u] * len(e)
+                    err += e
+            cached.append({"name": f"mnist mlp {pool} s{seed}", "x": N, "x2": np.column_stack([D, U]).tolist(), "y": err,
+                           "holdout": 1, "truth": {"data": "mnist", "pool": pool, "seed": seed}})
+        REPEAT_CACHE.parent.mkdir(parents=True, exist_ok=True)
+        REPEAT_CACHE.write_text(json.dumps(cached, indent=1))
+    return [{**c, "kind": "MLPs, repeated epochs on MNIST pools", "x": np.asarray(c["x"], dtype=float),
+             "x2": np.asarray(c["x2"], dtype=float), "y": np.asarray(c["y"])} for c in cached]
+
+
 def _real_kind(c: dict) -> dict:
     """Random subsets are scaling curves; SSP-pruned ones are pruning curves (their shape changes as the
     kept examples go from the hardest/easiest to all): two kinds."""
@@ -252,6 +322,39 @@ def print_curves(res: dict) -> None:
               f"{'yes' if k['auto_le_reference'] else '**no**'} | {ch} | {k['interval_coverage']:.0%} |")
 
 
+def epoch_holdout(curves: list[dict], max_train_passes: int = 8) -> list[dict]:
+    """Extrapolation in passes: fit on runs of <= ``max_train_passes`` passes over their pool, score the
+    RMSLE on the longer runs (same N and U), next to the naive forecast "more passes change nothing" (each
+    (N, U) run's value at its last training pass)."""
+    from tasks.scaling.validate import rmsle
+
+    rows = []
+    for c in curves:
+        x, x2, y = c["x"], c["x2"], c["y"]
+        passes = x2[:, 0] / x2[:, 1]
+        train, test = passes <= max_train_passes + 1e-9, passes > max_train_passes + 1e-9
+        row: dict = {"name": c["name"], "n_train": int(train.sum()), "n_test": int(test.sum())}
+        last = {(n, u): v for n, u, v, p in zip(x[train], x2[train, 1], y[train], passes[train]) if p == max_train_passes}
+        row["last_value"] = rmsle(y[test], np.array([last[(n, u)] for n, u in zip(x[test], x2[test, 1])]))
+        for name in THREE_VAR_FORMS:
+            f = get_form(name)
+            fit = fit_form(f, x[train], y[train], _x2_for(name, x2[train]))
+            row[name] = rmsle(y[test], f.predict(fit.theta, x[test], _x2_for(name, x2[test])))
+            if name == "data_constrained":
+                row["Rstar_D"], row["Rstar_N"] = fit.params["Rstar_D"], fit.params["Rstar_N"]
+        rows.append(row)
+    return rows
+
+
+def print_epoch_holdout(rows: list[dict]) -> None:
+    cols = ("last_value", *THREE_VAR_FORMS)
+    print("| curve | " + " | ".join(cols) + " | fitted R*_D, R*_N |")
+    print("|---|" + "---|" * (len(cols) + 1))
+    for r in rows:
+        print(f"| {r['name']} | " + " | ".join(f"{r[c]:.4f}" for c in cols) + f" | {r['Rstar_D']:.3g}, {r['Rstar_N']:.3g} |")
+    print("| mean | " + " | ".join(f"{np.mean([r[c] for r in rows]):.4f}" for c in cols) + " | |")
+
+
 def paired_summary(tables: list[dict]) -> list[dict]:
     """Per (table, kind): auto minus the better of last value and the best single form in hindsight, curve by
     curve — the mean difference, its standard error and t, and on how many curves auto is ahead / behind.
@@ -291,17 +394,25 @@ def main() -> None:
     ap.add_argument("--curves", action="store_true", help="the generated-curve table: auto vs naive vs single forms")
     ap.add_argument("--origins", type=int, default=None, help="--curves: rolling origins of auto's own check (default: auto's)")
     ap.add_argument("--real", action="store_true", help="the table on the MNIST / digits probe curves instead of generated ones")
+    ap.add_argument("--repeated", action="store_true",
+                    help="the table on MNIST MLPs trained for 1-32 passes over pools (random / SSP-pruned), plus a "
+                         "held-out-passes table")
     ap.add_argument("--paired", nargs="+", type=Path, default=None, metavar="JSON",
                     help="read stored --curves/--real tables and print auto's paired differences to the reference")
     args = ap.parse_args()
     if args.paired:
         print_paired([json.loads(p.read_text()) for p in args.paired])
         return
-    if args.curves or args.real:
-        name = "bench_scaling_real.json" if args.real else f"bench_scaling_curves_seed{args.seed}.json"
+    if args.curves or args.real or args.repeated:
+        name = ("bench_scaling_real.json" if args.real else "bench_scaling_repeated.json" if args.repeated
+                else f"bench_scaling_curves_seed{args.seed}.json")
         out = args.out or Path(__file__).parent / "out" / name
         t0 = time.perf_counter()
-        res = curves_table(args.seed, args.origins, real_curves() if args.real else None)
+        curves = real_curves() if args.real else repeated_curves() if args.repeated else None
+        res = curves_table(args.seed, args.origins, curves)
+        if args.repeated:
+            res["epoch_holdout"] = epoch_holdout(curves)
+            print_epoch_holdout(res["epoch_holdout"])
         res["seconds"] = time.perf_counter() - t0
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(res, indent=2, default=lambda o: np.asarray(o).tolist()))
