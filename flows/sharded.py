@@ -40,7 +40,7 @@ from storage.shards import (
     shard_name, vector_dim, vectors_table, write_atomic,
 )
 from tasks.errors import WinnowError
-from tasks.shards.dedup import dedup_clusters
+from tasks.shards.dedup import dedup_clusters, gather_group
 from tasks.shards.kmeans import PassPartial, init_centroids, init_sample, kmeans_pass, next_centroids, reduce_passes
 from tasks.shards.plan import Shard, plan_shards
 from tasks.shards.score import balanced_groups, cluster_parts, score_shard
@@ -134,12 +134,8 @@ def semdedup_group_task(files: list[str], inputs_key: str, eps: list[float], kee
     ``inputs_key`` (the scored shards' hashes) keys the cache: the group files are rewritten in place."""
     import pyarrow as pa
 
-    parts = [read_vectors(f, columns=("cluster", "cos")) for f in files]
-    row_index = np.concatenate([p[0] for p in parts])
-    X = np.concatenate([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
-    cluster = np.concatenate([p[2]["cluster"] for p in parts])
-    cos = np.concatenate([p[2]["cos"] for p in parts])
-    del parts
+    meta = [read_columns(f, ["row_index", "cluster", "cos"]) for f in files]
+    X, row_index, cluster, cos = gather_group(meta, lambda i: read_vectors(files[i])[1])
     res = dedup_clusters(X, row_index, cluster, cos, eps=eps, keep=keep, block=block, max_pairs=max_pairs,
                          sub_rows=sub_rows, sub_iters=sub_iters, seed=seed)
     eps_col = np.concatenate([np.full(res.removed[e].size, e) for e in res.eps])

@@ -9,7 +9,7 @@ import pytest
 from tasks.prune.kmeans import spherical_kmeans
 from tasks.prune.select import select, tie_breaker
 from tasks.prune.semdedup import semdedup
-from tasks.shards.dedup import dedup_clusters
+from tasks.shards.dedup import dedup_clusters, gather_group
 from tasks.shards.kmeans import init_centroids, init_sample, kmeans_pass, next_centroids, reduce_passes
 from tasks.shards.plan import plan_shards
 from tasks.shards.score import cluster_parts, score_shard
@@ -98,6 +98,25 @@ def test_semdedup_per_cluster_group_equals_the_whole_matrix_kernel():
             removed[e].append(g.removed[e])
     for e in removed:
         assert np.array_equal(np.sort(np.concatenate(removed[e])), np.flatnonzero(~whole.keep[e]))
+
+
+def test_gather_group_reads_parts_one_at_a_time_into_the_kernels_order():
+    spec = SyntheticSpec(n=3_000, d=8, clusters=5, duplicate_rate=0.1, seed=2)
+    E = synthetic_embeddings(spec).vectors
+    km = spherical_kmeans(E, 5, seed=0)
+    shards = np.array_split(np.arange(spec.n), 4)  # parts in reading order: shard by shard
+    meta = [{"row_index": r, "cluster": km.assign[r].astype(np.int32), "cos": km.cos_to_centroid[r]} for r in shards]
+    read = []
+    X, row_index, cluster, cos = gather_group(meta, lambda i: (read.append(i), E[shards[i]])[1])
+    assert read == [0, 1, 2, 3]
+    order = np.lexsort((np.arange(spec.n), km.assign))
+    assert np.array_equal(row_index, order) and np.array_equal(X, E[order])
+    assert np.array_equal(cluster, km.assign[order]) and np.array_equal(cos, km.cos_to_centroid[order])
+    gathered = dedup_clusters(X, row_index, cluster, cos, eps=[0.01], sub_rows=200)
+    shuffled = np.random.default_rng(0).permutation(spec.n)
+    direct = dedup_clusters(E[shuffled], shuffled, km.assign[shuffled], km.cos_to_centroid[shuffled], eps=[0.01], sub_rows=200)
+    assert gathered.removed[0.01].size > 0
+    assert np.array_equal(gathered.removed[0.01], direct.removed[0.01])
 
 
 def test_semdedup_sub_clusters_still_remove_the_planted_near_copies():

@@ -18,7 +18,7 @@ exact per-cluster pass.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,7 +26,7 @@ import numpy as np
 from tasks.prune.kmeans import KMeansResult, spherical_kmeans
 from tasks.prune.semdedup import DEFAULT_BLOCK, DEFAULT_MAX_PAIRS, semdedup
 
-__all__ = ["DedupGroup", "dedup_clusters"]
+__all__ = ["DedupGroup", "dedup_clusters", "gather_group"]
 
 
 @dataclass(frozen=True)
@@ -84,8 +84,12 @@ def dedup_clusters(
     row_index = np.asarray(row_index, dtype=np.int64)
     cluster = np.asarray(cluster, dtype=np.int64)
     order = np.lexsort((row_index, cluster))  # the in-memory kernel breaks ties by row number
-    X = np.ascontiguousarray(np.asarray(X, dtype=np.float32)[order])
-    row_index, cluster, cos = row_index[order], cluster[order], np.asarray(cos, dtype=np.float32)[order]
+    if np.array_equal(order, np.arange(m)):  # already in order (gather_group): no second copy of the rows
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        cos = np.asarray(cos, dtype=np.float32)
+    else:
+        X = np.ascontiguousarray(np.asarray(X, dtype=np.float32)[order])
+        row_index, cluster, cos = row_index[order], cluster[order], np.asarray(cos, dtype=np.float32)[order]
 
     ids, starts, sizes = np.unique(cluster, return_index=True, return_counts=True)
     local = np.empty(m, dtype=np.int64)
@@ -118,6 +122,38 @@ def dedup_clusters(
     return DedupGroup(removed, removed_cluster, m, int(ids.size), n_groups, not_converged, eps_t)
 
 
+def gather_group(meta: Sequence[dict[str, np.ndarray]], read_vectors: Callable[[int], np.ndarray]
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(X, row_index, cluster, cos)`` of a group's part files, rows sorted by (cluster, row number) as
+    :func:`dedup_clusters` walks them (so it makes no copy of its own).
+
+    ``meta[i]`` holds part i's ``row_index``, ``cluster`` and ``cos`` columns; ``read_vectors(i)`` returns its
+    (m_i, d) vectors. The order comes from the small columns first; then each part's vectors are read and
+    copied straight to their sorted place, one part at a time: the group's vectors are held once, plus
+    one part.
+    """
+    row_index = np.concatenate([p["row_index"] for p in meta]).astype(np.int64, copy=False)
+    cluster = np.concatenate([p["cluster"] for p in meta]).astype(np.int64, copy=False)
+    cos = np.concatenate([p["cos"] for p in meta]).astype(np.float32, copy=False)
+    order = np.lexsort((row_index, cluster))
+    where = np.empty_like(order)
+    where[order] = np.arange(order.size)  # sorted position of each row, in reading order
+    X: np.ndarray | None = None
+    a = 0
+    for i, p in enumerate(meta):
+        V = read_vectors(i)
+        if V.shape[0] != p["row_index"].size:
+            raise ValueError(f"part {i} has {V.shape[0]} vectors but {p['row_index'].size} rows")
+        if X is None:
+            X = np.empty((order.size, V.shape[1]), dtype=np.float32)
+        X[where[a:a + V.shape[0]]] = V
+        a += V.shape[0]
+        del V
+    if X is None:
+        X = np.empty((0, 0), dtype=np.float32)
+    return X, row_index[order], cluster[order], cos[order]
+
+
 def _bisect(X: np.ndarray, sub_rows: int, iters: int, seed: int) -> tuple[list[tuple[np.ndarray, np.ndarray]], int]:
     """Split rows by recursive spherical 2-means until every leaf has at most ``sub_rows`` rows.
 
@@ -133,7 +169,8 @@ def _bisect(X: np.ndarray, sub_rows: int, iters: int, seed: int) -> tuple[list[t
         rows = todo.pop()
         with warnings.catch_warnings():  # counted below instead (catch_warnings is not thread-safe: best effort)
             warnings.simplefilter("ignore", RuntimeWarning)
-            km = spherical_kmeans(X[rows], 2, iters=iters, seed=seed, init="random")
+            # the first split runs on X itself, not on a copy of the whole cluster
+            km = spherical_kmeans(X if rows.size == X.shape[0] else X[rows], 2, iters=iters, seed=seed, init="random")
         not_converged += not km.converged
         if km.sizes.min() == 0:
             leaves.append((rows, km.cos_to_centroid))
