@@ -137,7 +137,7 @@ def semdedup_group_task(files: list[str], inputs_key: str, eps: list[float], kee
     meta = [read_columns(f, ["row_index", "cluster", "cos"]) for f in files]
     X, row_index, cluster, cos = gather_group(meta, lambda i: read_vectors(files[i])[1])
     res = dedup_clusters(X, row_index, cluster, cos, eps=eps, keep=keep, block=block, max_pairs=max_pairs,
-                         sub_rows=sub_rows, sub_iters=sub_iters, seed=seed)
+                         sub_rows=sub_rows, sub_iters=sub_iters, seed=seed, overwrite=True)
     eps_col = np.concatenate([np.full(res.removed[e].size, e) for e in res.eps])
     write_atomic(pa.table({"eps": eps_col,
                            "row_index": np.concatenate([res.removed[e] for e in res.eps]),

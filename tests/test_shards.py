@@ -119,6 +119,46 @@ def test_gather_group_reads_parts_one_at_a_time_into_the_kernels_order():
     assert np.array_equal(gathered.removed[0.01], direct.removed[0.01])
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_in_place_partition_is_stable_and_matches_a_copy(monkeypatch, seed):
+    from tasks.shards import dedup
+
+    monkeypatch.setattr(dedup, "_MOVE_ROWS", 3)  # many blocks: every block boundary is exercised
+    rng = np.random.default_rng(seed)
+    X0 = rng.normal(size=(50, 4)).astype(np.float32)
+    for a, b, p in ((0, 50, 0.2), (5, 45, 0.8), (10, 11, 0.5)):
+        side = rng.random(b - a) < p
+        X, perm = X0.copy(), np.arange(50)
+        n0 = dedup._partition(X, perm, a, b, side)
+        want = np.concatenate([X0[a:b][~side], X0[a:b][side]])
+        assert n0 == (~side).sum() and np.array_equal(X[a:b], want)
+        assert np.array_equal(X[:a], X0[:a]) and np.array_equal(X[b:], X0[b:])
+        assert np.array_equal(X0[perm], X)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_bisect_in_place_gives_the_leaves_of_splitting_copies():
+    from tasks.shards.dedup import _bisect
+
+    spec = SyntheticSpec(n=5_000, d=16, clusters=4, duplicate_rate=0.05, seed=3)
+    X0 = synthetic_embeddings(spec).vectors
+    want, todo = [], [np.arange(X0.shape[0])]  # the copy-per-node recursion it replaces
+    while todo:
+        rows = todo.pop()
+        km = spherical_kmeans(X0[rows], 2, iters=5, seed=11, init="random")
+        if km.sizes.min() == 0:
+            want.append((rows, km.cos_to_centroid))
+            continue
+        for j in (0, 1):
+            side = km.assign == j
+            (todo.append(rows[side]) if side.sum() > 300 else want.append((rows[side], km.cos_to_centroid[side])))
+    X = X0.copy()
+    perm, leaves, _ = _bisect(X, 300, 5, 11)
+    assert np.array_equal(X, X0[perm])
+    got = sorted((perm[a:b].tolist(), c.tolist()) for a, b, c in leaves)
+    assert got == sorted((r.tolist(), c.tolist()) for r, c in want) and len(got) >= 16
+
+
 def test_semdedup_sub_clusters_still_remove_the_planted_near_copies():
     spec = SyntheticSpec(n=20_000, d=16, clusters=3, duplicate_rate=0.05, seed=6)
     s = synthetic_embeddings(spec)

@@ -61,6 +61,7 @@ def dedup_clusters(
     sub_rows: int | None = None,
     sub_iters: int = 5,
     seed: int = 0,
+    overwrite: bool = False,
 ) -> DedupGroup:
     """SemDeDup of the rows of whole clusters.
 
@@ -73,6 +74,8 @@ def dedup_clusters(
     block, max_pairs : the kernel's memory bounds.
     sub_rows : split clusters larger than this into sub-clusters (None: exact per-cluster pass).
     sub_iters, seed : iterations of each 2-means split and the seed (mixed with the cluster id).
+    overwrite : ``X`` may be reordered in place (when it is already in (cluster, row) order, e.g. from
+        :func:`gather_group`); otherwise the rows are copied first.
     """
     eps_t = tuple(float(e) for e in eps)
     m = int(np.asarray(row_index).size)
@@ -86,7 +89,9 @@ def dedup_clusters(
     order = np.lexsort((row_index, cluster))  # the in-memory kernel breaks ties by row number
     if np.array_equal(order, np.arange(m)):  # already in order (gather_group): no second copy of the rows
         X = np.ascontiguousarray(X, dtype=np.float32)
-        cos = np.asarray(cos, dtype=np.float32)
+        if not overwrite and sub_rows is not None:
+            X = X.copy()  # the splits reorder it
+        row_index, cos = row_index.copy(), np.asarray(cos, dtype=np.float32)
     else:
         X = np.ascontiguousarray(np.asarray(X, dtype=np.float32)[order])
         row_index, cluster, cos = row_index[order], cluster[order], np.asarray(cos, dtype=np.float32)[order]
@@ -102,11 +107,12 @@ def dedup_clusters(
             local[a:b] = n_groups
             n_groups += 1
             continue
-        leaves, nc = _bisect(X[a:b], sub_rows, sub_iters, (int(seed) * 1_000_003 + int(c)) % 2**31)
+        perm, leaves, nc = _bisect(X[a:b], sub_rows, sub_iters, (int(seed) * 1_000_003 + int(c)) % 2**31)
+        row_index[a:b] = row_index[a:b][perm]  # X[a:b] was reordered in place; the cluster id is constant there
         not_converged += nc
-        for rows, leaf_cos in leaves:
-            local[a + rows] = n_groups
-            local_cos[a + rows] = leaf_cos
+        for lo, hi, leaf_cos in leaves:
+            local[a + lo:a + hi] = n_groups
+            local_cos[a + lo:a + hi] = leaf_cos
             n_groups += 1
     sizes_local = np.bincount(local, minlength=n_groups).astype(np.int64)
     km = KMeansResult(centroids=np.zeros((n_groups, 1), dtype=np.float32), assign=local,
@@ -154,32 +160,67 @@ def gather_group(meta: Sequence[dict[str, np.ndarray]], read_vectors: Callable[[
     return X, row_index[order], cluster[order], cos[order]
 
 
-def _bisect(X: np.ndarray, sub_rows: int, iters: int, seed: int) -> tuple[list[tuple[np.ndarray, np.ndarray]], int]:
+def _bisect(X: np.ndarray, sub_rows: int, iters: int, seed: int
+            ) -> tuple[np.ndarray, list[tuple[int, int, np.ndarray]], int]:
     """Split rows by recursive spherical 2-means until every leaf has at most ``sub_rows`` rows.
 
-    Returns the leaves as (row positions, cosine to the leaf's centroid) and how many splits did not
+    ``X`` is reordered **in place**: every split is a stable partition of its node's rows, so each node
+    is one contiguous slice and no split copies its rows (memory: ``X`` plus the smaller side of one
+    split, instead of a copy of every node). Each node's rows keep their original relative order, so
+    every 2-means sees the rows it would see as ``X[rows]`` and the leaves are the same.
+
+    Returns ``perm`` (row i of the reordered ``X`` was row ``perm[i]``), the leaves as (start, stop,
+    cosine to the leaf's centroid) sorted by their first original row, and how many splits did not
     converge. Cost per row: O(log2(m / sub_rows) * d * iters), against O(m / sub_rows * d * iters) for
     one flat k-means with m / sub_rows centroids. A split that cannot separate the rows (all on one
     side: identical rows) stops there.
     """
-    leaves: list[tuple[np.ndarray, np.ndarray]] = []
+    perm = np.arange(X.shape[0])
+    leaves: list[tuple[int, int, np.ndarray]] = []
     not_converged = 0
-    todo = [np.arange(X.shape[0])]
+    todo = [(0, X.shape[0])]
     while todo:
-        rows = todo.pop()
+        a, b = todo.pop()
         with warnings.catch_warnings():  # counted below instead (catch_warnings is not thread-safe: best effort)
             warnings.simplefilter("ignore", RuntimeWarning)
-            # the first split runs on X itself, not on a copy of the whole cluster
-            km = spherical_kmeans(X if rows.size == X.shape[0] else X[rows], 2, iters=iters, seed=seed, init="random")
+            km = spherical_kmeans(X[a:b], 2, iters=iters, seed=seed, init="random")
         not_converged += not km.converged
         if km.sizes.min() == 0:
-            leaves.append((rows, km.cos_to_centroid))
+            leaves.append((a, b, km.cos_to_centroid))
             continue
-        for j in (0, 1):
-            side = km.assign == j
-            if side.sum() > sub_rows:
-                todo.append(rows[side])
+        side = km.assign == 1
+        n0 = _partition(X, perm, a, b, side)
+        cos = np.concatenate([km.cos_to_centroid[~side], km.cos_to_centroid[side]])
+        for lo, hi in ((a, a + n0), (a + n0, b)):
+            if hi - lo > sub_rows:
+                todo.append((lo, hi))
             else:
-                leaves.append((rows[side], km.cos_to_centroid[side]))
-    leaves.sort(key=lambda leaf: int(leaf[0][0]))
-    return leaves, not_converged
+                leaves.append((lo, hi, cos[lo - a:hi - a]))
+    leaves.sort(key=lambda leaf: int(perm[leaf[0]]))
+    return perm, leaves, not_converged
+
+
+_MOVE_ROWS = 16_384
+
+
+def _partition(X: np.ndarray, perm: np.ndarray, a: int, b: int, side: np.ndarray) -> int:
+    """Stable in-place partition of rows ``a:b`` of ``X`` (and of ``perm``): the rows with ``side`` False
+    first. Holds a copy of the smaller side only; the larger side moves in row blocks towards its end
+    (each block's destinations lie at or before, resp. after, every source not yet moved). Returns how
+    many rows are on side False."""
+    i0, i1 = np.flatnonzero(~side), np.flatnonzero(side)
+    n0, n1 = i0.size, i1.size
+    perm[a:b] = np.concatenate([perm[a:b][i0], perm[a:b][i1]])
+    if n1 <= n0:  # set side 1 aside, move side 0 forward
+        kept = X[a + i1]
+        for s in range(0, n0, _MOVE_ROWS):
+            src = a + i0[s:s + _MOVE_ROWS]
+            X[a + s:a + s + src.size] = X[src]
+        X[a + n0:b] = kept
+    else:  # set side 0 aside, move side 1 back
+        kept = X[a + i0]
+        for e in range(n1, 0, -_MOVE_ROWS):
+            s = max(0, e - _MOVE_ROWS)
+            X[b - n1 + s:b - n1 + e] = X[a + i1[s:e]]
+        X[a:a + n0] = kept
+    return n0
