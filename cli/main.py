@@ -7,7 +7,9 @@ of unexpected errors.
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 
 from typer import exceptions as typer_exceptions
 from typer._click import exceptions as click_exceptions
@@ -51,11 +53,41 @@ def server_problem(err: BaseException) -> tuple[int, str] | None:
     return None
 
 
+_interrupted = False
+
+
+def _on_sigint(signum: int, frame: object) -> None:
+    """Ctrl-C: remembered, then raised as usual. A Ctrl-C that lands inside a DuckDB call in this thread
+    comes back as DuckDB's ``RuntimeError("Query interrupted")``, not as a KeyboardInterrupt."""
+    global _interrupted
+    _interrupted = True
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI and exit with the code that tells the truth."""
+    global _interrupted
+    _interrupted = False
+    previous = signal.signal(signal.SIGINT, _on_sigint) if threading.current_thread() is threading.main_thread() else None
+    try:
+        _main(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _exit_if_interrupted() -> None:
+    """An error that a Ctrl-C caused (e.g. DuckDB's "Query interrupted") is an interruption: exit 130."""
+    if _interrupted:
+        error_line("interrupted")
+        sys.exit(130)
+
+
+def _main(argv: list[str] | None) -> None:
     try:
         rv = app(args=argv, standalone_mode=False)
     except WinnowError as err:
+        _exit_if_interrupted()
         error_line(str(err))
         sys.exit(EXIT_USER_ERROR)
     except RunFailed as err:
@@ -82,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
         error_line("interrupted")
         sys.exit(130)
     except Exception as err:  # a bug: one line (the traceback with WINNOW_DEBUG=1), exit 1
+        _exit_if_interrupted()
         if debug():
             raise
         server = server_problem(err)

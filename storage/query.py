@@ -78,7 +78,11 @@ def stream_query(store: Store, sql: str, limit: int | None = None, timeout_s: fl
         def work() -> None:
             try:
                 for st in statements[:-1]:
+                    if stop.is_set():
+                        return
                     con.execute(st.query).fetchall()
+                if stop.is_set():
+                    return
                 rel = con.sql(statements[-1].query)
                 if rel is None:  # e.g. EXPLAIN of nothing
                     put(_DONE)
@@ -86,6 +90,8 @@ def stream_query(store: Store, sql: str, limit: int | None = None, timeout_s: fl
                 if limit is not None:
                     rel = rel.limit(limit)
                 names = rel.columns
+                if stop.is_set():
+                    return
                 result = con.execute(rel.sql_query())  # DuckDB 2: an execute() result streams as it is fetched
                 while rows := result.fetchmany(batch_rows):
                     if not put([dict(zip(names, row)) for row in rows]):
@@ -116,9 +122,12 @@ def stream_query(store: Store, sql: str, limit: int | None = None, timeout_s: fl
                 yield item
         finally:
             stop.set()
-            if worker.is_alive():
+            # interrupt() stops only the statement running at that moment: repeat it until the worker is out,
+            # or a statement that was still being planned when Ctrl-C came would run on (and block the close)
+            give_up = time.monotonic() + 5
+            while worker.is_alive() and time.monotonic() < give_up:
                 con.interrupt()
-                worker.join(timeout=5)
+                worker.join(timeout=0.05)
 
 
 def run_query(store: Store, sql: str, limit: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> list[dict]:
