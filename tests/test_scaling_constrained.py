@@ -10,7 +10,7 @@ from tasks.errors import WinnowError
 from tasks.scaling.api import fit_curve, fit_report
 from tasks.scaling.fit import fit_form
 from tasks.scaling.forms import R_STAR_D, R_STAR_N, effective_data, get_form, repetitions
-from tasks.scaling.validate import are
+from tasks.scaling.validate import Validation, are, choose_predictor, pure_error
 
 # Muennighoff et al. 2023's fitted constants (their Appendix, rounded).
 TRUTH = {"E": 1.87, "A": 521.0, "B": 1488.0, "alpha": 0.353, "beta": 0.353, "Rstar_D": R_STAR_D, "Rstar_N": R_STAR_N}
@@ -84,6 +84,45 @@ def test_a_richer_form_must_beat_the_simpler_one_by_more_than_the_noise_of_the_s
     assert len(v["m2"].origin_rmsle) == 4  # 11 scales: 4 origins, the deepest fitted on 7
     assert all(p < m for p, m in zip(v["pow4"].origin_rmsle, v["m2"].origin_rmsle))  # pow4 "wins" every origin
     assert rep.predictor == "m2" and "not evidence" in rep.selection.message
+
+
+def test_model_free_noise_scale_recovers_the_noise_on_lines_grids_and_replicates():
+    rng = np.random.default_rng(0)
+    x = np.geomspace(1e2, 1e6, 400)
+    assert pure_error(x, 3.0 * x**-0.3) == pytest.approx(0.0, abs=1e-12)  # straight in log-log: no noise
+    assert pure_error(x, 3.0 * x**-0.3 * np.exp(rng.normal(0, 0.02, x.size))) == pytest.approx(0.02, rel=0.15)
+    # a grid in three variables: lines along each of N, D and U
+    N, D, U = (a.ravel() for a in np.meshgrid(np.geomspace(1e6, 1e9, 10), np.geomspace(1e8, 1e11, 10), [1e7, 1e8, 1e9], indexing="ij"))
+    y = 5.0 * N**-0.2 * D**-0.1 * U**-0.05 * np.exp(rng.normal(0, 0.01, N.size))
+    assert pure_error(N, y, np.column_stack([D, U])) == pytest.approx(0.01, rel=0.2)
+    # replicates alone (two scales, no line of three): their scatter about their means
+    xr = np.repeat([10.0, 20.0], 200)
+    assert pure_error(xr, 0.5 * np.exp(rng.normal(0, 0.03, xr.size))) == pytest.approx(0.03, rel=0.15)
+    assert pure_error([10.0, 20.0], [0.5, 0.4]) is None  # nothing to tell noise from trend
+
+
+def _validation(form: str, held_out: float, train_rmsle: float | None) -> Validation:
+    return Validation(form, 1, 1, held_out, held_out, {"last_value": 0.6, "best_small": 0.6},
+                      {"last_value": 0.6, "best_small": 0.6}, True, 36, 18, np.empty((0, 4)), None,
+                      train_rmsle=train_rmsle, origin_rmsle=(held_out,))
+
+
+def test_when_every_form_misfits_the_margin_is_the_model_free_noise_not_the_misfit():
+    # the bench's MNIST MLP curve (random pool, seed 0), one origin: every form fits the training part
+    # with RMS log residual ~0.27 (misfit, not noise); the model-free noise scale of the same points is 0.057
+    vals = {"data_constrained": _validation("data_constrained", 0.276, 0.268),
+            "data_constrained_ot": _validation("data_constrained_ot", 0.133, 0.268),
+            "chinchilla": _validation("chinchilla", 0.297, 0.283), "gadre": _validation("gadre", 0.302, 0.283),
+            "last_value": _validation("last_value", 0.568, None), "best_small": _validation("best_small", 0.570, None)}
+    blind = choose_predictor(vals)  # margin = the forms' residual scatter: all tie, the simplest wins
+    assert blind.form == "gadre" and "the residual scatter 0.27" in blind.message
+    sel = choose_predictor(vals, pure=0.057)
+    assert sel.form == "data_constrained_ot" and "not evidence" not in sel.message
+    # where the forms fit (residual scatter below the model-free scale) the margin is unchanged
+    fits = {n: _validation(n, v.rmsle, 0.01 if v.train_rmsle else None) for n, v in vals.items()}
+    assert choose_predictor(fits, pure=0.057).form == choose_predictor(fits).form == "data_constrained_ot"
+    near = {**vals, "gadre": _validation("gadre", 0.16, 0.283)}  # within the noise of the best: still a tie
+    assert choose_predictor(near, pure=0.057).form == "gadre"
 
 
 def test_auto_leaves_out_m1_by_default_but_takes_it_when_asked():

@@ -256,6 +256,52 @@ class Selection:
         return rows
 
 
+def pure_error(x: Array, y: Array, x2: Array | None = None) -> float | None:
+    """Model-free scale of the noise of single observations (log scale), or None where the design gives none.
+
+    Pooled from two sources that do not depend on any form: replicates (points with equal variables:
+    their scatter about their mean) and, along every variable in turn, the lines of points whose other
+    variables are equal — at each interior point of a line, with ``t`` the log of the varying variable,
+    the pseudo-residual of Gasser, Sroka & Jennen-Steinmetz (1986, *Biometrika* 73: "Residual variance
+    and residual pattern in nonlinear regression")
+
+    .. math::
+
+        \\tilde e_i = \\frac{a_i \\log y_{i-1} + b_i \\log y_{i+1} - \\log y_i}{\\sqrt{a_i^2 + b_i^2 + 1}},
+        \\quad a_i = \\frac{t_{i+1} - t_i}{t_{i+1} - t_{i-1}}, \\ b_i = \\frac{t_i - t_{i-1}}{t_{i+1} - t_{i-1}}
+
+    which has the noise's variance wherever the curve is locally straight in (log x, log y). Curvature
+    between neighbours inflates it, misfit of a form never does; the residuals of a fitted form are the
+    other way round (a form that misses the curve's shape inflates them). Returns
+    ``sqrt(sum of squares / degrees of freedom)``.
+    """
+    cols = [np.asarray(x, dtype=np.float64).ravel()]
+    if x2 is not None:
+        x2 = np.asarray(x2, dtype=np.float64)
+        cols += list(x2.T) if x2.ndim == 2 else [x2.ravel()]
+    with np.errstate(all="ignore"):
+        v, ly = np.log(np.column_stack(cols)), np.log(np.asarray(y, dtype=np.float64).ravel())
+    ok = np.all(np.isfinite(v), axis=1) & np.isfinite(ly)
+    v, ly = v[ok], ly[ok]
+    if ly.size < 2:
+        return None
+    pts, inv = np.unique(v, axis=0, return_inverse=True)
+    inv = inv.ravel()
+    count = np.bincount(inv, minlength=len(pts))
+    mean = np.bincount(inv, weights=ly, minlength=len(pts)) / count
+    ss, df = float(np.sum((ly - mean[inv]) ** 2)), int(ly.size - len(pts))
+    for j in range(pts.shape[1]):
+        others = np.delete(pts, j, axis=1)
+        order = np.lexsort((pts[:, j], *others.T[::-1])) if others.shape[1] else np.argsort(pts[:, j])
+        o, t, m = others[order], pts[order, j], mean[order]
+        same = np.all(o[2:] == o[:-2], axis=1)  # i-1, i, i+1 on one line (sorted: the middle one too)
+        gap = t[2:] - t[:-2]
+        a, b = (t[2:] - t[1:-1])[same] / gap[same], (t[1:-1] - t[:-2])[same] / gap[same]
+        e = (a * m[:-2][same] + b * m[2:][same] - m[1:-1][same]) / np.sqrt(a * a + b * b + 1.0)
+        ss, df = ss + float(np.sum(e**2)), df + int(e.size)
+    return float(np.sqrt(ss / df)) if df else None
+
+
 def select_form(
     x: Array,
     y: Array,
@@ -270,20 +316,31 @@ def select_form(
     parsimony: bool = True,
 ) -> Selection:
     """Choose among ``candidates`` (and, with ``naive``, the naive forecasts) by rolling-origin
-    held-out RMSLE only (never by training fit).
+    held-out RMSLE only (never by training fit): :func:`validate_candidates`, then :func:`choose_predictor`
+    with the model-free noise scale (:func:`pure_error`) of origin 0's training points.
 
     ``candidates`` default to :data:`AUTO_CANDIDATES` for the number of variables.
+    """
+    vals = validate_candidates(x, y, x2, candidates=candidates, holdout_largest=holdout_largest, origins=origins,
+                               delta=delta, naive=naive, allow_prior=allow_prior)
+    train = holdout_mask(scale_of(x, x2), holdout_largest)[0]
+    pure = pure_error(np.asarray(x)[train], np.asarray(y)[train], None if x2 is None else np.asarray(x2)[train])
+    return choose_predictor(vals, parsimony=parsimony, pure=pure)
 
-    ``parsimony`` (Breiman et al.'s one-standard-error rule): a lower held-out error is evidence only
-    when it exceeds its own uncertainty. For every candidate, the per-origin differences of its
-    held-out RMSLE from the lowest-scoring candidate's are paired (same training points, same
-    held-out points) and give a standard error. The origins are nested — a deeper origin's held-out
-    points include the shallower ones' — so the noise of those shared points is common to all of them
-    and the paired scatter under-states it; the margin is therefore at least the scatter of single
-    observations (the median over the forms of the RMS log residual of their validated fits). The
-    candidates within ``max(SE, scatter)`` of the lowest held-out RMSLE count as tied, and the
-    simplest of them wins: last value, then best small, then forms by number of parameters. With a
-    single origin the margin is the scatter alone.
+
+def validate_candidates(
+    x: Array,
+    y: Array,
+    x2: Array | None = None,
+    *,
+    candidates: Sequence[str] | None = None,
+    holdout_largest: int = 1,
+    origins: int = 1,
+    delta: float = 1e-3,
+    naive: bool = True,
+    allow_prior: bool = True,
+) -> dict[str, Validation]:
+    """:func:`rolling_origin` of every candidate (and, with ``naive``, the naive forecasts).
 
     A form with more parameters than training points is fitted with an exponent prior when it has
     one (:data:`EXPONENT_PRIOR`, ``allow_prior``), otherwise skipped (recorded with ``error``).
@@ -302,6 +359,26 @@ def select_form(
                                         allow_prior=allow_prior)
         except WinnowError as err:
             vals[name] = Validation(name, holdout_largest, origins, np.nan, np.nan, {}, {}, False, 0, 0, np.empty((0, 4)), None, str(err))
+    return vals
+
+
+def choose_predictor(vals: dict[str, Validation], *, parsimony: bool = True, pure: float | None = None) -> Selection:
+    """The predictor with the lowest held-out RMSLE, or with ``parsimony`` the simplest one tied with it.
+
+    ``parsimony`` (Breiman et al.'s one-standard-error rule): a lower held-out error is evidence only
+    when it exceeds its own uncertainty. For every candidate, the per-origin differences of its
+    held-out RMSLE from the lowest-scoring candidate's are paired (same training points, same
+    held-out points) and give a standard error. The origins are nested — a deeper origin's held-out
+    points include the shallower ones' — so the noise of those shared points is common to all of them
+    and the paired scatter under-states it; the margin is therefore at least the scatter of single
+    observations. That scatter is the smaller of two estimates that err upwards in different ways: the
+    median over the forms of the RMS log residual of their validated fits (too large when every form
+    misses the curve's shape) and ``pure``, the model-free :func:`pure_error` of the training points
+    (too large where the curve bends between neighbouring points). The candidates within
+    ``max(SE, scatter)`` of the lowest held-out RMSLE count as tied, and the simplest of them wins:
+    last value, then best small, then forms by number of parameters. With a single origin the margin
+    is the scatter alone.
+    """
     ok = {n: v for n, v in vals.items() if v.error is None and np.isfinite(v.rmsle)}
     if not ok:
         reasons = "; ".join(f"{n}: {v.error}" for n, v in vals.items())
@@ -313,7 +390,7 @@ def select_form(
     margins = {n: 0.0 for n in ok}
     how = ""
     if parsimony:
-        margins, how = _tie_margins(ok, top)
+        margins, how = _tie_margins(ok, top, pure)
     within = [n for n in ok if ok[n].rmsle - ok[top].rmsle <= margins[n]]
     complexity = {"last_value": -2.0, "best_small": -1.0}
     best = min(within, key=lambda n: (complexity.get(n, get_form(n).p if n not in NAIVE else 0), ok[n].rmsle))
@@ -340,21 +417,23 @@ def select_form(
     return Selection(form=best, validations=vals, beats_baseline=beats, message=msg, best_form=best_form)
 
 
-def _tie_margins(ok: dict[str, Validation], top: str) -> tuple[dict[str, float], str]:
+def _tie_margins(ok: dict[str, Validation], top: str, pure: float | None = None) -> tuple[dict[str, float], str]:
     """Per candidate, how far above the lowest held-out RMSLE still counts as a tie, and the words for it:
     the larger of one standard error of its paired per-origin differences from ``top`` (several
-    origins) and the residual scatter of single observations (see :func:`select_form`)."""
+    origins) and the scatter of single observations (see :func:`choose_predictor`)."""
     scatter = [v.train_rmsle for n, v in ok.items() if n not in NAIVE and v.train_rmsle is not None and np.isfinite(v.train_rmsle)]
     # the median over the forms: a flexible form's own residuals under-state the noise (it fits
     # some of it), a misfitting form's over-state it
     noise = float(np.median(scatter)) if scatter else 0.0
+    words = f"the residual scatter {noise:.3g}"
+    if pure is not None and (not scatter or pure < noise):
+        noise, words = pure, f"the model-free scatter {pure:.3g}"
     e_top = np.asarray(ok[top].origin_rmsle)
     if e_top.size < 2 or any(len(v.origin_rmsle) != e_top.size for v in ok.values()):
-        return {n: noise for n in ok}, f"the residual scatter {noise:.3g}"
+        return {n: noise for n in ok}, words
     out = {}
     for n, v in ok.items():
         d = np.asarray(v.origin_rmsle) - e_top
         se = float(np.std(d, ddof=1) / np.sqrt(d.size)) if np.all(np.isfinite(d)) else 0.0
         out[n] = max(se, noise)
-    return out, (f"the larger of one standard error of its paired difference over {e_top.size} origins and the residual "
-                 f"scatter {noise:.3g}")
+    return out, f"the larger of one standard error of its paired difference over {e_top.size} origins and {words}"
