@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -217,10 +218,12 @@ def _mlp_test_errors(X: np.ndarray, y: np.ndarray, Xte: np.ndarray, yte: np.ndar
     return errs
 
 
-def repeated_curves(refresh: bool = False) -> list[dict]:
-    """4 three-variable curves (random / SSP keep-hard pools, two training seeds): x = N, x2 = [D, U]."""
-    if REPEAT_CACHE.exists() and not refresh:
-        cached = json.loads(REPEAT_CACHE.read_text())
+def repeated_curves(refresh: bool = False, seeds: Sequence[int] = (0, 1)) -> list[dict]:
+    """Three-variable curves (random / SSP keep-hard pools, one per training seed): x = N, x2 = [D, U]."""
+    seeds = tuple(seeds)
+    cache = REPEAT_CACHE if seeds == (0, 1) else REPEAT_CACHE.with_name(f"scaling_repeated_curves_seeds{'-'.join(map(str, seeds))}.json")
+    if cache.exists() and not refresh:
+        cached = json.loads(cache.read_text())
     else:
         import torch
 
@@ -231,7 +234,7 @@ def repeated_curves(refresh: bool = False) -> list[dict]:
         Xtr, Xte = Xtr / Xtr.std(), Xte / Xtr.std()  # unit scale for Adam; the same map for both
         ssp = compute_metric("ssp", Xtr, params=MetricParams(k=10), seed=0)
         cached = []
-        for pool, seed in (("random", 0), ("random", 1), ("ssp keep-hard", 0), ("ssp keep-hard", 1)):
+        for pool, seed in [(p, s) for p in ("random", "ssp keep-hard") for s in seeds]:
             N, D, U, err = [], [], [], []
             for u in REPEAT_POOLS:
                 if pool == "random":
@@ -247,8 +250,8 @@ def repeated_curves(refresh: bool = False) -> list[dict]:
                     err += e
             cached.append({"name": f"mnist mlp {pool} s{seed}", "x": N, "x2": np.column_stack([D, U]).tolist(), "y": err,
                            "holdout": 1, "truth": {"data": "mnist", "pool": pool, "seed": seed}})
-        REPEAT_CACHE.parent.mkdir(parents=True, exist_ok=True)
-        REPEAT_CACHE.write_text(json.dumps(cached, indent=1))
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(cached, indent=1))
     return [{**c, "kind": "MLPs, repeated epochs on MNIST pools", "x": np.asarray(c["x"], dtype=float),
              "x2": np.asarray(c["x2"], dtype=float), "y": np.asarray(c["y"])} for c in cached]
 
@@ -313,7 +316,7 @@ def curves_table(seed: int = 0, origins: int | None = None, curves: list[dict] |
 
 
 def print_curves(res: dict) -> None:
-    print(f"| kind | curves | auto | last value | best single form | auto <= better of the two | auto's choices | interval coverage |")
+    print("| kind | curves | auto | last value | best single form | auto <= better of the two | auto's choices | interval coverage |")
     print("|---|---|---|---|---|---|---|---|")
     for kind, k in res["kinds"].items():
         m = k["mean_rmsle"]
@@ -397,6 +400,8 @@ def main() -> None:
     ap.add_argument("--repeated", action="store_true",
                     help="the table on MNIST MLPs trained for 1-32 passes over pools (random / SSP-pruned), plus a "
                          "held-out-passes table")
+    ap.add_argument("--repeated-seeds", type=int, nargs="+", default=[0, 1], metavar="S",
+                    help="--repeated: training seeds of the MLPs (the pools' random draws and SSP tie-breaks use them too)")
     ap.add_argument("--paired", nargs="+", type=Path, default=None, metavar="JSON",
                     help="read stored --curves/--real tables and print auto's paired differences to the reference")
     args = ap.parse_args()
@@ -404,11 +409,12 @@ def main() -> None:
         print_paired([json.loads(p.read_text()) for p in args.paired])
         return
     if args.curves or args.real or args.repeated:
-        name = ("bench_scaling_real.json" if args.real else "bench_scaling_repeated.json" if args.repeated
+        seeds = "" if args.repeated_seeds == [0, 1] else "_seeds" + "-".join(map(str, args.repeated_seeds))
+        name = ("bench_scaling_real.json" if args.real else f"bench_scaling_repeated{seeds}.json" if args.repeated
                 else f"bench_scaling_curves_seed{args.seed}.json")
         out = args.out or Path(__file__).parent / "out" / name
         t0 = time.perf_counter()
-        curves = real_curves() if args.real else repeated_curves() if args.repeated else None
+        curves = real_curves() if args.real else repeated_curves(seeds=args.repeated_seeds) if args.repeated else None
         res = curves_table(args.seed, args.origins, curves)
         if args.repeated:
             res["epoch_holdout"] = epoch_holdout(curves)
