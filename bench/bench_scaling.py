@@ -369,7 +369,7 @@ def paired_summary(tables: list[dict]) -> list[dict]:
             ref_name = "last_value" if k["mean_rmsle"]["last_value"] <= k["mean_rmsle"][k["best_single_form"]] else k["best_single_form"]
             d = np.array([r["auto"] - r[ref_name] for r in rs])
             se = float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else float("nan")
-            out.append({"seed": res["seed"], "kind": kind, "n": int(d.size), "reference": ref_name,
+            out.append({"table": res.get("label", res["seed"]), "kind": kind, "n": int(d.size), "reference": ref_name,
                         "mean_diff": float(d.mean()), "se": se, "t": float(d.mean() / se) if se > 0 else 0.0,
                         "ahead": int((d < 0).sum()), "behind": int((d > 0).sum())})
     return out
@@ -379,7 +379,7 @@ def print_paired(tables: list[dict]) -> None:
     print("| table | kind | curves | reference | auto − reference (mean) | SE | t | curves auto ahead / behind |")
     print("|---|---|---|---|---|---|---|---|")
     for r in paired_summary(tables):
-        print(f"| {r['seed']} | {r['kind']} | {r['n']} | {r['reference']} | {r['mean_diff']:+.4f} | {r['se']:.4f} | "
+        print(f"| {r['table']} | {r['kind']} | {r['n']} | {r['reference']} | {r['mean_diff']:+.4f} | {r['se']:.4f} | "
               f"{r['t']:+.2f} | {r['ahead']} / {r['behind']} |")
 
 
@@ -406,7 +406,7 @@ def main() -> None:
                     help="read stored --curves/--real tables and print auto's paired differences to the reference")
     args = ap.parse_args()
     if args.paired:
-        print_paired([json.loads(p.read_text()) for p in args.paired])
+        print_paired([{**json.loads(p.read_text()), "label": p.stem.removeprefix("bench_scaling_")} for p in args.paired])
         return
     if args.curves or args.real or args.repeated:
         seeds = "" if args.repeated_seeds == [0, 1] else "_seeds" + "-".join(map(str, args.repeated_seeds))
