@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -319,46 +320,34 @@ def select_form(
     held-out RMSLE only (never by training fit): :func:`validate_candidates`, then :func:`choose_predictor`
     with the model-free noise scale (:func:`pure_error`) of origin 0's training points.
 
-    ``candidates`` default to :data:`AUTO_CANDIDATES` for the number of variables.
+    ``candidates`` default to :data:`AUTO_CANDIDATES` for the number of variables. A form with more
+    parameters than training points is fitted with an exponent prior when it has one
+    (:data:`EXPONENT_PRIOR`, ``allow_prior``), otherwise skipped (recorded with ``error``).
     """
-    vals = validate_candidates(x, y, x2, candidates=candidates, holdout_largest=holdout_largest, origins=origins,
-                               delta=delta, naive=naive, allow_prior=allow_prior)
+    if candidates is None:
+        candidates = list(AUTO_CANDIDATES[1 if x2 is None else (3 if np.ndim(x2) == 2 else 2)])
+    pool = [c for c in candidates if c not in NAIVE] + [b for b in NAIVE if naive or b in candidates]
+    vals = validate_candidates(x, y, x2, pool, holdout_largest=holdout_largest, origins=origins, delta=delta,
+                               allow_prior=allow_prior)
     train = holdout_mask(scale_of(x, x2), holdout_largest)[0]
     pure = pure_error(np.asarray(x)[train], np.asarray(y)[train], None if x2 is None else np.asarray(x2)[train])
     return choose_predictor(vals, parsimony=parsimony, pure=pure)
 
 
-def validate_candidates(
-    x: Array,
-    y: Array,
-    x2: Array | None = None,
-    *,
-    candidates: Sequence[str] | None = None,
-    holdout_largest: int = 1,
-    origins: int = 1,
-    delta: float = 1e-3,
-    naive: bool = True,
-    allow_prior: bool = True,
-) -> dict[str, Validation]:
-    """:func:`rolling_origin` of every candidate (and, with ``naive``, the naive forecasts).
-
-    A form with more parameters than training points is fitted with an exponent prior when it has
-    one (:data:`EXPONENT_PRIOR`, ``allow_prior``), otherwise skipped (recorded with ``error``).
-    """
-    if candidates is None:
-        candidates = list(AUTO_CANDIDATES[1 if x2 is None else (3 if np.ndim(x2) == 2 else 2)])
-    forms = [c for c in candidates if c not in NAIVE]
-    pool = list(forms) + [b for b in NAIVE if naive or b in candidates]
+def validate_candidates(x: Array, y: Array, x2: Array | None, pool: Sequence[str], **rolling: Any) -> dict[str, Validation]:
+    """:func:`rolling_origin` (with its keyword arguments ``rolling``) of every predictor in ``pool``; one
+    that cannot be validated is recorded with ``error``. Two-variable forms see D = tokens seen of
+    three-variable data."""
     vals: dict[str, Validation] = {}
     for name in pool:
         xs2 = x2
         if name in ("chinchilla", "gadre") and x2 is not None and np.ndim(x2) == 2:
-            xs2 = np.asarray(x2)[:, 0]  # two-variable forms see D = tokens seen
+            xs2 = np.asarray(x2)[:, 0]
         try:
-            vals[name] = rolling_origin(name, x, y, xs2, holdout_largest=holdout_largest, origins=origins, delta=delta,
-                                        allow_prior=allow_prior)
+            vals[name] = rolling_origin(name, x, y, xs2, **rolling)
         except WinnowError as err:
-            vals[name] = Validation(name, holdout_largest, origins, np.nan, np.nan, {}, {}, False, 0, 0, np.empty((0, 4)), None, str(err))
+            h, o = rolling.get("holdout_largest", 1), rolling.get("origins", 1)
+            vals[name] = Validation(name, h, o, np.nan, np.nan, {}, {}, False, 0, 0, np.empty((0, 4)), None, str(err))
     return vals
 
 
