@@ -167,6 +167,18 @@ def test_unstable_fit_interval_contains_every_near_optimal_prediction_and_names_
     assert any(n in (rep.fit.warning or "") for n in ms.unpinned)
 
 
+def test_plot_of_a_two_variable_form_fitted_on_repeated_data_draws_it_against_tokens_seen(tmp_path):
+    # auto may choose chinchilla or gadre on three-variable data (they see D = tokens seen); the plot
+    # crashed giving them the [D, U] pairs
+    from tasks.scaling.plot import plot_fit
+
+    N, x2, ep, y = repeated_epoch_runs(seed=2)
+    rep = fit_report(N, y, x2=x2, form="chinchilla", holdout_largest=1, predict_at=[[4e9, 6.4e11, 1e10]])
+    png = tmp_path / "fit.png"
+    plot_fit(png, rep)
+    assert png.stat().st_size > 10_000 and np.isfinite(rep.predictions[0])
+
+
 def test_holdout_larger_than_the_number_of_scales_is_one_clear_error():
     with pytest.raises(WinnowError, match=r"--holdout-largest 5 needs at least 6 distinct x values.*have 4"):
         fit_report([1.0, 2.0, 3.0, 4.0], [1.0, 0.8, 0.7, 0.65], form="m1", holdout_largest=5)

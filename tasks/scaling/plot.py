@@ -86,7 +86,7 @@ def _draw(ax, report: FitReport, groups: np.ndarray | None, max_lines: int, x_la
             o = np.argsort(pos[m])
             cols = [x[m][o], seen[m][o]] + ([x2[m][o][:, 1]] if x2.ndim == 2 else [])
             dense = _densify(np.column_stack(cols)) if m.sum() > 1 else np.column_stack(cols)
-            dx2 = dense[:, 1] if x2.ndim == 1 else dense[:, 1:]
+            dx2 = dense[:, 1] if x2.ndim == 1 or form.n_vars == 2 else dense[:, 1:]  # two-variable forms: D = seen
             color = cmap(i / max(1, len(chosen) - 1))
             ax.plot(6.0 * dense[:, 0] * dense[:, 1], form.predict(fit.theta, dense[:, 0], dx2), lw=1.0, color=color,
                     label=str(k) if legend and len(chosen) <= 8 else None)
