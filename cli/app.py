@@ -136,7 +136,7 @@ def open_store(db: Optional[str], config_db: Path | None = None):
 
 def print_lines(lines: list[str]) -> None:
     for line in lines:
-        console.print(line, highlight=False)
+        console.print(line, highlight=False, markup=False)
 
 
 def error_line(message: str) -> None:

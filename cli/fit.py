@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cli.app import app, console, print_json
+from cli.app import app, console, escape, print_json
 
 
 def _g(v: float | None) -> str:
@@ -62,7 +62,7 @@ def print_report(report: Any, out: Console = console) -> None:
             out.print(f"[bold yellow]the {val.form} fit does NOT beat the naive baseline ({val.best_baseline.replace('_', ' ')}) "
                       "on the held-out scales: do not trust its extrapolation[/bold yellow]")
     if sel is not None:
-        out.print(sel.message, highlight=False)
+        out.print(sel.message, highlight=False, markup=False)
     if fit.predict_at.size:
         pt = Table(title=f"predictions from: {report.predictor}" + (" (final fit)" if not report.naive else ""))
         pt.add_column(form.x_names[0])
@@ -77,11 +77,11 @@ def print_report(report: Any, out: Console = console) -> None:
             cells += [_g(report.predictions[i]), f"[{_g(report.pred_lo[i])}, {_g(report.pred_hi[i])}]"]
             pt.add_row(*cells)
         out.print(pt)
-        out.print(f"interval: {report.interval_method}", highlight=False)
+        out.print(f"interval: {report.interval_method}", highlight=False, markup=False)
     for n in report.notes:
-        out.print(f"note: {n}", highlight=False)
+        out.print(f"note: {n}", highlight=False, markup=False)
     for w in report.warnings:
-        out.print(f"[bold yellow]warning:[/bold yellow] {w}", highlight=False)
+        out.print(f"[bold yellow]warning:[/bold yellow] {escape(w)}", highlight=False)
 
 
 def print_curves(table: dict, out: Console = console, max_rows: int = 40) -> None:
@@ -92,7 +92,7 @@ def print_curves(table: dict, out: Console = console, max_rows: int = 40) -> Non
         t.add_column(c, justify="left" if c in ("curve", "predictor") else "right")
     for r in rows[:max_rows]:
         pred = "-" if r["prediction"] is None else f"{_g(r['prediction'])} [{_g(r['lo'])}, {_g(r['hi'])}]"
-        t.add_row(r["curve"], r["predictor"], str(r["n_points"]), _g(r["holdout_rmsle"]), _g(r["last_value_rmsle"]),
+        t.add_row(escape(r["curve"]), r["predictor"], str(r["n_points"]), _g(r["holdout_rmsle"]), _g(r["last_value_rmsle"]),
                   _g(r["best_small_rmsle"]), pred, str(r["warnings"]))
     out.print(t)
     if len(rows) > max_rows:
@@ -104,7 +104,7 @@ def print_curves(table: dict, out: Console = console, max_rows: int = 40) -> Non
         m.add_row(r["predictor"], _g(r["mean_holdout_rmsle"]), str(r["curves"]), str(r["chosen"]))
     out.print(m)
     for k, why in table["skipped"].items():
-        out.print(f"[yellow]skipped[/yellow] {k}: {why}", highlight=False)
+        out.print(f"[yellow]skipped[/yellow] {escape(k)}: {escape(why)}", highlight=False)
 
 
 def _split_cols(cols: list[str] | None) -> list[tuple[str, str]]:
@@ -207,6 +207,6 @@ def fit_command(
             return
         print_report(report)
     if source_sql:
-        console.print(f"rows from: {source_sql}", highlight=False)
+        console.print(f"rows from: {source_sql}", highlight=False, markup=False)
     console.print(f"plot: [bold]{result['plot']}[/bold]")
     console.print(f"stored as run [bold]{result['run_id']}[/bold] in {result['db']} (tables fits, predictions, fit_details)")

@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from cli.app import DbOption, JsonOption, app, console, err_console, open_store, print_json, print_rows
+from cli.app import DbOption, JsonOption, app, console, err_console, escape, open_store, print_json, print_rows
 
 
 @app.command()
@@ -22,7 +22,7 @@ def runs(db: Optional[str] = DbOption, limit: int = typer.Option(50, min=1), as_
 
     rows, warning = add_server_states(list_runs(open_store(db), limit))
     if warning:
-        err_console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+        err_console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
     if as_json:
         print_json(rows)
         return
@@ -45,7 +45,7 @@ def show(run_id: str = typer.Argument(...), db: Optional[str] = DbOption, as_jso
         return
     for k in ("run_id", "flow", "name", "status", "started_at", "finished_at", "code_version", "prefect_flow_run_id", "error"):
         if run_.get(k) is not None:
-            console.print(f"[bold]{k}[/bold]: {run_[k]}", highlight=False)
+            console.print(f"[bold]{k}[/bold]: {escape(str(run_[k]))}", highlight=False)
     print_rows(run_["sources"], title="sources (the versions this run reads)")
     print_rows([{"#": a["attempt"], "status": a["status"], "started": a["started_at"], "flow run": a["prefect_flow_run_id"],
                  "error": a["error"]} for a in run_.get("attempts", [])], title="attempts", whole=("status",))

@@ -89,6 +89,7 @@ def test_fit_cli_prints_baselines_and_says_when_no_form_beats_them(winnow, tmp_p
     assert "auto: candidates ranked by held-out RMSLE" in text
     assert "predictions from: last_value" in text  # the naive forecast won the held-out check and is used
     assert "parameters of the FINAL fit on all 16 points" in text
+    assert "held-out error band (1.96 x [held-out RMSLE" in text  # printed as text: rich took [...] for markup
 
 
 @pytest.fixture(scope="module")
