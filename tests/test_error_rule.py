@@ -63,7 +63,7 @@ EDGES: dict[str, str] = {
     "tasks/scaling/api.py:fit_curve": "--bootstrap < 0",
     "tasks/scaling/api.py:fit_report": "--holdout-largest / --form combinations and missing --x2",
     "tasks/scaling/validate.py:holdout_mask": "--holdout-largest leaving too few points to fit",
-    "tasks/scaling/validate.py:select_form": "a curve no candidate form can be validated on",
+    "tasks/scaling/validate.py:choose_predictor": "a curve no candidate form can be validated on",
     "tasks/scaling/bootstrap.py:bootstrap_fit": "--bootstrap / --level out of range",
     "tasks/scaling/forms.py:get_form": "--form naming no form",
     # the planner: what the plan section asks against the pools (enumerate_candidates runs in the plan preflight)
