@@ -99,6 +99,14 @@ def test_model_free_noise_scale_recovers_the_noise_on_lines_grids_and_replicates
     xr = np.repeat([10.0, 20.0], 200)
     assert pure_error(xr, 0.5 * np.exp(rng.normal(0, 0.03, xr.size))) == pytest.approx(0.03, rel=0.15)
     assert pure_error([10.0, 20.0], [0.5, 0.4]) is None  # nothing to tell noise from trend
+    # replicates at every size of a line: the pseudo-residuals of their means are scaled by the counts
+    xs = np.repeat(np.geomspace(1e2, 1e6, 60), 3)
+    assert pure_error(xs, 3.0 * xs**-0.3 * np.exp(rng.normal(0, 0.02, xs.size))) == pytest.approx(0.02, rel=0.15)
+    # strong curvature along N only (few widths, as in the bench's MLPs), straight along D: the estimate
+    # along N is inflated, the one along D is not, and the noise is common to both
+    N, D = (a.ravel() for a in np.meshgrid([8.0, 32.0, 128.0, 512.0], np.geomspace(1e3, 1e6, 24), indexing="ij"))
+    y = np.exp(0.8 * np.log(N / 64.0) ** 2 / 4.0) * D**-0.2 * np.exp(rng.normal(0, 0.02, N.size))
+    assert pure_error(N, y, D) == pytest.approx(0.02, rel=0.25)
 
 
 def _validation(form: str, held_out: float, train_rmsle: float | None) -> Validation:

@@ -257,11 +257,14 @@ class Selection:
         return rows
 
 
+PURE_MIN_DF = 10  # an estimate along one variable competes for the smallest only with this many degrees of freedom
+
+
 def pure_error(x: Array, y: Array, x2: Array | None = None) -> float | None:
     """Model-free scale of the noise of single observations (log scale), or None where the design gives none.
 
-    Pooled from two sources that do not depend on any form: replicates (points with equal variables:
-    their scatter about their mean) and, along every variable in turn, the lines of points whose other
+    From two sources that do not depend on any form: replicates (points with equal variables: their
+    scatter about their mean) and, along each variable in turn, the lines of points whose other
     variables are equal — at each interior point of a line, with ``t`` the log of the varying variable,
     the pseudo-residual of Gasser, Sroka & Jennen-Steinmetz (1986, *Biometrika* 73: "Residual variance
     and residual pattern in nonlinear regression")
@@ -271,10 +274,13 @@ def pure_error(x: Array, y: Array, x2: Array | None = None) -> float | None:
         \\tilde e_i = \\frac{a_i \\log y_{i-1} + b_i \\log y_{i+1} - \\log y_i}{\\sqrt{a_i^2 + b_i^2 + 1}},
         \\quad a_i = \\frac{t_{i+1} - t_i}{t_{i+1} - t_{i-1}}, \\ b_i = \\frac{t_i - t_{i-1}}{t_{i+1} - t_{i-1}}
 
-    which has the noise's variance wherever the curve is locally straight in (log x, log y). Curvature
-    between neighbours inflates it, misfit of a form never does; the residuals of a fitted form are the
-    other way round (a form that misses the curve's shape inflates them). Returns
-    ``sqrt(sum of squares / degrees of freedom)``.
+    (on replicate means, each weight divided by its count), which has the noise's variance wherever the
+    curve is locally straight in (log x, log y). Curvature between neighbours inflates it, misfit of a
+    form never does; the residuals of a fitted form are the other way round (a form that misses the
+    curve's shape inflates them). Curvature inflates the estimate of each variable along that variable
+    only, while the noise is the same for all, so the result is the smallest of the per-variable
+    estimates (each pooled with the replicates, ``sqrt(sum of squares / degrees of freedom)``) among
+    those with at least :data:`PURE_MIN_DF` degrees of freedom (all of them when none has).
     """
     cols = [np.asarray(x, dtype=np.float64).ravel()]
     if x2 is not None:
@@ -288,19 +294,27 @@ def pure_error(x: Array, y: Array, x2: Array | None = None) -> float | None:
         return None
     pts, inv = np.unique(v, axis=0, return_inverse=True)
     inv = inv.ravel()
-    count = np.bincount(inv, minlength=len(pts))
+    count = np.bincount(inv, minlength=len(pts)).astype(np.float64)
     mean = np.bincount(inv, weights=ly, minlength=len(pts)) / count
-    ss, df = float(np.sum((ly - mean[inv]) ** 2)), int(ly.size - len(pts))
+    rep_ss, rep_df = float(np.sum((ly - mean[inv]) ** 2)), int(ly.size - len(pts))
+    per_var: list[tuple[float, int]] = []
     for j in range(pts.shape[1]):
         others = np.delete(pts, j, axis=1)
         order = np.lexsort((pts[:, j], *others.T[::-1])) if others.shape[1] else np.argsort(pts[:, j])
-        o, t, m = others[order], pts[order, j], mean[order]
+        o, t, m, n = others[order], pts[order, j], mean[order], count[order]
         same = np.all(o[2:] == o[:-2], axis=1)  # i-1, i, i+1 on one line (sorted: the middle one too)
-        gap = t[2:] - t[:-2]
-        a, b = (t[2:] - t[1:-1])[same] / gap[same], (t[1:-1] - t[:-2])[same] / gap[same]
-        e = (a * m[:-2][same] + b * m[2:][same] - m[1:-1][same]) / np.sqrt(a * a + b * b + 1.0)
-        ss, df = ss + float(np.sum(e**2)), df + int(e.size)
-    return float(np.sqrt(ss / df)) if df else None
+        if not same.any():
+            continue
+        gap = t[2:][same] - t[:-2][same]
+        a, b = (t[2:][same] - t[1:-1][same]) / gap, (t[1:-1][same] - t[:-2][same]) / gap
+        scale = np.sqrt(a * a / n[:-2][same] + b * b / n[2:][same] + 1.0 / n[1:-1][same])
+        e = (a * m[:-2][same] + b * m[2:][same] - m[1:-1][same]) / scale
+        df = rep_df + int(e.size)
+        per_var.append((float(np.sqrt((rep_ss + float(np.sum(e**2))) / df)), df))
+    if not per_var:
+        return float(np.sqrt(rep_ss / rep_df)) if rep_df else None
+    eligible = [s for s, df in per_var if df >= PURE_MIN_DF] or [s for s, _ in per_var]
+    return min(eligible)
 
 
 def select_form(
