@@ -197,6 +197,12 @@ REPEAT_POOLS = (1_000, 3_000, 10_000)
 REPEAT_PASSES = (1, 2, 4, 8, 16, 32)
 
 
+def repeated_suffix(seeds: Sequence[int], widths: Sequence[int]) -> str:
+    """File-name suffix of a repeated-curve set ("" for the default seeds and widths)."""
+    out = "" if tuple(seeds) == (0, 1) else "_seeds" + "-".join(map(str, seeds))
+    return out + ("" if tuple(widths) == REPEAT_WIDTHS else "_widths" + "-".join(map(str, widths)))
+
+
 def _mlp_test_errors(X: np.ndarray, y: np.ndarray, Xte: np.ndarray, yte: np.ndarray, width: int, seed: int) -> list[float]:
     """Test error of one MLP after each of REPEAT_PASSES passes over (X, y) (one run, checkpoints)."""
     import torch
@@ -218,10 +224,10 @@ def _mlp_test_errors(X: np.ndarray, y: np.ndarray, Xte: np.ndarray, yte: np.ndar
     return errs
 
 
-def repeated_curves(refresh: bool = False, seeds: Sequence[int] = (0, 1)) -> list[dict]:
+def repeated_curves(refresh: bool = False, seeds: Sequence[int] = (0, 1), widths: Sequence[int] = REPEAT_WIDTHS) -> list[dict]:
     """Three-variable curves (random / SSP keep-hard pools, one per training seed): x = N, x2 = [D, U]."""
-    seeds = tuple(seeds)
-    cache = REPEAT_CACHE if seeds == (0, 1) else REPEAT_CACHE.with_name(f"scaling_repeated_curves_seeds{'-'.join(map(str, seeds))}.json")
+    seeds, widths = tuple(seeds), tuple(widths)
+    cache = REPEAT_CACHE.with_name(f"scaling_repeated_curves{repeated_suffix(seeds, widths)}.json")
     if cache.exists() and not refresh:
         cached = json.loads(cache.read_text())
     else:
@@ -241,7 +247,7 @@ def repeated_curves(refresh: bool = False, seeds: Sequence[int] = (0, 1)) -> lis
                     idx = np.random.default_rng(seed).permutation(len(ytr))[:u]
                 else:
                     idx = select_by_metric(ssp, "hard", count=u, seed=seed).indices
-                for w in REPEAT_WIDTHS:
+                for w in widths:
                     e = _mlp_test_errors(Xtr[idx].astype(np.float32), ytr[idx], Xte.astype(np.float32), yte, w, seed)
                     n_params = (Xtr.shape[1] + 1) * w + (w + 1) * 10
                     N += [n_params] * len(e)
@@ -402,6 +408,8 @@ def main() -> None:
                          "held-out-passes table")
     ap.add_argument("--repeated-seeds", type=int, nargs="+", default=[0, 1], metavar="S",
                     help="--repeated: training seeds of the MLPs (the pools' random draws and SSP tie-breaks use them too)")
+    ap.add_argument("--repeated-widths", type=int, nargs="+", default=list(REPEAT_WIDTHS), metavar="H",
+                    help="--repeated: hidden widths of the MLPs")
     ap.add_argument("--paired", nargs="+", type=Path, default=None, metavar="JSON",
                     help="read stored --curves/--real tables and print auto's paired differences to the reference")
     args = ap.parse_args()
@@ -409,12 +417,12 @@ def main() -> None:
         print_paired([{**json.loads(p.read_text()), "label": p.stem.removeprefix("bench_scaling_")} for p in args.paired])
         return
     if args.curves or args.real or args.repeated:
-        seeds = "" if args.repeated_seeds == [0, 1] else "_seeds" + "-".join(map(str, args.repeated_seeds))
-        name = ("bench_scaling_real.json" if args.real else f"bench_scaling_repeated{seeds}.json" if args.repeated
+        suffix = repeated_suffix(args.repeated_seeds, args.repeated_widths)
+        name = ("bench_scaling_real.json" if args.real else f"bench_scaling_repeated{suffix}.json" if args.repeated
                 else f"bench_scaling_curves_seed{args.seed}.json")
         out = args.out or Path(__file__).parent / "out" / name
         t0 = time.perf_counter()
-        curves = real_curves() if args.real else repeated_curves(seeds=args.repeated_seeds) if args.repeated else None
+        curves = real_curves() if args.real else repeated_curves(seeds=args.repeated_seeds, widths=args.repeated_widths) if args.repeated else None
         res = curves_table(args.seed, args.origins, curves)
         if args.repeated:
             res["epoch_holdout"] = epoch_holdout(curves)
