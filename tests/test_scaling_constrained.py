@@ -10,7 +10,7 @@ from tasks.errors import WinnowError
 from tasks.scaling.api import fit_curve, fit_report
 from tasks.scaling.fit import fit_form
 from tasks.scaling.forms import R_STAR_D, R_STAR_N, effective_data, get_form, repetitions
-from tasks.scaling.validate import Validation, are, choose_predictor, pure_error
+from tasks.scaling.validate import Validation, are, choose_predictor, pure_error, select_form
 
 # Muennighoff et al. 2023's fitted constants (their Appendix, rounded).
 TRUTH = {"E": 1.87, "A": 521.0, "B": 1488.0, "alpha": 0.353, "beta": 0.353, "Rstar_D": R_STAR_D, "Rstar_N": R_STAR_N}
@@ -99,6 +99,7 @@ def test_model_free_noise_scale_recovers_the_noise_on_lines_grids_and_replicates
     xr = np.repeat([10.0, 20.0], 200)
     assert pure_error(xr, 0.5 * np.exp(rng.normal(0, 0.03, xr.size))) == pytest.approx(0.03, rel=0.15)
     assert pure_error([10.0, 20.0], [0.5, 0.4]) is None  # nothing to tell noise from trend
+    assert pure_error([10.0, 20.0, 40.0, 80.0], [0.5, 0.4, 0.33, 0.3]) is None  # 2 degrees of freedom: too few
     # replicates at every size of a line: the pseudo-residuals of their means are scaled by the counts
     xs = np.repeat(np.geomspace(1e2, 1e6, 60), 3)
     assert pure_error(xs, 3.0 * xs**-0.3 * np.exp(rng.normal(0, 0.02, xs.size))) == pytest.approx(0.02, rel=0.15)
@@ -131,6 +132,11 @@ def test_when_every_form_misfits_the_margin_is_the_model_free_noise_not_the_misf
     assert choose_predictor(fits, pure=0.057).form == choose_predictor(fits).form == "data_constrained_ot"
     near = {**vals, "gadre": _validation("gadre", 0.16, 0.283)}  # within the noise of the best: still a tie
     assert choose_predictor(near, pure=0.057).form == "gadre"
+    # no form validated: the naive forecasts are compared as before (the floor guards against misfit only)
+    naive = {"last_value": _validation("last_value", 0.30, None), "best_small": _validation("best_small", 0.28, None)}
+    assert choose_predictor(naive, pure=0.057).form == choose_predictor(naive).form == "best_small"
+    with pytest.raises(WinnowError, match="no candidate form could be validated"):  # too few scales to hold out
+        select_form([1.0, 2.0, 3.0], [1.0, 0.9, 0.85], holdout_largest=3)
 
 
 def test_auto_leaves_out_m1_by_default_but_takes_it_when_asked():

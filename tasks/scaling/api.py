@@ -241,8 +241,9 @@ def fit_report(
     forecasts are compared by held-out RMSLE only, over ``origins`` rolling origins, each scored on
     every point beyond its cut (default for ``auto``: up to :data:`AUTO_ORIGINS`, as many as leave at
     least half the distinct scales to the deepest origin's fit; 1 for a given form); the simplest
-    candidate within one standard error of the paired per-origin differences from the best wins
-    (:func:`~tasks.scaling.validate.select_form`). A form with more
+    candidate within the margin of the best wins — the larger of one standard error of the paired
+    per-origin differences and the noise of single observations
+    (:func:`~tasks.scaling.validate.choose_predictor`). A form with more
     parameters than training points is fitted with an exponent prior
     (:data:`~tasks.scaling.validate.EXPONENT_PRIOR`) instead of being refused.
 

@@ -258,6 +258,7 @@ class Selection:
 
 
 PURE_MIN_DF = 10  # an estimate along one variable competes for the smallest only with this many degrees of freedom
+PURE_POOLED_MIN_DF = 4  # below this, all variables and replicates together give no estimate
 
 
 def pure_error(x: Array, y: Array, x2: Array | None = None) -> float | None:
@@ -280,7 +281,9 @@ def pure_error(x: Array, y: Array, x2: Array | None = None) -> float | None:
     curve's shape inflates them). Curvature inflates the estimate of each variable along that variable
     only, while the noise is the same for all, so the result is the smallest of the per-variable
     estimates (each pooled with the replicates, ``sqrt(sum of squares / degrees of freedom)``) among
-    those with at least :data:`PURE_MIN_DF` degrees of freedom (all of them when none has).
+    those with at least :data:`PURE_MIN_DF` degrees of freedom. When none has that many, the estimate
+    pools every variable and the replicates, and is None below :data:`PURE_POOLED_MIN_DF` degrees of
+    freedom (too few to say anything about the noise).
     """
     cols = [np.asarray(x, dtype=np.float64).ravel()]
     if x2 is not None:
@@ -311,10 +314,14 @@ def pure_error(x: Array, y: Array, x2: Array | None = None) -> float | None:
         e = (a * m[:-2][same] + b * m[2:][same] - m[1:-1][same]) / scale
         df = rep_df + int(e.size)
         per_var.append((float(np.sqrt((rep_ss + float(np.sum(e**2))) / df)), df))
-    if not per_var:
-        return float(np.sqrt(rep_ss / rep_df)) if rep_df else None
-    eligible = [s for s, df in per_var if df >= PURE_MIN_DF] or [s for s, _ in per_var]
-    return min(eligible)
+    eligible = [s for s, df in per_var if df >= PURE_MIN_DF]
+    if eligible:
+        return min(eligible)
+    # no variable has enough lines: pool them all with the replicates (the minimum of a few noisy
+    # estimates would under-state the noise), and say nothing from fewer than PURE_POOLED_MIN_DF
+    ss = rep_ss + sum(s * s * df - rep_ss for s, df in per_var)
+    df = rep_df + sum(df - rep_df for _, df in per_var)
+    return float(np.sqrt(ss / df)) if df >= PURE_POOLED_MIN_DF else None
 
 
 def select_form(
@@ -343,7 +350,10 @@ def select_form(
     pool = [c for c in candidates if c not in NAIVE] + [b for b in NAIVE if naive or b in candidates]
     vals = validate_candidates(x, y, x2, pool, holdout_largest=holdout_largest, origins=origins, delta=delta,
                                allow_prior=allow_prior)
-    train = holdout_mask(scale_of(x, x2), holdout_largest)[0]
+    try:
+        train = holdout_mask(scale_of(x, x2), holdout_largest)[0]
+    except WinnowError:  # too few scales: choose_predictor reports why no candidate could be validated
+        train = np.zeros(np.size(x), dtype=bool)
     pure = pure_error(np.asarray(x)[train], np.asarray(y)[train], None if x2 is None else np.asarray(x2)[train])
     return choose_predictor(vals, parsimony=parsimony, pure=pure)
 
@@ -377,7 +387,8 @@ def choose_predictor(vals: dict[str, Validation], *, parsimony: bool = True, pur
     observations. That scatter is the smaller of two estimates that err upwards in different ways: the
     median over the forms of the RMS log residual of their validated fits (too large when every form
     misses the curve's shape) and ``pure``, the model-free :func:`pure_error` of the training points
-    (too large where the curve bends between neighbouring points). The candidates within
+    (too large where the curve bends between neighbouring points; used only beside a validated form).
+    The candidates within
     ``max(SE, scatter)`` of the lowest held-out RMSLE count as tied, and the simplest of them wins:
     last value, then best small, then forms by number of parameters. With a single origin the margin
     is the scatter alone.
@@ -429,7 +440,7 @@ def _tie_margins(ok: dict[str, Validation], top: str, pure: float | None = None)
     # some of it), a misfitting form's over-state it
     noise = float(np.median(scatter)) if scatter else 0.0
     words = f"the residual scatter {noise:.3g}"
-    if pure is not None and (not scatter or pure < noise):
+    if pure is not None and scatter and pure < noise:  # no fitted form: no misfit to guard against
         noise, words = pure, f"the model-free scatter {pure:.3g}"
     e_top = np.asarray(ok[top].origin_rmsle)
     if e_top.size < 2 or any(len(v.origin_rmsle) != e_top.size for v in ok.values()):
