@@ -37,7 +37,7 @@ def print_report(report: Any, out: Console = console) -> None:
         t.add_column(f"validated fit ({val.n_train} training points)", justify="right")
     for k, v in fit.params.items():
         lo, hi = fit.param_ci[k]
-        cells = [k + (" (not pinned down)" if k in fit.unpinned else ""), _g(v), f"[{_g(lo)}, {_g(hi)}]" if fit.bootstrap else "-"]
+        cells = [k + (" (not pinned down)" if k in fit.unpinned else ""), _g(v), escape(f"[{_g(lo)}, {_g(hi)}]") if fit.bootstrap else "-"]
         if val is not None and val.params and val.form == fit.form:
             cells.append(_g(val.params.get(k)))
         t.add_row(*cells)
@@ -47,7 +47,7 @@ def print_report(report: Any, out: Console = console) -> None:
         for c in ("predictor", "RMSLE", "ARE", "note"):
             s.add_column(c)
         for name, r, a, note in sel.ranking():
-            s.add_row(name, _g(r), _g(a), note)
+            s.add_row(name, _g(r), _g(a), escape(note))
         out.print(s)
     if val is not None:
         vt = Table(title=f"held out: {val.n_test} point(s) at the {val.holdout_largest} largest scale(s); "
@@ -74,7 +74,7 @@ def print_report(report: Any, out: Console = console) -> None:
         pt.add_column("interval", justify="right")
         for i, x in enumerate(fit.predict_at):
             cells = [f"{x:.4g}"] + ([] if px2 is None else [f"{v:.4g}" for v in (px2[i] if px2.ndim == 2 else [px2[i]])])
-            cells += [_g(report.predictions[i]), f"[{_g(report.pred_lo[i])}, {_g(report.pred_hi[i])}]"]
+            cells += [_g(report.predictions[i]), escape(f"[{_g(report.pred_lo[i])}, {_g(report.pred_hi[i])}]")]
             pt.add_row(*cells)
         out.print(pt)
         out.print(f"interval: {report.interval_method}", highlight=False, markup=False)
@@ -89,11 +89,11 @@ def print_curves(table: dict, out: Console = console, max_rows: int = 40) -> Non
     rows = table["curves"]
     t = Table(title=f"{len(rows)} curves (held-out RMSLE of the validated fits; prediction at the last target)")
     for c in ("curve", "predictor", "points", "held-out RMSLE", "last value", "best small", "prediction [interval]", "warnings"):
-        t.add_column(c, justify="left" if c in ("curve", "predictor") else "right")
+        t.add_column(escape(c), justify="left" if c in ("curve", "predictor") else "right")
     for r in rows[:max_rows]:
         pred = "-" if r["prediction"] is None else f"{_g(r['prediction'])} [{_g(r['lo'])}, {_g(r['hi'])}]"
         t.add_row(escape(r["curve"]), r["predictor"], str(r["n_points"]), _g(r["holdout_rmsle"]), _g(r["last_value_rmsle"]),
-                  _g(r["best_small_rmsle"]), pred, str(r["warnings"]))
+                  _g(r["best_small_rmsle"]), escape(pred), str(r["warnings"]))
     out.print(t)
     if len(rows) > max_rows:
         out.print(f"... {len(rows) - max_rows} more curves: see --json or the fits / fit_details tables", highlight=False)
@@ -208,5 +208,5 @@ def fit_command(
         print_report(report)
     if source_sql:
         console.print(f"rows from: {source_sql}", highlight=False, markup=False)
-    console.print(f"plot: [bold]{result['plot']}[/bold]")
-    console.print(f"stored as run [bold]{result['run_id']}[/bold] in {result['db']} (tables fits, predictions, fit_details)")
+    console.print(f"plot: [bold]{escape(str(result['plot']))}[/bold]")
+    console.print(f"stored as run [bold]{result['run_id']}[/bold] in {escape(str(result['db']))} (tables fits, predictions, fit_details)")

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from cli.app import DbOption, JsonOption, RunFailed, app, console, err_console, open_store, print_json
+from cli.app import DbOption, JsonOption, RunFailed, app, console, err_console, escape, open_store, print_json
 
 
 @app.command()
@@ -31,8 +31,8 @@ def deploy(
             deployment.job_variables = {"env": dict(HEARTBEAT_ENV)}  # the worker's flow processes send heartbeats
         dep_id = deployment.apply(work_pool_name=pool_name)
         runs_by = f"a worker: prefect worker start --pool {pool_name}" if pool_name else f"winnow serve {path}"
-        console.print(f"deployed [bold]{FLOW_NAME}/{deployment.name}[/bold] ({dep_id}): {describe_schedules(cfg)}; "
-                      f"db {deployment.parameters['db']}; executed by {runs_by}")
+        console.print(f"deployed [bold]{FLOW_NAME}/{escape(deployment.name)}[/bold] ({dep_id}): {escape(describe_schedules(cfg))}; "
+                      f"db {escape(str(deployment.parameters['db']))}; executed by {escape(runs_by)}")
 
 
 @app.command()
@@ -52,8 +52,8 @@ def serve(
         deployment, cfg = build_deployment(path, db)
         deployments.append(deployment)
         _record_stale_attempts(deployment.parameters["db"])
-        console.print(f"serving [bold]{FLOW_NAME}/{deployment.name}[/bold]: {describe_schedules(cfg)}; "
-                      f"db {deployment.parameters['db']}")
+        console.print(f"serving [bold]{FLOW_NAME}/{escape(deployment.name)}[/bold]: {escape(describe_schedules(cfg))}; "
+                      f"db {escape(str(deployment.parameters['db']))}")
     console.print(f"UI: {api_url().rstrip('/').removesuffix('/api')}  (Ctrl-C stops serving and pauses the schedules)")
     serve_deployments(deployments, limit=limit)
 
@@ -66,7 +66,7 @@ def _crash_detection() -> None:
         ensure_zombie_automation()
     except Exception as err:  # noqa: BLE001 - serving and deploying work without it
         err_console.print(f"[yellow]warning:[/yellow] could not install the crashed-run automation on the server "
-                          f"({type(err).__name__}: {err}); `trigger --wait` still detects crashes by the run's lease",
+                          f"({type(err).__name__}: {escape(str(err))}); `trigger --wait` still detects crashes by the run's lease",
                           highlight=False, soft_wrap=True)
 
 
@@ -78,7 +78,7 @@ def _record_stale_attempts(db: str) -> None:
 
     try:
         for attempt in mark_crashed(Store(db)):
-            err_console.print(f"recorded attempt {attempt} in {db} as crashed (its lease had expired)", highlight=False)
+            err_console.print(f"recorded attempt {attempt} in {db} as crashed (its lease had expired)", highlight=False, markup=False)
     except WinnowError:
         pass  # busy or unreadable now: the next run's writer records it
 
@@ -101,8 +101,8 @@ def trigger(
     if as_json:
         print_json(out)
     else:
-        tail = f"  winnow run [bold]{out['run_id']}[/bold] in {out['db']}" if out.get("run_id") else ""
-        console.print(f"{out['state']}  flow run {out['flow_run_id']} ({out['flow_run_name']}){tail}")
+        tail = f"  winnow run [bold]{out['run_id']}[/bold] in {escape(str(out['db']))}" if out.get("run_id") else ""
+        console.print(f"{out['state']}  flow run {out['flow_run_id']} ({escape(str(out['flow_run_name']))}){tail}")
     if out.get("final") and out["state"] != "Completed":
         raise RunFailed(f"flow run {out['flow_run_id']} ended {out['state']}: {out.get('message') or 'no message'}")
 
@@ -122,4 +122,4 @@ def report(
     if as_json:
         print_json({"run_id": run_id, "path": str(result.path), "sections": result.sections})
     else:
-        console.print(f"report: [bold]{result.path}[/bold] ({', '.join(result.sections)})")
+        console.print(f"report: [bold]{escape(str(result.path))}[/bold] ({', '.join(result.sections)})")

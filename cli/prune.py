@@ -35,7 +35,7 @@ def export_cmd(selection: str = typer.Argument(..., help="selection id (see `win
     if as_json:
         print_json(out)
     else:
-        console.print(f"wrote {out['rows']} kept examples of {out['selection_id']} to {out['path']}")
+        console.print(f"wrote {out['rows']} kept examples of {out['selection_id']} to {out['path']}", markup=False)
 
 
 experiment = typer.Typer(help="Reproducible experiments.", no_args_is_help=True)
@@ -71,4 +71,4 @@ def perceptron_cmd(db: Optional[str] = DbOption,
         print_json(out)
     else:
         print_rows(out["table"], title=f"perceptron test error ({out['run_id']})")
-        console.print(f"plot: {out['plot']}; rows in perceptron_results (view perceptron_summary) of {out['db']}")
+        console.print(f"plot: {out['plot']}; rows in perceptron_results (view perceptron_summary) of {out['db']}", markup=False)

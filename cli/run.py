@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import typer
 
-from cli.app import DbOption, JsonOption, RunFailed, app, console, print_json, print_lines, print_rows
+from cli.app import DbOption, JsonOption, RunFailed, app, console, escape, print_json, print_lines, print_rows
 
 
 def print_summary(summary: dict[str, Any]) -> None:
@@ -17,7 +17,7 @@ def print_summary(summary: dict[str, Any]) -> None:
     for stage, result in summary.get("stages", {}).items():
         console.rule(f"{stage} ({result.get('seconds', 0):.1f} s)", style="dim")
         print_lines(result.get("lines", []))
-    db = summary["db"]
+    db = escape(str(summary["db"]))
     console.rule(style="dim")
     console.print(f"finished in {summary.get('seconds', 0):.1f} s; results are in [bold]{db}[/bold]")
     console.print(f"try:  [cyan]duckdb -readonly {db} -c \"select name, version, n_rows, n_train, n_test from sources\"[/cyan]")
