@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -55,6 +56,7 @@ def serve(
         console.print(f"serving [bold]{FLOW_NAME}/{escape(deployment.name)}[/bold]: {escape(describe_schedules(cfg))}; "
                       f"db {escape(str(deployment.parameters['db']))}")
     console.print(f"UI: {api_url().rstrip('/').removesuffix('/api')}  (Ctrl-C stops serving and pauses the schedules)")
+    os.environ["WINNOW_CONSOLE_FAILURES"] = "1"  # a service's console shows its runs' failures (flows/_env.py)
     serve_deployments(deployments, limit=limit)
 
 

@@ -2,7 +2,7 @@
 
 Analytics off (no network here), a generous ephemeral-server start-up timeout (fresh SQLite migrations
 are slow on 2 cores), and winnow's logging config (flows/prefect_logging.yml): Prefect's own, except
-that the console shows warnings and errors only and never a winnow user error — the CLI prints that as
+that the console shows warnings and errors only and never a failed run's records — the CLI prints that as
 one line, and the server's logs (the API handler) still receive every record. ``WINNOW_DEBUG=1`` shows
 everything. Users' own settings win: only unset variables are filled, and a ``$PREFECT_HOME/logging.yml``
 or ``PREFECT_LOGGING_SETTINGS_PATH`` replaces ours.
@@ -116,11 +116,21 @@ def is_user_error(exc: BaseException | None) -> bool:
     return False
 
 
+# Prefect's console records of a failed or crashed run (and of its shutdown once a run failed)
+FAILURE_MESSAGES = ("Finished in state Failed", "Finished in state Crashed", "Crash detected", "Encountered exception",
+                    "failed with exception", "Still processing items")
+
+
 class HideUserErrors(logging.Filter):
-    """Console filter: drop records about a winnow user error (the CLI prints those as one line).
+    """Console filter: drop records about a failure, which the CLI reports as one line.
 
     A record is about a user error when it carries one as its exception, or when its message names a
-    WinnowError class (Prefect logs a failed task or flow state as ``... WinnowError: message``).
+    WinnowError class (Prefect logs a failed task or flow state as ``... WinnowError: message``). Any
+    other record with an exception, or one of Prefect's failed/crashed-run messages
+    (:data:`FAILURE_MESSAGES`), is about a failure the CLI prints as ``error: internal error: ...``
+    (its traceback with ``WINNOW_DEBUG=1``); the server's logs keep every record. ``winnow serve`` sets
+    ``WINNOW_CONSOLE_FAILURES=1``: a service's console shows its runs' failures, user errors still as
+    one line.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -132,4 +142,8 @@ class HideUserErrors(logging.Filter):
             message = record.getMessage()
         except Exception:  # noqa: BLE001 - a record that cannot format is not ours to judge
             return True
-        return not any(f"{name}:" in message or f"{name}(" in message for name in _user_error_names())
+        if any(f"{name}:" in message or f"{name}(" in message for name in _user_error_names()):
+            return False
+        if os.environ.get("WINNOW_CONSOLE_FAILURES", "") not in ("", "0", "false"):
+            return True
+        return not record.exc_info and not any(m in message for m in FAILURE_MESSAGES)

@@ -144,7 +144,7 @@ def test_a_schema_version_that_is_not_a_number_is_refused(empty_db):
 
 
 # ------------------------------------------------------------------------------ one line on stderr
-def test_prefect_console_filter_drops_user_errors_only():
+def test_prefect_console_filter_drops_failures_the_cli_reports_as_one_line(monkeypatch):
     from flows._env import HideUserErrors
 
     f = HideUserErrors()
@@ -154,8 +154,19 @@ def test_prefect_console_filter_drops_user_errors_only():
         with_exc = logging.LogRecord("prefect.flow_runs", logging.ERROR, __file__, 1, "Encountered exception", None, sys.exc_info())
     state = logging.LogRecord("prefect.task_runs", logging.ERROR, __file__, 1,
                               "Finished in state Failed('Task run encountered an exception WinnowError: bad')", None, None)
-    other = logging.LogRecord("prefect.flow_runs", logging.ERROR, __file__, 1, "Finished in state Failed('ValueError: bug')", None, None)
+    bug = logging.LogRecord("prefect.flow_runs", logging.ERROR, __file__, 1, "Finished in state Failed('ValueError: bug')", None, None)
+    try:
+        raise ValueError("bug")
+    except ValueError:
+        bug_exc = logging.LogRecord("prefect.flow_runs", logging.ERROR, __file__, 1, "Encountered exception", None, sys.exc_info())
+    other = logging.LogRecord("prefect.client", logging.WARNING, __file__, 1, "the server is slow to answer", None, None)
     assert not f.filter(with_exc) and not f.filter(state) and f.filter(other)
+    # a bug is one 'internal error' line from the CLI (the traceback with WINNOW_DEBUG=1), not Prefect's dump
+    assert not f.filter(bug) and not f.filter(bug_exc)
+    monkeypatch.setenv("WINNOW_CONSOLE_FAILURES", "1")  # winnow serve: a service shows its runs' failures
+    assert f.filter(bug) and f.filter(bug_exc) and not f.filter(state)
+    monkeypatch.setenv("WINNOW_DEBUG", "1")
+    assert f.filter(with_exc) and f.filter(state)
 
 
 def test_server_problems_are_one_line_with_the_right_exit_code():
@@ -220,6 +231,14 @@ def test_query_results_stream_and_stop_at_the_limit(empty_db, tmp_path):
 
     rows = json.loads(p.stdout)
     assert p.returncode == 0 and len(rows) == 5000 and rows[-1] == {"i": 4999}
+
+
+def test_query_prints_bracketed_column_names_and_values_as_text(empty_db, tmp_path):
+    sql = 'SELECT 1 AS "[y]", 2 AS "[bold]z", \'[red]v\' AS "a[b]"'
+    env = {**_env(tmp_path), "COLUMNS": "200"}
+    p = subprocess.run([str(WINNOW), "query", sql, "--db", str(empty_db)], env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "[y]" in p.stdout and "[bold]z" in p.stdout and "a[b]" in p.stdout and "[red]v" in p.stdout, p.stdout
 
 
 def test_query_streams_batches_without_holding_the_result():
