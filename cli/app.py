@@ -104,7 +104,7 @@ def print_rows(rows: list[dict], title: str | None = None, as_json: bool = False
         print_json(rows)
         return
     if not rows:
-        console.print(f"[dim]{title or 'result'}: no rows[/dim]")
+        console.print(f"[dim]{escape(title or 'result')}: no rows[/dim]")
         return
     from rich import box
 
@@ -115,14 +115,14 @@ def print_rows(rows: list[dict], title: str | None = None, as_json: bool = False
     widths = _fit_widths(natural, floors, console.width - 2 * len(cols))
     if widths is None:
         for i, row in enumerate(cells):
-            console.rule(f"{title or 'row'} {i + 1}/{len(cells)}", style="dim")
+            console.rule(escape(f"{title or 'row'} {i + 1}/{len(cells)}"), style="dim")
             pad = max(len(c) for c in cols)
             for c, v in zip(cols, row):
-                console.print(f"{c:>{pad}}: {escape(v)}", highlight=False, soft_wrap=True)
+                console.print(f"{escape(f'{c:>{pad}}')}: {escape(v)}", highlight=False, soft_wrap=True)
         return
-    table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, collapse_padding=True)
+    table = Table(title=None if title is None else escape(title), box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, collapse_padding=True)
     for c, w in zip(cols, widths):
-        table.add_column(c, no_wrap=True, overflow="ellipsis", min_width=w, max_width=w)
+        table.add_column(escape(c), no_wrap=True, overflow="ellipsis", min_width=w, max_width=w)
     for row in cells:
         table.add_row(*[escape(v) for v in row])
     console.print(table)
@@ -153,3 +153,26 @@ def escape(text: str) -> str:
 
 def debug() -> bool:
     return os.environ.get("WINNOW_DEBUG", "") not in ("", "0", "false")
+
+
+PLOT_FORMATS = (".png", ".pdf", ".svg")
+
+
+def plot_path(path: Path | None) -> str | None:
+    """A ``--plot`` path checked before any work: a file of a format matplotlib writes here (no suffix:
+    ``.png`` is added, and the returned path says so), not a folder, in a folder that is not a file."""
+    from tasks.errors import WinnowError
+
+    if path is None:
+        return None
+    if path.is_dir():
+        raise WinnowError(f"--plot {path} is a folder: name a file in it, e.g. {path / 'plot.png'}")
+    if not path.suffix:
+        path = path.with_suffix(".png")
+    if path.suffix.lower() not in PLOT_FORMATS:
+        raise WinnowError(f"--plot {path}: cannot write {path.suffix!r} plots; use one of {', '.join(PLOT_FORMATS)}")
+    parent = next((p for p in path.absolute().parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise WinnowError(f"--plot {path}: {parent} is a file, not a folder")
+    return str(path)
+

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cli.app import app, console, escape, print_json
+from cli.app import app, console, escape, plot_path, print_json
 
 
 def _g(v: float | None) -> str:
@@ -191,7 +191,7 @@ def fit_command(
     result = fit_flow(
         data=data, db=str(store.path), form=form, holdout_largest=holdout_largest, bootstrap=bootstrap,
         predict_at=px.tolist(), predict_at_x2=None if px2 is None else px2.tolist(), seed=seed,
-        huber_delta=delta, level=level, plot_path=None if plot is None else str(plot), origins=origins,
+        huber_delta=delta, level=level, plot_path=plot_path(plot), origins=origins,
     )
     head = {"run_id": result["run_id"], "db": result["db"], "plot": result["plot"], "source_sql": source_sql}
     if by_cols:

@@ -41,6 +41,7 @@ EDGES: dict[str, str] = {
     "tasks/mixture/pools.py:class_targets": "class_proportions naming labels the source lacks (draw_mixture_rows)",
     "tasks/mixture/pools.py:remap_labels": "pool labels the target lacks (draw_mixture_rows)",
     "tasks/prune/perceptron.py:perceptron_experiment": "the arguments of `winnow experiment perceptron`",
+    "tasks/prune/perceptron.py:check_grid": "the grid of `winnow experiment perceptron` (alphas, fractions, N)",
     # environment / I/O
     "tasks/embed/minilm.py:load_minilm": "the MiniLM weights package is not installed",
     # user-reachable, detected only while the stage runs (candidates for a preflight)

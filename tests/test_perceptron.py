@@ -64,7 +64,25 @@ def test_perceptron_flow_stores_rows_and_plot(tmp_path, winnow):
 
 @pytest.mark.parametrize("kw, match", [({"N": 1}, "N=1"), ({"alphas": (0,)}, "alpha_tot=0"),
                                        ({"fractions": (1.5,)}, "fraction=1.5"), ({"policies": ("best",)}, "best"),
-                                       ({"theta": 3.0}, "theta=3.0")])
+                                       ({"theta": 3.0}, "theta=3.0"), ({"alphas": (float("inf"),)}, "finite"),
+                                       ({"alphas": ()}, "no alpha_tot"), ({"alphas": (1, 1)}, "repeat"),
+                                       ({"N": 100_000, "alphas": (64,)}, "6,400,000 x 100,000")])
 def test_perceptron_rejects_bad_settings(kw, match):
     with pytest.raises(WinnowError, match=match):
         perceptron_experiment(**kw)
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--alphas", "inf"), "alpha_tot=inf must be a finite number > 0"),
+    (("--alphas", "1,1"), "repeat a value"),
+    (("--alphas", ""), "no alpha_tot values"),
+    (("--plot", "{tmp}/p.txt"), "cannot write '.txt' plots"),
+    (("--plot", "{tmp}"), "is a folder"),
+])
+def test_perceptron_cli_refuses_a_bad_grid_or_plot_in_one_line_before_writing(tmp_path, winnow, args, message):
+    db = tmp_path / "p.duckdb"
+    args = tuple(a.replace("{tmp}", str(tmp_path)) for a in args)
+    code, out, err = winnow("experiment", "perceptron", "--db", db, "--n", "20", "--fractions", "1", "--seeds", "1", *args)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not db.exists()
+

@@ -142,6 +142,8 @@ def test_save_fits_is_idempotent_and_loads_back(existing_db):
         ("n,err\n1,0.5\n2,0.4\n3,0.3\n4,0.25\n", ("--x", "n", "--y", "err", "--form", "m7"), "unknown scaling-law form 'm7'"),
         ("n,err\n1,0.5\n2,0.4\n3,0.3\n4,0.25\n", ("--x", "n", "--y", "err", "--form", "gadre"), "takes two variables"),
         ("n,err\n1,0.5\n2,0.4\n3,0.3\n4,0.25\n", ("--x", "n", "--y", "err", "--form", "m2", "--predict", "1e9:5"), "one-variable form"),
+        ("n,n,err\n1,1,0.5\n2,2,0.4\n3,3,0.3\n4,4,0.25\n", ("--x", "n", "--y", "err"), "the header names column 'n' 2 times"),
+        ("n,err\n1,0.5\n2,0.4\n3,0.3\n4,0.25\n", ("--x", "n", "--y", "err", "--form", "m1", "--plot", "fit.txt"), "cannot write '.txt' plots"),
     ],
 )
 def test_bad_csv_exits_2_with_one_clear_line_and_leaves_the_db_unchanged(winnow, tmp_path, existing_db, content, args, message):

@@ -32,6 +32,9 @@ __all__ = ["PerceptronRow", "PerceptronResult", "perceptron_experiment", "summar
 POLICIES = ("random", "hard", "easy")
 
 
+MAX_CELLS = 200_000_000  # P x N values of one data matrix (1.6 GB in float64)
+
+
 @dataclass(frozen=True)
 class PerceptronRow:
     """One trained student: test error ``test_error`` with ``n_kept`` of ``P`` examples."""
@@ -80,6 +83,27 @@ def _student_error(X: np.ndarray, y: np.ndarray, T: np.ndarray, C: float, max_it
     return float(np.arccos(R) / np.pi)
 
 
+def check_grid(N: int, alphas: Sequence[float], fractions: Sequence[float]) -> None:
+    """The teacher-student grid's arguments: N >= 2, distinct finite alphas > 0 whose data fit
+    :data:`MAX_CELLS`, distinct fractions in (0, 1]."""
+    if N < 2:
+        raise WinnowError(f"N={N} must be >= 2")
+    for name, values in (("alpha_tot", alphas), ("fraction", fractions)):
+        if not len(values):
+            raise WinnowError(f"no {name} values given")
+        if len(set(values)) < len(values):
+            raise WinnowError(f"{name} values {list(values)} repeat a value (each is one grid point)")
+    for a in alphas:
+        if not (0 < a < np.inf):
+            raise WinnowError(f"alpha_tot={a} must be a finite number > 0")
+        if round(a * N) * N > MAX_CELLS:
+            raise WinnowError(f"alpha_tot={a:g} with N={N} needs a {round(a * N):,} x {N:,} data matrix; "
+                              f"the limit is {MAX_CELLS:,} values (lower alpha_tot or N)")
+    for f in fractions:
+        if not (0 < f <= 1):
+            raise WinnowError(f"fraction={f} must be in (0, 1]")
+
+
 def perceptron_experiment(
     *,
     N: int = 100,
@@ -108,14 +132,7 @@ def perceptron_experiment(
     -------
     PerceptronResult with one row per (seed, α_tot, f, policy).
     """
-    if N < 2:
-        raise WinnowError(f"N={N} must be >= 2")
-    for a in alphas:
-        if not (a > 0):
-            raise WinnowError(f"alpha_tot={a} must be > 0")
-    for f in fractions:
-        if not (0 < f <= 1):
-            raise WinnowError(f"fraction={f} must be in (0, 1]")
+    check_grid(N, alphas, fractions)
     for p in policies:
         if p not in POLICIES:
             raise WinnowError(f"policy={p!r} must be one of {', '.join(POLICIES)}")

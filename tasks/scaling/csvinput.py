@@ -121,6 +121,9 @@ def read_fit_csv(
                       *(("--by", b) for b in by)):
         if col is not None and col not in have:
             raise WinnowError(f"{p}: no column {col!r} (given as {role}); columns are: {', '.join(have)}")
+        if col is not None and have.count(col) > 1:
+            raise WinnowError(f"{p}: the header names column {col!r} {have.count(col)} times (given as {role}); "
+                              "rename the copies")
     if table.num_rows == 0:
         raise WinnowError(f"{p}: no data rows" + (" after --where/--col/--sql" if source_sql else ""))
     xv = _numeric(table, x, p, positive=True)
