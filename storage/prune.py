@@ -191,7 +191,10 @@ def list_selections(store: Store, run_id: str | None = None) -> list[dict[str, A
     with store.read() as con:
         if run_id is None:
             return rows(con.execute(sql + " ORDER BY created_at DESC, selection_id"))
-        return rows(con.execute(sql + " WHERE run_id = ? ORDER BY selection_id", [run_id]))
+        out = rows(con.execute(sql + " WHERE run_id = ? ORDER BY selection_id", [run_id]))
+        if not out and not con.execute("SELECT 1 FROM runs WHERE run_id = ?", [run_id]).fetchone():
+            raise WinnowError(f"no run {run_id!r} in {store.path} (`winnow runs` lists them)")
+        return out
 
 
 def load_selection(store: Store, selection_id: str) -> tuple[dict[str, Any], pa.Table]:

@@ -3,6 +3,7 @@ the export command, and bad input that leaves every table unchanged."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import duckdb
@@ -196,6 +197,11 @@ prune: {metrics: [ssp, random], policies: [easy], fractions: [0.2], k: 5, semded
     assert "selections over 2 metrics" in out
     code, out, err = winnow("selections", "--db", db, "--json")
     assert code == 0 and out.count('"selection_id"') == 2
+    run_id = json.loads(out)[0]["run_id"]
+    code, out, err = winnow("selections", run_id, "--db", db, "--json")
+    assert code == 0 and out.count('"selection_id"') == 2
+    code, out, err = winnow("selections", "nosuch", "--db", db)  # an unknown run is an error, not "no rows"
+    assert code == 2 and err.strip() == f"error: no run 'nosuch' in {db} (`winnow runs` lists them)", err
 
 
 def test_semdedup_removals_are_selections_with_queryable_removed_ids(pruned_db, tmp_path, winnow):
