@@ -17,23 +17,11 @@ from cli.app import DbOption, JsonOption, app, console, open_store, print_json
 def prune_sharded_cmd(config: Path = typer.Argument(..., help="YAML sharded config (see configs/sharded.py)"),
                       db: Optional[str] = DbOption, as_json: bool = JsonOption) -> None:
     """Score (SSP), de-duplicate (SemDeDup) and select from a large source, one task per shard."""
-    import yaml
-    from pydantic import ValidationError
-
+    from configs.base import load_model
     from configs.sharded import ShardedConfig
     from flows.sharded import run_sharded
-    from tasks.errors import WinnowError
 
-    try:
-        data = yaml.safe_load(config.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise WinnowError(f"cannot read {config}: {err}") from None
-    try:
-        cfg = ShardedConfig(**(data or {}))
-    except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise WinnowError(f"{config}: {where}: {first['msg']}") from None
+    cfg = load_model(config, ShardedConfig)
     summary = run_sharded(cfg, open_store(db).path)
     if as_json:
         print_json(summary)

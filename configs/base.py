@@ -13,10 +13,10 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from configs._model import StrictModel
 from configs.encoder import EncoderConfig
@@ -331,20 +331,40 @@ def _read_config_text(p: Path) -> str:
         raise WinnowError(f"{p}: cannot read config: {err.strerror or err}") from None
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
 def load_config(path: str | Path) -> RunConfig:
     """Read and validate a YAML run config; every problem is a WinnowError naming the file and key."""
     p = Path(path)
+    return parse_config(_load_yaml(p), origin=str(p), base_dir=p.resolve().parent)
+
+
+def load_model(path: str | Path, model: type[M]) -> M:
+    """Read a YAML file into another config ``model`` (e.g. the sharded job's) with the run config's
+    checks and messages: a mapping, no repeated or unknown keys, one WinnowError naming file and key."""
+    p = Path(path)
+    data = _load_yaml(p)
+    if not isinstance(data, dict):
+        raise WinnowError(f"{p}: a config must be a YAML mapping, got {type(data).__name__}")
+    _check_values(data, str(p))
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise WinnowError(_format_error(err, str(p))) from None
+
+
+def _load_yaml(p: Path) -> Any:
     text = _read_config_text(p)
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise WinnowError(f"{p}: not valid YAML{where}: {problem}") from None
     except RecursionError:
-        raise WinnowError(f"{p}: the YAML is nested too deeply to be a run config") from None
-    return parse_config(data, origin=str(p), base_dir=p.resolve().parent)
+        raise WinnowError(f"{p}: the YAML is nested too deeply to be a config") from None
 
 
 def builtin_config(name: str) -> Path:

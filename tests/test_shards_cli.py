@@ -51,9 +51,11 @@ def test_bad_sharded_configs_exit_2_with_one_line_and_write_nothing(tmp_path):
         pytest.skip("package not installed as a console script")
     db = tmp_path / "store" / "x.duckdb"
     cases = [
-        (write_yaml(tmp_path / "key.yaml", SMALL + "shard_row: 5\n"), "key.yaml: shard_row"),
-        (write_yaml(tmp_path / "val.yaml", SMALL.replace("fraction: 0.3", "fraction: 3")), "val.yaml: fraction"),
-        (tmp_path / "missing.yaml", "cannot read"),
+        (write_yaml(tmp_path / "key.yaml", SMALL + "shard_row: 5\n"), "key.yaml: key 'shard_row': unknown key"),
+        (write_yaml(tmp_path / "val.yaml", SMALL.replace("fraction: 0.3", "fraction: 3")), "val.yaml: key 'fraction'"),
+        (write_yaml(tmp_path / "list.yaml", "- a\n- b\n"), "list.yaml: a config must be a YAML mapping, got list"),
+        (write_yaml(tmp_path / "twice.yaml", SMALL + "seed: 1\nseed: 2\n"), "twice.yaml"),
+        (tmp_path / "missing.yaml", "missing.yaml"),
     ]
     for path, message in cases:
         out = subprocess.run([str(exe), "prune-sharded", str(path), "--db", str(db)], capture_output=True, text=True,
