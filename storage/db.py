@@ -65,6 +65,20 @@ def resolve_db_path(cli_value: str | Path | None = None, config_value: str | Pat
 
 
 # ------------------------------------------------------------------------------------- safe writes
+def _umask() -> int:
+    """The process's umask: from /proc (Linux) where it can be read without changing it; elsewhere
+    set and restored at once."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def safe_write(target: str | Path, write: Callable[[BinaryIO], None], *, force: bool = False,
                what: str = "file", option: str = "") -> Path:
     """Write a file the safe way; every file winnow writes goes through here.
@@ -92,6 +106,7 @@ def safe_write(target: str | Path, write: Callable[[BinaryIO], None], *, force: 
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
+            os.fchmod(fh.fileno(), 0o666 & ~_umask())  # mkstemp makes 0600; a written file gets the usual mode
             os.fsync(fh.fileno())
         if force:
             os.replace(tmp, target)

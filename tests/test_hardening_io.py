@@ -55,6 +55,17 @@ def test_safe_write_never_follows_a_symlink_planted_at_its_temp_name(tmp_path, m
     assert not list(tmp_path.glob(".out.csv.fresh*"))  # our own temp file is gone
 
 
+def test_safe_write_gives_the_file_the_mode_the_umask_says(tmp_path):
+    import stat
+
+    old = os.umask(0o027)
+    try:
+        out = safe_write(tmp_path / "out.csv", lambda fh: fh.write(b"x"))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o640  # not mkstemp's 0600
+
+
 def test_safe_write_refuses_to_overwrite_and_force_replaces_a_link_not_its_target(tmp_path):
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me")
