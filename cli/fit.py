@@ -66,8 +66,9 @@ def print_report(report: Any, out: Console = console) -> None:
     if fit.predict_at.size:
         pt = Table(title=f"predictions from: {report.predictor}" + (" (final fit)" if not report.naive else ""))
         pt.add_column(form.x_names[0])
-        px2 = fit.predict_at_x2
-        extra = [] if px2 is None else (list(form.x_names[1:]) if px2.ndim == 2 else [form.x_names[1]])
+        px2 = fit.predict_at_x2 if report.target_x2 is None else report.target_x2  # as requested (U too)
+        extra = [] if px2 is None else ((list(form.x_names[1:]) if form.n_vars == 3 else [form.x_names[1], "U"])
+                                        if px2.ndim == 2 else [form.x_names[1]])
         for c in extra:
             pt.add_column(c)
         pt.add_column("prediction", justify="right")

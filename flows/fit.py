@@ -48,8 +48,8 @@ def to_record(
     preds_y = report.predictions if report.predictions is not None else fit.predictions
     lo = report.pred_lo if report.pred_lo is not None else fit.pred_lo
     hi = report.pred_hi if report.pred_hi is not None else fit.pred_hi
-    px2 = fit.predict_at_x2
-    seen = None if px2 is None else (px2 if px2.ndim == 1 else px2[:, 0])
+    tx2 = fit.predict_at_x2 if report.target_x2 is None else report.target_x2  # as requested: U kept under a 2-variable form
+    seen = None if tx2 is None else (tx2 if tx2.ndim == 1 else tx2[:, 0])
     preds = [
         PredictionRow("target", float(x), None if seen is None else float(seen[i]), float(preds_y[i]), float(lo[i]), float(hi[i]))
         for i, x in enumerate(fit.predict_at)
@@ -71,7 +71,7 @@ def to_record(
         "interval_method": report.interval_method,
         "warnings": list(report.warnings),
         "notes": list(report.notes),
-        "targets": None if px2 is None or px2.ndim == 1 else np.column_stack([fit.predict_at, px2]).tolist(),
+        "targets": None if tx2 is None or tx2.ndim == 1 else np.column_stack([fit.predict_at, tx2]).tolist(),
     }
     return FitRecord(
         fit_key=key, form=fit.form, formula=form.formula, x_col=x_col, x2_col=x2_col, y_col=y_col, space=space,

@@ -191,6 +191,12 @@ def test_plot_of_a_two_variable_form_fitted_on_repeated_data_draws_it_against_to
     png = tmp_path / "fit.png"
     plot_fit(png, rep)
     assert png.stat().st_size > 10_000 and np.isfinite(rep.predictions[0])
+    # the stored target keeps the U it was asked for, though the chinchilla fit itself sees only N and D
+    from flows.fit import to_record
+
+    rec = to_record("loss", rep, x_col="N", y_col="loss", x2_col="D", space="as given", plot_path=None, x3_col="U")
+    assert rep.target_x2.tolist() == [[6.4e11, 1e10]] and rec.details["targets"] == [[4e9, 6.4e11, 1e10]]
+    assert [(p.x, p.x2) for p in rec.predictions if p.kind == "target"] == [(4e9, 6.4e11)]
 
 
 def test_holdout_larger_than_the_number_of_scales_is_one_clear_error():

@@ -210,6 +210,7 @@ class FitReport:
     interval_method: str = ""
     notes: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    target_x2: Array | None = None  # the targets' other variables as requested ([D, U] on three-variable data)
 
     @property
     def naive(self) -> bool:
@@ -315,7 +316,7 @@ def fit_report(
     return FitReport(
         fit=fit, validation=validation, selection=selection, holdout_mask=mask, x=x_arr, y=y_arr, x2=x2_arr,
         predictor=predictor, predictions=preds, pred_lo=lo, pred_hi=hi, interval_method=method,
-        notes=tuple(notes), warnings=tuple(warnings),
+        notes=tuple(notes), warnings=tuple(warnings), target_x2=px2,
     )
 
 
