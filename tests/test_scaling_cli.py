@@ -143,6 +143,8 @@ def test_save_fits_is_idempotent_and_loads_back(existing_db):
         ("n,err\n1,0.5\n2,0.4\n3,0.3\n4,0.25\n", ("--x", "n", "--y", "err", "--form", "gadre"), "takes two variables"),
         ("n,err\n1,0.5\n2,0.4\n3,0.3\n4,0.25\n", ("--x", "n", "--y", "err", "--form", "m2", "--predict", "1e9:5"), "one-variable form"),
         ("n,n,err\n1,1,0.5\n2,2,0.4\n3,3,0.3\n4,4,0.25\n", ("--x", "n", "--y", "err"), "the header names column 'n' 2 times"),
+        ("n,err\n1,0.5\n2,0.4\n3,0\n4,0.25\n", ("--x", "n", "--y", "err", "--where", "n > 2"),
+         "row 1 of the --where/--col/--sql result has 0.0"),
         ("n,err\n1,0.5\n2,0.4\n3,0.3\n4,0.25\n", ("--x", "n", "--y", "err", "--form", "m1", "--plot", "fit.txt"), "cannot write '.txt' plots"),
     ],
 )
@@ -154,6 +156,17 @@ def test_bad_csv_exits_2_with_one_clear_line_and_leaves_the_db_unchanged(winnow,
     text = " ".join(err.split())
     assert text.startswith("error:") and message in text, err
     assert db_fingerprint(existing_db) == before
+
+
+def test_a_binary_file_named_csv_is_one_printable_line(winnow, tmp_path, existing_db):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    f = tmp_path / "really_parquet.csv"
+    pq.write_table(pa.table({"n": [1.0, 2.0, 3.0], "err": [0.5, 0.4, 0.3]}), f)
+    code, _, err = winnow("fit", f, "--x", "n", "--y", "err", "--db", existing_db)
+    assert code == 2 and "cannot parse as CSV" in err and len(err.strip().splitlines()) == 1
+    assert all(c.isprintable() for c in err.strip()), repr(err)
 
 
 def test_missing_csv_is_a_clear_error(winnow, tmp_path, existing_db):

@@ -50,11 +50,13 @@ class FitData:
         return replace(self, x=self.x[mask], y=self.y[mask], x2=pick(self.x2), groups=pick(self.groups), curves=pick(self.curves))
 
 
-def _numeric(table: pa.Table, col: str, path: Path, *, positive: bool) -> np.ndarray:
+def _numeric(table: pa.Table, col: str, path: Path, *, positive: bool, of: str = "") -> np.ndarray:
+    """``col`` as finite float64 (> 0 with ``positive``); rows are numbered from 1 after the header, ``of``
+    says of what when they are not the file's."""
     arr = table.column(col)
     if arr.null_count:
         first = int(np.flatnonzero(pc.is_null(arr).to_numpy(zero_copy_only=False))[0])
-        raise WinnowError(f"{path}: column {col!r} is empty or NaN in row {first + 1} ({arr.null_count} missing value(s)); drop or fill those rows")
+        raise WinnowError(f"{path}: column {col!r} is empty or NaN in row {first + 1}{of} ({arr.null_count} missing value(s)); drop or fill those rows")
     if not (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type)):
         try:
             arr = pc.cast(arr, pa.float64())
@@ -65,13 +67,13 @@ def _numeric(table: pa.Table, col: str, path: Path, *, positive: bool) -> np.nda
     bad = ~np.isfinite(v)
     if bad.any():
         i = int(np.argmax(bad))
-        raise WinnowError(f"{path}: column {col!r} has a non-finite value {float(v[i])!r} in row {i + 1}; drop or fix it")
+        raise WinnowError(f"{path}: column {col!r} has a non-finite value {float(v[i])!r} in row {i + 1}{of}; drop or fix it")
     if positive:
         nonpos = v <= 0
         if nonpos.any():
             i = int(np.argmax(nonpos))
             raise WinnowError(
-                f"{path}: column {col!r} must be > 0 (scaling laws are fitted in log space); row {i + 1} has {float(v[i])!r}"
+                f"{path}: column {col!r} must be > 0 (scaling laws are fitted in log space); row {i + 1}{of} has {float(v[i])!r}"
             )
     return v
 
@@ -93,7 +95,8 @@ def read_table(path: str | Path) -> pa.Table:
             return pq.read_table(p)
         return pacsv.read_csv(p, convert_options=pacsv.ConvertOptions(null_values=["", "NA", "NaN", "nan", "null"], strings_can_be_null=True))
     except (pa.ArrowInvalid, OSError) as err:
-        raise WinnowError(f"{p}: cannot parse as CSV: {err}") from None
+        text = "".join(c if c.isprintable() else "?" for c in str(err))  # a binary file's bytes stay off the terminal
+        raise WinnowError(f"{p}: cannot parse as CSV: {text[:300]}") from None
 
 
 def read_fit_csv(
@@ -126,14 +129,15 @@ def read_fit_csv(
                               "rename the copies")
     if table.num_rows == 0:
         raise WinnowError(f"{p}: no data rows" + (" after --where/--col/--sql" if source_sql else ""))
-    xv = _numeric(table, x, p, positive=True)
-    yv = _numeric(table, y, p, positive=True)
-    x2v = None if x2 is None else _numeric(table, x2, p, positive=True)
+    of = " of the --where/--col/--sql result" if source_sql else ""
+    xv = _numeric(table, x, p, positive=True, of=of)
+    yv = _numeric(table, y, p, positive=True, of=of)
+    x2v = None if x2 is None else _numeric(table, x2, p, positive=True, of=of)
     x2_col = x2
     if unique is not None:
-        uv = _numeric(table, unique, p, positive=True)
+        uv = _numeric(table, unique, p, positive=True, of=of)
         if epochs is not None:
-            x2v, x2_col = _numeric(table, epochs, p, positive=True) * uv, f"{epochs}*{unique}"
+            x2v, x2_col = _numeric(table, epochs, p, positive=True, of=of) * uv, f"{epochs}*{unique}"
         x2v = np.column_stack([x2v, uv])
     gv = None if group is None else _labels(table, group, p, "group")
     curves = values = None
