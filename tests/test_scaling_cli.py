@@ -174,6 +174,17 @@ def test_missing_csv_is_a_clear_error(winnow, tmp_path, existing_db):
     assert code == 2 and "CSV file not found" in err
 
 
+def test_extrapolated_error_rates_stay_at_most_one():
+    from configs.scaling import ExtrapolateConfig
+    from tasks.scaling.pilots import extrapolate_pilots
+
+    err = np.array([0.95, 0.9, 0.97, 0.85, 0.9, 0.96, 0.88, 0.93])  # noisy, high: the log-space band passes 1
+    rows = {"mixture": ["m"] * 8, "size": [10.0, 20, 40, 80] * 2, "accuracy": list(1 - err), "seed": [0] * 4 + [1] * 4}
+    rep = extrapolate_pilots(rows, ExtrapolateConfig(form="m2", target_sizes=[5.0, 1e4], bootstrap=50, holdout_largest=1))[0].report
+    assert np.all(rep.pred_hi <= 1.0) and np.all(rep.predictions <= 1.0) and np.all(rep.pred_lo <= rep.predictions)
+    assert rep.interval_method.endswith("clipped at error 1")
+
+
 def test_extrapolate_pilots_fits_each_mixture_in_error_space_and_stores_it(tmp_path):
     from configs.scaling import ExtrapolateConfig
     from flows.fit import save_pilot_fits

@@ -8,7 +8,7 @@ into columns with :func:`pilots_from_rows`, fits them with :func:`extrapolate_pi
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -91,8 +91,17 @@ def extrapolate_pilots(
             except WinnowError as e2:
                 out.append(PilotFit(key, None, f"skipped: {e2}"))
                 continue
-        out.append(PilotFit(key, rep, note))
+        out.append(PilotFit(key, _at_most_one(rep), note))
     return out
+
+
+def _at_most_one(rep: FitReport) -> FitReport:
+    """An error rate is at most 1: clip predictions and interval ends above it (a law in log space knows
+    no ceiling), and say so in the interval method."""
+    if rep.predictions is None or not np.any(np.concatenate([rep.predictions, rep.pred_hi]) > 1.0):
+        return rep
+    return replace(rep, predictions=np.minimum(rep.predictions, 1.0), pred_lo=np.minimum(rep.pred_lo, 1.0),
+                   pred_hi=np.minimum(rep.pred_hi, 1.0), interval_method=rep.interval_method + "; clipped at error 1")
 
 
 def pilots_from_rows(rows: list[dict]) -> dict[str, np.ndarray]:
