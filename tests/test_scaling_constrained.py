@@ -199,6 +199,27 @@ def test_plot_of_a_two_variable_form_fitted_on_repeated_data_draws_it_against_to
     assert [(p.x, p.x2) for p in rec.predictions if p.kind == "target"] == [(4e9, 6.4e11)]
 
 
+def test_a_zero_width_interval_says_what_did_not_measure_the_uncertainty():
+    x = np.geomspace(10, 1e5, 12)
+    y = 4.0 * x**-0.3  # noiseless: every bootstrap replicate fits the same law
+    with_boot = fit_report(x, y, form="m1", holdout_largest=0, bootstrap=20, predict_at=[1e6]).warnings
+    without = fit_report(x, y, form="m1", holdout_largest=0, bootstrap=0, predict_at=[1e6]).warnings
+    assert any("(every bootstrap replicate predicts the same, a stable fit, no held-out check)" in w for w in with_boot)
+    assert any("(no bootstrap, a stable fit, no held-out check)" in w for w in without)
+
+
+def test_a_list_column_cannot_name_curves(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tasks.scaling.csvinput import read_fit_csv
+
+    f = tmp_path / "lst.parquet"
+    pq.write_table(pa.table({"n": [1.0, 2.0, 3.0], "err": [0.5, 0.4, 0.3], "lst": [[1], [2], [3]]}), f)
+    with pytest.raises(WinnowError, match="--by column 'lst' holds list<"):
+        read_fit_csv(f, x="n", y="err", by=["lst"])
+
+
 def test_holdout_larger_than_the_number_of_scales_is_one_clear_error():
     with pytest.raises(WinnowError, match=r"--holdout-largest 5 needs at least 6 distinct x values.*have 4"):
         fit_report([1.0, 2.0, 3.0, 4.0], [1.0, 0.8, 0.7, 0.65], form="m1", holdout_largest=5)

@@ -308,8 +308,10 @@ def fit_report(
     if fit.predict_at.size:
         zero = np.isfinite(lo) & (hi - lo <= 1e-12 * np.abs(preds))
         if zero.any():
+            why = ", ".join(["every bootstrap replicate predicts the same" if fit.bootstrap else "no bootstrap", "a stable fit",
+                             "no held-out check" if validation is None else "a held-out error of 0"])
             warnings.append(f"the prediction interval has zero width at {int(zero.sum())} target(s): nothing measured its "
-                            "uncertainty (no bootstrap, a stable fit and a held-out error of 0); do not read it as certainty")
+                            f"uncertainty ({why}); do not read it as certainty")
     if predictor in NAIVE:
         notes.append(f"predictions are the naive {predictor.replace('_', ' ')} forecast (it won the held-out check); "
                      f"the parameters shown are the best form's ({fit_name}) final fit, for reference")
@@ -412,7 +414,7 @@ def interval_warnings(fit: CurveFit) -> list[str]:
                                    | (np.abs(col - upper[j]) <= 1e-6 * max(1.0, abs(upper[j]))))
                 if hi - lo <= 1e-12 * max(abs(lo), abs(hi), 1e-300):
                     out.append(f"the interval of {name} has zero width: all {col.size} bootstrap replicates gave the same "
-                               f"value ({fit.n_groups} run(s) to resample{' ; it sits on a bound' if at_bound > 0.5 else ''}); "
+                               f"value ({fit.n_groups} run(s) to resample{'; it sits on a bound' if at_bound > 0.5 else ''}); "
                                "the bootstrap cannot see its uncertainty")
                 elif at_bound >= 0.025:
                     out.append(f"the interval of {name} reaches a bound of the search box ({at_bound:.0%} of bootstrap "

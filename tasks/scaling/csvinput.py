@@ -152,6 +152,8 @@ def read_fit_csv(
 
 def _labels(table: pa.Table, col: str, path: Path, role: str) -> np.ndarray:
     g = table.column(col)
+    if pa.types.is_nested(g.type):
+        raise WinnowError(f"{path}: {role} column {col!r} holds {g.type} values; curves and runs are named by plain values")
     if g.null_count:
         first = int(np.flatnonzero(pc.is_null(g).to_numpy(zero_copy_only=False))[0])
         raise WinnowError(f"{path}: {role} column {col!r} is empty in row {first + 1}")
