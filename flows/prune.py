@@ -27,7 +27,7 @@ from flows.caching import heavy_task
 from storage.db import Store
 from storage.prune import save_perceptron, save_prune
 from tasks.errors import WinnowError
-from tasks.prune.evaluate import PruningCurve, plot_pruning_curve
+from tasks.prune.evaluate import PruningCurve, mean_text, plot_pruning_curve
 from tasks.prune.options import PoolInfo, PruneOptions
 from tasks.prune.outcome import PruneOutcome, SourceOutcome
 from tasks.prune.perceptron import perceptron_experiment, plot_perceptron, summarize_perceptron
@@ -53,7 +53,7 @@ def pool_info(src) -> PoolInfo:
 def _curve_rows(curve: PruningCurve) -> list[dict[str, Any]]:
     return [
         {"metric": s["metric"], "policy": s["policy"], "ran": s["resolved_policy"], "fraction": s["fraction"],
-         "n_kept": s["n_kept"], "accuracy": f"{s['mean']:.4f} ± {s['std']:.4f}", "seeds": s["n_seeds"]}
+         "n_kept": s["n_kept"], "accuracy": mean_text(s["mean"], s["std"], s["n_seeds"]), "seeds": s["n_seeds"]}
         for s in curve.summary()
     ]
 
@@ -186,7 +186,7 @@ def _best_vs_random_lines(name: str, curve: PruningCurve) -> list[str]:
             continue
         best = max(at, key=lambda s: s["mean"])
         vs = f" vs random {rnd[0]['mean']:.4f}" if rnd else ""
-        out.append(f"{name}: f={f:g} best {best['metric']}/{best['policy']} {best['mean']:.4f}±{best['std']:.4f}{vs}")
+        out.append(f"{name}: f={f:g} best {best['metric']}/{best['policy']} {mean_text(best['mean'], best['std'], best['n_seeds'])}{vs}")
     return out
 
 

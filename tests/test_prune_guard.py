@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from configs.prune import PruneConfig
-from tasks.prune.evaluate import CurvePoint, PruningCurve, auto_override
+from tasks.prune.evaluate import CurvePoint, PruningCurve, auto_override, losses_to_random, mean_text
 from tasks.prune.options import PruneOptions
 from tasks.prune.registry import MetricScores, select_by_metric
 from tasks.prune.stage import _act_on_curve, curve_fractions, prune_source
@@ -35,6 +35,16 @@ def test_auto_switches_to_the_best_measured_option_and_names_the_numbers():
     assert abs(o.mean - 0.909) < 1e-9 and abs(o.to_mean - 0.925) < 1e-9 and o.n_seeds == 3
     r = o.reason()
     assert "switched from keep-hard" in r and "0.9090±0.0016" in r and "ssp/ccs 0.9250±0.0016" in r and "f=0.1" in r
+
+
+def test_one_seed_messages_show_no_spread():
+    """One seed has no std: the numbers say "(1 seed)" rather than a fake ±0.0000, and the margin says any loss counts."""
+    one = {("ssp", "auto", 0.1): [0.909], ("ssp", "ccs", 0.1): [0.925], ("random", "random", 0.1): [0.920]}
+    r = auto_override(_curve(one), "ssp", 0.1).reason()
+    assert "±" not in r and "0.9090 (1 seed)" in r and "any loss counts" in r and "seed std" not in r
+    (g,) = [g for g in losses_to_random(_curve(one)) if g.policy == "auto"]
+    assert "±" not in g.line() and "0.9090 (1 seed) vs random 0.9200 (1 seed)" in g.line() and "beyond noise" not in g.line()
+    assert mean_text(0.5, 0.01, 3) == "0.5000±0.0100"
 
 
 def test_auto_unchanged_where_it_does_not_lose_beyond_noise():

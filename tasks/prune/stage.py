@@ -180,7 +180,7 @@ def _with_guard(selections: list[RankedSelection], guard: list[GuardNote]) -> li
         g = by.get((s.metric, s.policy, s.spec))
         if g is not None and "switched from" not in s.selection.reason:  # a switched auto already says why
             s = replace(s, selection=replace(s.selection, reason=s.selection.reason + f"; GUARD: the pruning curve "
-                        f"measured {g.mean:.4f}±{g.std:.4f} vs random {g.random_mean:.4f}±{g.random_std:.4f} here; "
+                        f"measured {g.measured()} here; "
                         f"better: {g.best}"))
         out.append(s)
     return out
