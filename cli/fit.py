@@ -50,7 +50,9 @@ def print_report(report: Any, out: Console = console) -> None:
             s.add_row(name, _g(r), _g(a), escape(note))
         out.print(s)
     if val is not None:
-        vt = Table(title=f"held out: {val.n_test} point(s) at the {val.holdout_largest} largest scale(s); "
+        scales = ("smallest x value(s) (x is a loss: the largest models)"
+                  if val.form not in ("last_value", "best_small") and get_form(val.form).scale_sign < 0 else "largest scale(s)")
+        vt = Table(title=f"held out: {val.n_test} point(s) at the {val.holdout_largest} {scales}; "
                          f"validated fit on the other {val.n_train} (over {val.origins} origin(s))")
         for c in ("predictor", "ARE", "RMSLE"):
             vt.add_column(c, justify="right" if c != "predictor" else "left")
@@ -135,7 +137,8 @@ def fit_command(
     where: Optional[str] = typer.Option(None, "--where", help="DuckDB SQL filter on the rows, e.g. \"loss < 3.5\""),
     col: Optional[list[str]] = typer.Option(None, "--col", help="NAME=SQL derived column (repeatable, in order), e.g. D=FLOP/(6*N)"),
     sql: Optional[str] = typer.Option(None, "--sql", help="a read-only SELECT over the table `data` (the file) giving the rows"),
-    holdout_largest: int = typer.Option(1, "--holdout-largest", min=0, help="largest scales held out for validation"),
+    holdout_largest: int = typer.Option(1, "--holdout-largest", min=0, help="largest scales held out for validation "
+                                                                               "(downstream, whose x is a loss: the smallest x)"),
     origins: Optional[int] = typer.Option(None, "--origins", min=1, help="rolling origins of the held-out check "
                                                                          "(default: up to 4 for auto, each keeping at least "
                                                                          "half the scales; 1 for a given form)"),

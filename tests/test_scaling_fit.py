@@ -170,6 +170,27 @@ def test_holdout_masks_take_the_largest_distinct_scales():
         holdout_mask(x, 5)
 
 
+def test_downstream_holds_out_the_lowest_losses_the_largest_models():
+    """downstream's x is a loss: the "largest scales" to hold out, and the last-value forecast, are at the
+    smallest x (the strongest models), not the largest."""
+    L = np.array([4.5, 4.0, 3.6, 3.3, 3.05, 2.85, 2.7, 2.6])  # small models first
+    err = 0.78 - 2.5 * np.exp(-0.6 * L)
+    v = rolling_origin("downstream", L, err, holdout_largest=2)
+    assert sorted(v.points[:, 0].tolist()) == [2.6, 2.7] and v.n_train == 6
+    assert v.baseline_rmsle["last_value"] == pytest.approx(rmsle(err[-2:], np.full(2, err[5])))
+    assert v.rmsle < 1e-3  # the true form extrapolates to the stronger models
+    rep = fit_report(L, err, form="downstream", holdout_largest=1, bootstrap=0, predict_at=[2.4])
+    assert rep.holdout_mask.tolist() == [False] * 7 + [True]
+    with pytest.raises(WinnowError, match="cannot be compared"):
+        select_form(L, err, holdout_largest=1, candidates=["downstream", "m2"])
+
+
+def test_more_origins_than_the_data_allow_are_capped_with_a_note():
+    x = np.geomspace(10, 1e6, 6)
+    rep = fit_report(x, m2_curve(x), form="m2", holdout_largest=1, origins=20, bootstrap=0)
+    assert rep.validation.origins == 4 and any("origins=20" in n and "used 4" in n for n in rep.notes)
+
+
 def test_each_rolling_origin_is_scored_on_every_point_beyond_its_cut():
     x = np.geomspace(10, 1e6, 10)
     y = m2_curve(x) * np.exp(np.random.default_rng(1).normal(0, 0.01, x.size))

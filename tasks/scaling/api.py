@@ -24,7 +24,7 @@ from tasks.scaling.bootstrap import bootstrap_fit, group_index
 from tasks.scaling.fit import fit_form
 from tasks.scaling.forms import Form, get_form
 from tasks.scaling.validate import (
-    NAIVE, Selection, Validation, baseline_predictions, holdout_mask, rolling_origin, select_form, short_curve_prior,
+    NAIVE, Selection, Validation, baseline_predictions, holdout_mask, rolling_origin, scale_of, scale_sign, select_form, short_curve_prior,
 )
 
 Array = np.ndarray
@@ -272,6 +272,9 @@ def fit_report(
         n_orig = max(1, min(AUTO_ORIGINS, cap)) if holdout_largest else 1
     else:
         n_orig = max(1, min(int(origins or 1), levels - holdout_largest - 1)) if holdout_largest else 1
+        if origins is not None and holdout_largest and n_orig < origins:
+            notes.append(f"origins={origins} asks for more rolling origins than {levels} distinct x values allow "
+                         f"(the deepest must leave two scales to fit on): used {n_orig}")
     if form == "auto":
         if holdout_largest < 1:
             raise WinnowError("form 'auto' chooses by held-out error: set holdout_largest >= 1 (--holdout-largest 1)")
@@ -292,7 +295,8 @@ def fit_report(
     if validation is not None and validation.prior:
         notes.append(f"short curve: the validated {validation.form} fit used a prior on its exponent "
                      f"({_prior_text(validation.prior)}), too few training points to fit it freely")
-    mask = holdout_mask(x_arr, holdout_largest)[1] if validation is not None else None
+    sign = scale_sign([fit_name])
+    mask = holdout_mask(scale_of(x_arr, x2_arr, sign), holdout_largest)[1] if validation is not None else None
     prior = short_curve_prior(fit_name, x_arr.size)
     data_vars = 1 if x2_arr is None else (3 if x2_arr.ndim == 2 else 2)
     px, px2 = split_targets(predict_at, predict_at_x2, data_vars)
@@ -303,7 +307,7 @@ def fit_report(
     )
     if prior:
         notes.append(f"short curve: the final {fit_name} fit used a prior on its exponent ({_prior_text(prior)})")
-    preds, lo, hi, method = _predict_with_interval(fit, predictor, validation, x_arr, y_arr, x2_arr, level)
+    preds, lo, hi, method = _predict_with_interval(fit, predictor, validation, x_arr, y_arr, x2_arr, level, sign)
     warnings = ([fit.warning] if fit.warning else []) + interval_warnings(fit)
     if fit.predict_at.size:
         zero = np.isfinite(lo) & (hi - lo <= 1e-12 * np.abs(preds))
@@ -333,29 +337,31 @@ def _prior_text(prior: dict[str, tuple[float, float]]) -> str:
     return ", ".join(f"{k} ~ N({m:g}, {s:g}^2)" for k, (m, s) in prior.items())
 
 
-def _stretch(x: Array, validation: Validation, targets: Array) -> Array:
-    """How much further (in log x) each target lies beyond the data than the held-out points lay
-    beyond their training points (>= 1)."""
+def _stretch(x: Array, validation: Validation, targets: Array, sign: int = 1) -> Array:
+    """How much further (in log x, in the direction of the scale: :func:`scale_of`) each target lies
+    beyond the data than the held-out points lay beyond their training points (>= 1)."""
     test_x = validation.points[:, 0] if validation.points.size else np.empty(0)
-    train_x = x[x < test_x.min()] if test_x.size else np.empty(0)
-    if not train_x.size or targets.size == 0:
+    u = sign * np.log(x)
+    train_u = u[u < (sign * np.log(test_x)).min()] if test_x.size else np.empty(0)
+    if not train_u.size or targets.size == 0:
         return np.ones(targets.size)
-    gap = np.log(np.mean(test_x) / np.max(train_x))
+    gap = float(sign * np.log(np.mean(test_x)) - np.max(train_u))
     if not gap > 0:
         return np.ones(targets.size)
-    return np.maximum(1.0, np.log(targets / np.max(x)) / gap)
+    return np.maximum(1.0, (sign * np.log(targets) - np.max(u)) / gap)
 
 
 def _predict_with_interval(
-    fit: CurveFit, predictor: str, validation: Validation | None, x: Array, y: Array, x2: Array | None, level: float
+    fit: CurveFit, predictor: str, validation: Validation | None, x: Array, y: Array, x2: Array | None, level: float,
+    sign: int = 1,
 ) -> tuple[Array, Array, Array, str]:
-    """Reported predictions and the hull interval described in :func:`fit_report`."""
+    """Reported predictions and the hull interval described in :func:`fit_report` (``sign``: :func:`scale_of`)."""
     from statistics import NormalDist
 
     px = fit.predict_at
     parts: list[str] = []
     if predictor in NAIVE:
-        preds = np.full(px.size, baseline_predictions(x, y, x2)[predictor])
+        preds = np.full(px.size, baseline_predictions(x, y, x2, sign)[predictor])
         lo, hi = preds.copy(), preds.copy()
     else:
         preds = fit.predictions.copy()
@@ -385,7 +391,7 @@ def _predict_with_interval(
             s = float(np.sqrt(np.mean(r[np.isfinite(r)] ** 2))) if np.isfinite(r).any() else 0.0
             e = float(np.hypot(e, s))
             noise = f" and residual scatter {s:.3g}"
-        w = z * e * _stretch(x, validation, px)
+        w = z * e * _stretch(x, validation, px, sign)
         lo, hi = np.fmin(lo, preds * np.exp(-w)), np.fmax(hi, preds * np.exp(w))
         parts.append(f"held-out error band ({z:.2f} x [held-out RMSLE {validation.rmsle:.3g}{noise}], "
                      "widened with extrapolation distance)")

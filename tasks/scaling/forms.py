@@ -108,6 +108,10 @@ class Form:
     x_names: tuple[str, ...] = ("x",)
     lse_terms: TermsFn | None = None
     extends: "Extends | None" = None
+    # +1: a larger x is a larger model (N, D, compute); -1: a smaller x is (downstream: x is the model's
+    # loss). Validation holds out the "largest scales" in this direction, and the last-value forecast
+    # is y at the largest one.
+    scale_sign: int = 1
 
     @property
     def p(self) -> int:
@@ -547,7 +551,7 @@ _register(Form(
 _register(Form(
     "downstream", "Err = eps - k * exp(-gamma * L)",
     (Param("eps", True, -30.0, 5.0), Param("k", True, -_BIG, _BIG), Param("gamma", False, 0.0, 50.0)),
-    1, _downstream_log_y, _downstream_grid, ("L",),
+    1, _downstream_log_y, _downstream_grid, ("L",), scale_sign=-1,
 ))
 
 _register(Form(

@@ -68,14 +68,25 @@ def rmsle(y: Array, y_hat: Array) -> float:
         return float(np.sqrt(np.mean((np.log(y_hat) - np.log(y)) ** 2)))
 
 
-def scale_of(x: Array, x2: Array | None) -> Array:
-    """The scale that orders points for hold-out: ``x`` (for two-variable data the first variable, N)."""
-    return np.asarray(x, dtype=np.float64)
+def scale_of(x: Array, x2: Array | None, sign: int = 1) -> Array:
+    """The scale that orders points for hold-out, larger = a larger model: ``x`` (for two-variable data the
+    first variable, N), or ``-x`` with ``sign = -1`` (a form whose x is a loss: :attr:`Form.scale_sign`)."""
+    return sign * np.asarray(x, dtype=np.float64)
+
+
+def scale_sign(names: Sequence[str]) -> int:
+    """The common :attr:`Form.scale_sign` of the forms among ``names`` (naive forecasts follow them; +1 if
+    there are none). Forms whose scales run in opposite directions cannot share one hold-out."""
+    signs = {get_form(n).scale_sign for n in names if n not in NAIVE}
+    if len(signs) > 1:
+        raise WinnowError(f"the forms {', '.join(n for n in names if n not in NAIVE)} cannot be compared: "
+                          "downstream's x is a loss (a smaller x is a larger model), the others' x is a size")
+    return signs.pop() if signs else 1
 
 
 def holdout_mask(x: Array, k: int, origin: int = 0) -> tuple[Array, Array]:
     """``(train, test)`` boolean masks: test = the ``k`` distinct scales ranked ``origin+1..origin+k``
-    from the top; train = every point at a smaller scale."""
+    from the top; train = every point at a smaller scale. ``x`` is a scale (:func:`scale_of`)."""
     x = np.asarray(x, dtype=np.float64)
     levels = np.unique(x)[::-1]
     if k < 1:
@@ -99,9 +110,9 @@ def size_of(x: Array, x2: Array | None) -> Array:
     return x * (x2[:, 0] if x2.ndim == 2 else x2)
 
 
-def baseline_predictions(x: Array, y: Array, x2: Array | None = None) -> dict[str, float]:
-    """Constant predictions of the naive baselines from training points."""
-    size = size_of(x, x2)
+def baseline_predictions(x: Array, y: Array, x2: Array | None = None, sign: int = 1) -> dict[str, float]:
+    """Constant predictions of the naive baselines from training points (``sign``: see :func:`scale_of`)."""
+    size = sign * size_of(x, x2)
     last = float(np.mean(np.asarray(y)[size == size.max()]))
     return {"last_value": last, "best_small": float(np.min(y))}
 
@@ -148,6 +159,7 @@ def rolling_origin(
     delta: float = 1e-3,
     train_mask: Array | None = None,
     allow_prior: bool = False,
+    sign: int | None = None,
 ) -> Validation:
     """Fit on smaller scales, predict the held-out largest ones, compare with the baselines.
 
@@ -159,9 +171,15 @@ def rolling_origin(
     ``train_mask`` (n,) optionally restricts the training points of origin 0 further (e.g. the five
     runs Gadre et al. fit on); the held-out points are unchanged. ``allow_prior``: a form with more
     parameters than training points is fitted with :data:`EXPONENT_PRIOR` rather than refused.
+    ``sign``: the direction of the scale (:func:`scale_of`); a form's own :attr:`Form.scale_sign` by
+    default, +1 for a naive forecast.
     """
     naive = form_name in NAIVE
     form = None if naive else get_form(form_name)
+    if sign is None:
+        sign = 1 if form is None else form.scale_sign
+    elif form is not None and sign != form.scale_sign:
+        raise ValueError(f"sign={sign} contradicts form {form_name!r}, whose scale_sign is {form.scale_sign}")
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     x2 = None if x2 is None else np.asarray(x2, dtype=np.float64)
@@ -172,11 +190,11 @@ def rolling_origin(
     unpinned: tuple[str, ...] = ()
     n_train = n_test = 0
     for o in range(origins):
-        train, test = holdout_mask(scale_of(x, x2), holdout_largest + o)
+        train, test = holdout_mask(scale_of(x, x2, sign), holdout_largest + o)
         if o == 0 and train_mask is not None:
             train = train & np.asarray(train_mask, dtype=bool)
         xt2 = None if x2 is None else x2[train]
-        base = baseline_predictions(x[train], y[train], xt2)
+        base = baseline_predictions(x[train], y[train], xt2, sign)
         if naive:
             pred = np.full(int(test.sum()), base[form_name])
             fit = None
@@ -348,10 +366,11 @@ def select_form(
     if candidates is None:
         candidates = list(AUTO_CANDIDATES[1 if x2 is None else (3 if np.ndim(x2) == 2 else 2)])
     pool = [c for c in candidates if c not in NAIVE] + [b for b in NAIVE if naive or b in candidates]
+    sign = scale_sign(pool)
     vals = validate_candidates(x, y, x2, pool, holdout_largest=holdout_largest, origins=origins, delta=delta,
-                               allow_prior=allow_prior)
+                               allow_prior=allow_prior, sign=sign)
     try:
-        train = holdout_mask(scale_of(x, x2), holdout_largest)[0]
+        train = holdout_mask(scale_of(x, x2, sign), holdout_largest)[0]
     except WinnowError:  # too few scales: choose_predictor reports why no candidate could be validated
         train = np.zeros(np.size(x), dtype=bool)
     pure = pure_error(np.asarray(x)[train], np.asarray(y)[train], None if x2 is None else np.asarray(x2)[train])
