@@ -163,7 +163,8 @@ def run_plan(data: MixtureData, config: RunConfig, options: list[list[PoolOption
                        interval=pc.interval, seed=pc.seed)
     res = conf.residuals
     lines.append(f"own pilots: {len(own)} trainings for {len(unique)} alternatives; held-out extrapolation error of the "
-                 f"scaling law: median |log err ratio| {np.median(np.abs(res)) if res.size else float('nan'):.3f}")
+                 + (f"scaling law: median |log err ratio| {np.median(np.abs(res)):.3f} over {res.size} alternatives" if res.size else
+                    "scaling law: not measured (it needs 3 pilot sizes per alternative; the intervals carry no held-out error)"))
 
     def at_n(stage: str, es: list[Entry], reps: int) -> list:
         return [t for e in es for t in make_trials(e.key, stage, _opts(options, e), e.p, [e.n], reps, pools.offsets, pc.seed,
