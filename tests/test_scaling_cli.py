@@ -143,6 +143,8 @@ def test_save_fits_is_idempotent_and_loads_back(existing_db):
         ("n,err\n1,0.5\n2,0.4\n3,0.3\n4,0.25\n", ("--x", "n", "--y", "err", "--form", "gadre"), "takes two variables"),
         ("n,err\n1,0.5\n2,0.4\n3,0.3\n4,0.25\n", ("--x", "n", "--y", "err", "--form", "m2", "--predict", "1e9:5"), "one-variable form"),
         ("n,n,err\n1,1,0.5\n2,2,0.4\n3,3,0.3\n4,4,0.25\n", ("--x", "n", "--y", "err"), "the header names column 'n' 2 times"),
+        ("n,err\n1,0.5\n2,0.4\n3,0.3\n4,0.25\n", ("--x", "n", "--x2", "n", "--y", "err", "--form", "chinchilla"),
+         "--x2 and --x name the same column 'n'"),
         ("n,err\n1,0.5\n2,0.4\n3,0\n4,0.25\n", ("--x", "n", "--y", "err", "--where", "n > 2"),
          "row 1 of the --where/--col/--sql result has 0.0"),
         ("n,err\n1,0.5\n2,0.4\n3,0.3\n4,0.25\n", ("--x", "n", "--y", "err", "--form", "m1", "--plot", "fit.txt"), "cannot write '.txt' plots"),

@@ -127,6 +127,12 @@ def read_fit_csv(
         if col is not None and have.count(col) > 1:
             raise WinnowError(f"{p}: the header names column {col!r} {have.count(col)} times (given as {role}); "
                               "rename the copies")
+    roles = [("--x", x), ("--y", y), ("--x2", x2), ("--unique", unique), ("--epochs", epochs)]
+    for i, (role, col) in enumerate(roles):
+        for other, col2 in roles[:i]:
+            # --unique may equal --x2 (U = D: every example seen once); every other pair is one variable twice
+            if col is not None and col == col2 and {role, other} != {"--x2", "--unique"}:
+                raise WinnowError(f"{role} and {other} name the same column {col!r}: each variable needs its own column")
     if table.num_rows == 0:
         raise WinnowError(f"{p}: no data rows" + (" after --where/--col/--sql" if source_sql else ""))
     of = " of the --where/--col/--sql result" if source_sql else ""
