@@ -145,6 +145,20 @@ def error_line(message: str) -> None:
     err_console.print(f"[bold red]error:[/bold red] {escape(text)}", highlight=False, soft_wrap=True)
 
 
+_warned: set[str] = set()
+
+
+def warning_line(message: Warning | str, category: type[Warning], filename: str, lineno: int, file=None, line=None) -> None:
+    """``warnings.showwarning`` for the CLI: a warning a computation raises (k-means or a probe that did
+    not converge, Sinkhorn short of its tolerance) is one "warning:" line on stderr, each text once per
+    command — not Python's two lines naming a source file. ``WINNOW_DEBUG=1`` keeps Python's format."""
+    text = " ".join(str(message).split())
+    if text in _warned:
+        return
+    _warned.add(text)
+    err_console.print(f"[yellow]warning:[/yellow] {escape(text)}", highlight=False, soft_wrap=True)
+
+
 def escape(text: str) -> str:
     from rich.markup import escape as _escape
 

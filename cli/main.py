@@ -10,13 +10,14 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import warnings
 
 from typer import exceptions as typer_exceptions
 from typer._click import exceptions as click_exceptions
 
 # each module adds its commands; the import order is the order of `winnow --help`
 from cli import run, prune, sharded, embed, mixture, plan, fit, ops, views  # noqa: F401,I001
-from cli.app import EXIT_RUN_FAILED, EXIT_USER_ERROR, RunFailed, app, debug, error_line
+from cli.app import EXIT_RUN_FAILED, EXIT_USER_ERROR, RunFailed, app, debug, error_line, warning_line
 from tasks.errors import WinnowError
 
 
@@ -84,6 +85,8 @@ def _exit_if_interrupted() -> None:
 
 
 def _main(argv: list[str] | None) -> None:
+    if not debug():
+        warnings.showwarning = warning_line
     try:
         rv = app(args=argv, standalone_mode=False)
     except WinnowError as err:
