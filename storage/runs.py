@@ -12,6 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -20,7 +23,7 @@ from typing import Any
 import duckdb
 
 from storage.db import Store, now, one, rows
-from tasks.errors import WinnowError
+from tasks.errors import StoreLockedError, WinnowError
 
 RUN_TABLES_QUERY = """
 SELECT table_name FROM information_schema.columns
@@ -291,6 +294,71 @@ def finish_run(store: Store, run_id: str, status: str, summary: dict[str, Any] |
             "UPDATE runs SET status = ?, finished_at = ?, summary = ?, error = ? WHERE run_id = ?",
             [status, at, json.dumps(summary, default=str) if summary is not None else None, error, run_id],
         )
+
+
+@dataclass
+class RecordedRun:
+    """The attempt :func:`recorded_run` keeps: fill ``summary`` (stored with the run when the block ends)."""
+
+    run_id: str
+    attempt_id: str
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+@contextmanager
+def recorded_run(store: Store, run_id: str, flow: str, name: str, config_json: str,
+                 prefect_flow_run_id: str | None = None) -> Iterator[RecordedRun]:
+    """One attempt of ``run_id`` around a block, for commands that compute and store outside the pipeline
+    (``prune-sharded``, ``experiment perceptron``): the same run/attempt rows, lease and failure record
+    as :mod:`flows.pipeline`, so ``winnow runs``/``show``/``report`` find them.
+
+    Call it after the input checks and before the first write. The attempt and run rows say 'running'
+    (a lease keeps them alive; a killed process reads 'crashed'); a block that ends normally marks them
+    'completed' with ``summary``. An exception marks them 'failed' with the error (the final write waits
+    for the lock at least :data:`FINAL_WRITE_LOCK_S`; if even that fails, the verdict stays in the lease
+    file for the next writer); the exception goes on. A :class:`WinnowError` (bad input found late) in a
+    run never seen before removes the run instead, as if it had been refused. A rerun (same config, same
+    ``run_id``) is a new attempt of the same run row: never a second run row.
+    """
+    lease_s = lease_seconds()  # a bad WINNOW_LEASE_S / WINNOW_HEARTBEAT_S is refused before anything is written
+    existed = store.exists and run_exists(store, run_id)
+    rec = RecordedRun(run_id, new_attempt_id())
+    with Lease(store, rec.attempt_id) as lease:
+        start_run(store, run_id, flow, name, config_json, prefect_flow_run_id, attempt_id=rec.attempt_id, lease_s=lease_s)
+        try:
+            yield rec
+            finish_run(store, run_id, "completed", rec.summary, attempt_id=rec.attempt_id)
+        except StoreLockedError as err:
+            _failed(store, lease, rec, f"lock: {err}")
+            raise
+        except WinnowError as err:
+            _failed(store, lease, rec, f"bad input: {err}", drop=not existed)
+            raise
+        except BaseException as err:
+            _failed(store, lease, rec, f"{type(err).__name__}: {err}")
+            raise
+
+
+def _failed(store: Store, lease: Lease, rec: RecordedRun, error: str, drop: bool = False) -> None:
+    """Record a failed attempt of :func:`recorded_run` (``drop``: remove the run instead); never raises."""
+    store.discard_uncommitted()
+    try:
+        final = final_write_store(store)
+        if drop:
+            delete_run(final, rec.run_id)
+        else:
+            finish_run(final, rec.run_id, "failed", rec.summary or None, error=error, attempt_id=rec.attempt_id)
+    except Exception:  # noqa: BLE001 - the original error is the one to report
+        lease.abandon(error)
+
+
+def run_flow(store: Store, run_id: str) -> str | None:
+    """The flow name of a stored run (``pipeline``, ``prune-sharded``, ``perceptron``, ...), None if there is none."""
+    if not store.exists:
+        return None
+    with store.read() as con:
+        row = one(con.execute("SELECT flow FROM runs WHERE run_id = ?", [run_id]))
+    return None if row is None else str(row[0])
 
 
 def attempt_for_flow_run(store: Store, flow_run_id: str) -> dict | None:
