@@ -10,24 +10,31 @@ from typing import Optional
 
 import typer
 
-from cli.app import DbOption, JsonOption, app, console, open_store, print_json
+from cli.app import DbOption, JsonOption, RunFailed, app, console, open_store, print_json, print_lines
 
 
 @app.command(name="prune-sharded")
 def prune_sharded_cmd(config: Path = typer.Argument(..., help="YAML sharded config (see configs/sharded.py)"),
                       db: Optional[str] = DbOption, as_json: bool = JsonOption) -> None:
-    """Score (SSP), de-duplicate (SemDeDup) and select from a large source, one task per shard."""
+    """Score (SSP), de-duplicate (SemDeDup) and select from a large source, one task per shard.
+
+    The run is recorded in `winnow runs` (flow prune-sharded); `winnow export RUN_ID` writes its kept rows."""
     from configs.base import load_model
     from configs.sharded import ShardedConfig
     from flows.sharded import run_sharded
+    from tasks.errors import WinnowError
 
     cfg = load_model(config, ShardedConfig)
-    summary = run_sharded(cfg, open_store(db).path)
+    store = open_store(db)
+    store.check_usable()  # not a DuckDB file, someone else's, a newer schema: refused before Prefect starts
+    try:
+        summary = run_sharded(cfg, store.path)
+    except WinnowError:
+        raise
+    except Exception as err:  # the run started and failed: its row says failed, with the error
+        raise RunFailed(f"the run failed: {type(err).__name__}: {err} (its row in `winnow runs` keeps the error)") from err
     if as_json:
         print_json(summary)
         return
-    console.print(f"{summary['run_id']}: {summary['n_rows']:,} rows in {summary['n_shards']} shards, "
-                  f"{summary['n_iter']} k-means passes; kept {summary['n_kept']:,} ({summary['resolved_policy']}); "
-                  f"SemDeDup removed " + ", ".join(f"{n:,} at eps={e:g}" for e, n in summary["removed"].items()),
-                  highlight=False)
-    console.print(f"views: {', '.join(summary['views'])}; tables sharded_members, sharded_dedup_removed", highlight=False)
+    console.print(f"[bold]{summary['run_id']}[/bold]", highlight=False)
+    print_lines(summary["lines"])

@@ -349,16 +349,50 @@ def _shards(cfg: ShardedConfig) -> tuple[int, list[Shard]]:
     return n, plan_shards(n, cfg.shard_rows)
 
 
+def sharded_run_id(cfg: ShardedConfig) -> str:
+    """``sharded-<hash of what determines the results>``: a rerun of the same config is the same run."""
+    return f"sharded-{cfg.results_hash()}"
+
+
+def sharded_config_json(cfg: ShardedConfig) -> str:
+    """The config as stored with the run (``winnow show``): every field, the task runner included."""
+    import json
+
+    return json.dumps(cfg.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+
+def summary_lines(summary: dict[str, Any]) -> list[str]:
+    """What ``winnow prune-sharded`` and ``winnow show`` print about a finished sharded run."""
+    removed = ", ".join(f"{n:,} at eps={float(e):g}" for e, n in summary["removed"].items())
+    return [
+        f"{summary['n_rows']:,} rows in {summary['n_shards']} shards, {summary['n_iter']} k-means passes"
+        + ("" if summary["converged"] else " (not converged)")
+        + f"; kept {summary['n_kept']:,} ({summary['resolved_policy']}); SemDeDup removed {removed}",
+        f"views: {', '.join(summary['views'])}; tables sharded_members, sharded_dedup_removed",
+    ]
+
+
 @flow(name="prune-sharded", log_prints=True)
 def sharded_flow(cfg: ShardedConfig, db: str) -> dict[str, Any]:
-    """SSP + SemDeDup + one selection, shard by shard; tables written to ``db``. Returns a summary."""
+    """SSP + SemDeDup + one selection, shard by shard; tables written to ``db``, the run recorded in
+    ``runs`` (flow ``prune-sharded``). Returns a summary."""
+    from prefect.runtime import flow_run
+
+    from storage.runs import recorded_run
+
     store = Store(db)
-    run_id = f"sharded-{cfg.results_hash()}"
+    run_id = sharded_run_id(cfg)
+    n, shards = _shards(cfg)  # input checks: a refused config writes nothing
+    set_id = _set_id(cfg)
+    with recorded_run(store, run_id, "prune-sharded", cfg.name, sharded_config_json(cfg), flow_run.id) as rec:
+        summary = _sharded(cfg, store, run_id, n, shards, set_id)
+        rec.summary = summary
+    return summary
+
+
+def _sharded(cfg: ShardedConfig, store: Store, run_id: str, n: int, shards: list[Shard], set_id: str) -> dict[str, Any]:
     timings: dict[str, float] = {}
     lap = _lap_timer(timings)
-
-    n, shards = _shards(cfg)
-    set_id = _set_id(cfg)
     out_dir = run_dir(store, run_id)
 
     files = _embed(cfg, shards, str(set_dir(store, set_id)))
@@ -375,7 +409,7 @@ def sharded_flow(cfg: ShardedConfig, db: str) -> dict[str, Any]:
     lap("score")
 
     dedup = _semdedup(cfg, C, scored, out_dir)
-    removed = {e: sum(g["n_removed"][e] for g in dedup) for e in cfg.semdedup_eps}
+    removed = {e: int(sum(g["n_removed"][e] for g in dedup)) for e in cfg.semdedup_eps}
     lap("semdedup")
 
     plan, state, kept, member_files = _select(cfg, n, d, sizes, scored, out_dir)
@@ -404,11 +438,13 @@ def sharded_flow(cfg: ShardedConfig, db: str) -> dict[str, Any]:
         batch_rows=cfg.member_batch_rows,
     )
     lap("tables")
-    return {"run_id": run_id, "set_id": set_id, "n_rows": n, "dim": d, "n_shards": len(shards), "n_iter": it,
-            "converged": converged, "n_kept": kept, "resolved_policy": plan.resolved_policy, "reason": plan.reason,
-            "removed": removed, "views": [vectors_view, scores_view], "written": written, "timings": timings,
-            "histogram_passes": state.passes, "n_parts": n_parts,
-            "subclusters": sum(g["n_subclusters"] for g in dedup)}
+    summary = {"run_id": run_id, "db": str(store.path), "set_id": set_id, "selection_id": selection_id, "n_rows": n,
+               "dim": d, "n_shards": len(shards), "n_iter": it, "converged": bool(converged), "n_kept": int(kept),
+               "resolved_policy": plan.resolved_policy, "reason": plan.reason, "removed": removed,
+               "views": [vectors_view, scores_view], "written": written, "timings": timings,
+               "histogram_passes": int(state.passes), "n_parts": n_parts,
+               "subclusters": int(sum(g["n_subclusters"] for g in dedup))}
+    return {**summary, "lines": summary_lines(summary)}
 
 
 def _in_order(rows: np.ndarray, own: np.ndarray, files: list[ShardFile]) -> np.ndarray:

@@ -2,7 +2,10 @@
 
 The connection is opened read-only with external access disabled and the configuration locked, so
 even a SELECT cannot read arbitrary files (``read_csv('/etc/passwd')``), ATTACH, COPY … TO, INSTALL or
-LOAD extensions; statements other than SELECT/EXPLAIN are refused before anything runs.
+LOAD extensions; statements other than SELECT/EXPLAIN are refused before anything runs. The one
+exception is the Parquet files behind winnow's own views (``shard_vectors_*``, ``shard_scores_*`` of
+`winnow prune-sharded`): the files recorded in ``shard_files`` inside the database's artifacts folder
+are allowed by exact path (``allowed_paths``), so those views can be queried; no other file is.
 
 Limits: the query runs in a worker thread while the calling thread waits in short steps, so a timeout
 (``con.interrupt()``) and Ctrl-C (KeyboardInterrupt, then ``con.interrupt()``) stop it within a fraction
@@ -18,6 +21,8 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import duckdb
 
@@ -44,6 +49,36 @@ def check_read_only_sql(con: duckdb.DuckDBPyConnection, sql: str) -> list:
     return statements
 
 
+def view_files(con: duckdb.DuckDBPyConnection, store: Store) -> list[str]:
+    """Absolute paths of the files winnow's own views read: the shard files recorded in ``shard_files``
+    that lie inside the store's artifacts folder (a path recorded elsewhere is not allowed)."""
+    found = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'shard_files' "
+                        "AND table_schema = 'main'").fetchall()[0][0]
+    if not found:  # a file from before the sharded path
+        return []
+    root = store.artifacts_dir.resolve()
+    out = []
+    for (stored,) in con.execute("SELECT DISTINCT parquet_path FROM shard_files ORDER BY 1").fetchall():
+        path = Path(store.resolve(stored)).resolve()
+        if path.is_relative_to(root):
+            out.append(str(path))
+    return out
+
+
+@contextmanager
+def sandboxed(store: Store) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection that can read no file but those of :func:`view_files`, with the
+    configuration locked (``allowed_paths`` can only be set on a started database, so the sandbox is
+    set up right after connecting, before any user SQL runs)."""
+    with store.read() as con:
+        allowed = view_files(con, store)
+        if allowed:
+            con.execute("SET allowed_paths = ?", [allowed])
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+        yield con
+
+
 def _user_error(err: BaseException) -> WinnowError:
     if isinstance(err, duckdb.PermissionException):
         return WinnowError(f"query refused: {str(err).splitlines()[0]} (winnow query cannot touch files outside the database)")
@@ -61,7 +96,7 @@ def stream_query(store: Store, sql: str, limit: int | None = None, timeout_s: fl
     """
     if not timeout_s > 0:
         raise WinnowError(f"--timeout {timeout_s}: must be a positive number of seconds")
-    with store.read(sandboxed=True) as con:
+    with sandboxed(store) as con:
         statements = check_read_only_sql(con, sql)
         results: queue.Queue = queue.Queue(maxsize=4)
         stop = threading.Event()
