@@ -202,42 +202,56 @@ def perceptron_flow(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Teacher-student perceptron pruning grid (Sorscher et al. 2022, Fig. 1): store, plot, summarise."""
-    import hashlib
     import json
 
     from prefect.artifacts import create_markdown_artifact
+    from prefect.runtime import flow_run
 
     from flows.report import _md_table, artifact_key
+    from storage.runs import make_run_id, recorded_run
 
     params = {"N": N, "alphas": list(alphas), "fractions": list(fractions), "seeds": list(seeds), "theta": theta}
-    run_id = "perceptron-" + hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
-    res = perceptron_task(N=N, alphas=alphas, fractions=fractions, seeds=seeds, theta=theta, progress=progress)
-    rows = pa.table({
-        "n_dim": pa.array([r.N for r in res.rows], pa.int32()),
-        "theta": [r.theta for r in res.rows],
-        "alpha_tot": [r.alpha_tot for r in res.rows],
-        "fraction": [r.fraction for r in res.rows],
-        "policy": [r.policy for r in res.rows],
-        "seed": pa.array([r.seed for r in res.rows], pa.int32()),
-        "n_train": pa.array([r.P for r in res.rows], pa.int64()),
-        "n_kept": pa.array([r.n_kept for r in res.rows], pa.int64()),
-        "test_error": [r.test_error for r in res.rows],
-    })
+    config_json = json.dumps(params, sort_keys=True)  # its hash is the run id (as before runs were recorded)
+    run_id = make_run_id("perceptron", config_json)
     store = Store(db)
-    save_perceptron(store, run_id, rows)
     if plot_path is None:
         plot_path = str(store.artifacts_dir / "perceptron" / f"{run_id}.png")
-    Path(plot_path).parent.mkdir(parents=True, exist_ok=True)
-    plot_perceptron(res, plot_path)
-    summary = summarize_perceptron(res)
-    table = _perceptron_table(summary)
+    with recorded_run(store, run_id, "perceptron", f"N={N} theta={theta:g}", config_json, flow_run.id) as rec:
+        res = perceptron_task(N=N, alphas=alphas, fractions=fractions, seeds=seeds, theta=theta, progress=progress)
+        rows = pa.table({
+            "n_dim": pa.array([r.N for r in res.rows], pa.int32()),
+            "theta": [r.theta for r in res.rows],
+            "alpha_tot": [r.alpha_tot for r in res.rows],
+            "fraction": [r.fraction for r in res.rows],
+            "policy": [r.policy for r in res.rows],
+            "seed": pa.array([r.seed for r in res.rows], pa.int32()),
+            "n_train": pa.array([r.P for r in res.rows], pa.int64()),
+            "n_kept": pa.array([r.n_kept for r in res.rows], pa.int64()),
+            "test_error": [r.test_error for r in res.rows],
+        })
+        save_perceptron(store, run_id, rows)
+        Path(plot_path).parent.mkdir(parents=True, exist_ok=True)
+        plot_perceptron(res, plot_path)
+        table = _perceptron_table(summarize_perceptron(res))
+        rec.summary = {"run_id": run_id, "db": str(store.path), "plot": plot_path, "rows": len(res.rows),
+                       "lines": _perceptron_lines(table, plot_path)}
     try:
         create_markdown_artifact(
             markdown=f"# Perceptron pruning (`{run_id}`)\n\nTest error mean over seeds.\n\n{_md_table(table)}\nPlot: `{plot_path}`\n",
             key=artifact_key(run_id, "perceptron"), description="Sorscher et al. Fig. 1 reproduction")
     except Exception as err:  # noqa: BLE001
         log.warning("could not publish the perceptron artifact: %s", err)
-    return {"run_id": run_id, "db": str(store.path), "plot": plot_path, "table": table, "rows": len(res.rows)}
+    return {**rec.summary, "table": table}
+
+
+def _perceptron_lines(table: list[dict[str, Any]], plot_path: str) -> list[str]:
+    """Summary lines (``winnow show``): at the largest alpha_tot, each policy's test error at the smallest fraction."""
+    if not table:
+        return [f"plot: {plot_path}"]
+    top = max(r["alpha_tot"] for r in table)
+    last = min((r for r in table if r["alpha_tot"] == top), key=lambda r: r["f"])
+    errs = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k not in ("alpha_tot", "f"))
+    return [f"test error at alpha_tot={top:g}, f={last['f']:g} (mean over seeds): {errs}", f"plot: {plot_path}"]
 
 
 def _perceptron_table(summary: list[dict]) -> list[dict[str, Any]]:
