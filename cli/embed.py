@@ -1,4 +1,8 @@
-"""``winnow embed CONFIG``: ingest the config's sources and embed them with its encoder."""
+"""``winnow embed CONFIG``: ingest the config's sources and embed them with its encoder.
+
+The same run as ``winnow run CONFIG --only embed`` (one row in ``winnow runs``, flow ``embed``), except
+that a config whose encoder embeds none of its sources is refused (exit 2, nothing written).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from cli.app import DbOption, JsonOption, app, open_store, print_json, print_lines
+from cli.app import DbOption, JsonOption, RunFailed, app, print_json
 
 
 @app.command(name="embed")
@@ -16,16 +20,22 @@ def embed_cmd(
     db: Optional[str] = DbOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Ingest the config's sources (no-op when unchanged) and embed them with its encoder."""
-    from configs.base import load_config
-    from flows.embed import ingest_and_embed
+    """Ingest the config's sources (no-op when unchanged) and embed them with its encoder (cached by content)."""
+    from cli.run import print_summary
+    from flows.embed import embedding_required
+    from flows.pipeline import run_config
     from tasks.errors import WinnowError
 
-    cfg = load_config(config)
-    if cfg.encoder is None:
-        raise WinnowError(f"{config}: the config has no 'encoder' section, so there is nothing to embed")
-    result = ingest_and_embed(cfg, str(open_store(db, cfg.db).path), progress=not as_json)
+    try:
+        with embedding_required():
+            summary = run_config(config, db, ["embed"], progress=not as_json)
+    except WinnowError:
+        raise
+    except Exception as err:  # the run started and failed: its row says failed, with the error
+        raise RunFailed(f"the run failed: {type(err).__name__}: {err} (its row in `winnow runs` keeps the error)") from err
     if as_json:
-        print_json(result)
+        stage = summary["stages"]["embed"]
+        print_json({"run_id": summary["run_id"], "db": summary["db"], "sources": summary.get("sources", []),
+                    "embeddings": stage["embeddings"], "lines": stage["lines"], "seconds": summary.get("seconds")})
     else:
-        print_lines(result["lines"])
+        print_summary(summary)

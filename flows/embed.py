@@ -5,12 +5,18 @@ config, computing them only when the cache (``embeddings`` table, keyed by the s
 and :meth:`EncoderConfig.hash`) has no entry. :func:`embed_flow` embeds every source of a run config
 that the encoder is asked to (and able to) embed. The compute itself is :func:`tasks.embed.encode_source`,
 wrapped as the Prefect task :data:`encode_source_task` inside flows.
+
+``winnow embed CONFIG`` is the pipeline with only this stage (like ``winnow run CONFIG --only embed``, one
+run row ``embed-<hash>``), inside :func:`embedding_required`: there a config whose encoder embeds none
+of its sources is refused by :func:`preflight`, before anything is written.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +33,8 @@ from tasks.data import SourceData
 from tasks.embed import EncodeResult, check_fits, encode_source
 from tasks.errors import WinnowError
 
-__all__ = ["EmbedOutcome", "embed_flow", "preflight", "embed_source", "embed_source_outcome", "encode_source_task", "ingest_and_embed"]
+__all__ = ["EmbedOutcome", "embed_flow", "embedding_required", "preflight", "embed_source", "embed_source_outcome",
+           "encode_source_task"]
 
 
 @dataclass(frozen=True)
@@ -142,11 +149,39 @@ def sources_to_embed(config: RunConfig, store: Store) -> tuple[list[SourceData],
     return chosen, skipped
 
 
+#: set by :func:`embedding_required`: the run exists to embed, so embedding nothing is an error
+_REQUIRED: ContextVar[bool] = ContextVar("winnow_embedding_required", default=False)
+
+
+@contextmanager
+def embedding_required() -> Iterator[None]:
+    """Within the block, :func:`preflight` refuses a config whose encoder would embed none of its sources
+    (``winnow embed``; in a whole pipeline the encoder may serve only some stages, so there it is not an error)."""
+    token = _REQUIRED.set(True)
+    try:
+        yield
+    finally:
+        _REQUIRED.reset(token)
+
+
+def nothing_to_embed(config: RunConfig, skipped: list[str]) -> str:
+    """One line: why the encoder embeds no source of ``config`` (the sources and their reasons)."""
+    enc = config.encoder
+    why = "; ".join(line.removeprefix("skipped ") for line in skipped)
+    if not why:
+        wanted = "encoder.sources is empty" if enc.sources is not None else "the config has no sources"
+        return f"nothing to embed: encoder kind {enc.kind!r} was given no source ({wanted})"
+    return f"nothing to embed: encoder kind {enc.kind!r} fits none of the sources ({why})"
+
+
 def preflight(config: RunConfig, db: str) -> None:
     """Before any stage writes: every source the encoder is named to embed can be embedded by its kind
-    (:func:`sources_to_embed`, the same selection the stage makes, on the pinned versions)."""
+    (:func:`sources_to_embed`, the same selection the stage makes, on the pinned versions); inside
+    :func:`embedding_required`, at least one source is embedded."""
     if config.encoder is not None:
-        sources_to_embed(config, Store(db))
+        chosen, skipped = sources_to_embed(config, Store(db))
+        if not chosen and _REQUIRED.get():
+            raise WinnowError(nothing_to_embed(config, skipped))
 
 
 @flow(name="embed", log_prints=True)
@@ -168,13 +203,3 @@ def embed_flow(config: RunConfig, db: str, run_id: str | None = None, progress: 
         state = "cached" if out.cached else f"computed in {out.seconds:.1f} s"
         lines.append(f"{src.name}: {enc.kind} {out.record.n_rows} x {out.record.dim} ({state})")
     return {"embeddings": rows, "lines": lines}
-
-
-def ingest_and_embed(config: RunConfig, db: str, progress: bool = True) -> dict[str, Any]:
-    """``winnow embed``: ingest the config's sources (no-op when unchanged), then embed them."""
-    from flows.ingest import ingest_flow
-    from storage.sources import pinned
-
-    records = ingest_flow(config=config, db=db, progress=progress)
-    with pinned(Store(db), {r.name: r.source_id for r in records}):  # embed the versions just ingested
-        return embed_flow(config=config, db=db, progress=progress)
