@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from cli.app import DbOption, JsonOption, app, console, err_console, escape, open_store, print_json, print_rows
+from cli.app import DbOption, JsonOption, app, console, err_console, escape, open_store, print_json, print_lines, print_rows
 
 
 @app.command()
@@ -36,7 +36,7 @@ def runs(db: Optional[str] = DbOption, limit: int = typer.Option(50, min=1), as_
 
 @app.command()
 def show(run_id: str = typer.Argument(...), db: Optional[str] = DbOption, as_json: bool = JsonOption) -> None:
-    """Show one run: status, config, sources and how many rows it owns in each table."""
+    """Show one run: status, attempts, sources, rows it owns in each table, its summary and its config."""
     from storage.runs import show_run
 
     run_ = show_run(open_store(db), run_id)
@@ -50,8 +50,38 @@ def show(run_id: str = typer.Argument(...), db: Optional[str] = DbOption, as_jso
     print_rows([{"#": a["attempt"], "status": a["status"], "started": a["started_at"], "flow run": a["prefect_flow_run_id"],
                  "error": a["error"]} for a in run_.get("attempts", [])], title="attempts", whole=("status",))
     print_rows([{"table": t, "rows": n} for t, n in run_["tables"].items()], title="rows by table")
-    if run_.get("summary"):
-        console.print("[bold]summary[/bold]:", json.loads(run_["summary"]) if isinstance(run_["summary"], str) else run_["summary"])
+    summary = _loaded(run_.get("summary"))
+    if summary:
+        console.print("[bold]summary[/bold]:", highlight=False)
+        print_lines(_summary_lines(summary))
+    config = _loaded(run_.get("config"))
+    if config is not None:
+        console.print("[bold]config[/bold]:", highlight=False)
+        print_lines(json.dumps(config, indent=2, sort_keys=True, default=str).splitlines())
+
+
+def _loaded(value: object) -> object:
+    """A JSON column as Python (a value that is not JSON stays as it is)."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _summary_lines(summary: object) -> list[str]:
+    """A run's summary as lines: its own ``lines``, each stage's lines (pipeline runs), else one line per key."""
+    if not isinstance(summary, dict):
+        return [str(summary)]
+    if isinstance(summary.get("lines"), list):
+        return [f"  {line}" for line in summary["lines"]]
+    if isinstance(summary.get("stages"), dict):
+        out = [f"  {stage}: {line}" for stage, result in summary["stages"].items() if isinstance(result, dict)
+               for line in result.get("lines", [])]
+        if out:
+            return out
+    return [f"  {k}: {json.dumps(v, default=str)}" for k, v in summary.items()]
 
 
 @app.command()
