@@ -24,14 +24,31 @@ def selections_cmd(run_id: Optional[str] = typer.Argument(None, help="only this 
 
 
 @app.command(name="export")
-def export_cmd(selection: str = typer.Argument(..., help="selection id (see `winnow selections`), latest:<source>:<metric>:<policy>:<f=0.3>, or a plan's run id"),
+def export_cmd(selection: str = typer.Argument(..., help="selection id (see `winnow selections`), latest:<source>:<metric>:<policy>:<f=0.3>, a plan's run id, or a prune-sharded run or selection id"),
                to: Path = typer.Option(..., "--to", help="output file, .parquet or .csv"),
                force: bool = typer.Option(False, "--force", help="overwrite an existing file"),
                db: Optional[str] = DbOption, as_json: bool = JsonOption) -> None:
-    """Write the kept example ids (and source row indices) of a selection to Parquet or CSV."""
-    from storage.export import export_selection
+    """Write the kept example ids (and source row indices) of a selection to Parquet or CSV.
 
-    out = export_selection(open_store(db), selection, to, force=force)
+    A prune-sharded run (or its selection id) exports its kept row_index values; a run that holds no
+    selection (experiment perceptron, embed, fit) is refused with one line."""
+    from storage.export import export_selection
+    from storage.plan import is_plan
+    from storage.runs import run_flow
+    from storage.shards import export_sharded_selection, sharded_selection_id
+    from tasks.errors import WinnowError
+
+    store = open_store(db)
+    sharded = sharded_selection_id(store, selection)
+    if sharded is not None:
+        out = export_sharded_selection(store, sharded, to, force=force)
+    else:
+        flow = run_flow(store, selection)
+        if flow is not None and not is_plan(store, selection):
+            raise WinnowError(f"{selection} is a {flow} run, not a selection: winnow export takes a selection id "
+                              f"(`winnow selections {selection}` lists this run's, if any), a plan's run id, or a "
+                              "prune-sharded run or selection id")
+        out = export_selection(store, selection, to, force=force)
     if as_json:
         print_json(out)
     else:

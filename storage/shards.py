@@ -32,12 +32,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from storage.db import Store, insert_arrow, now, rows
+from storage.db import Store, check_target, insert_arrow, now, rows, safe_write
+from tasks.errors import WinnowError
 from tasks.shards.plan import Shard
 
 __all__ = [
     "ShardFile",
     "content_hash",
+    "export_sharded_selection",
     "load_sharded_run",
     "read_columns",
     "read_vectors",
@@ -46,6 +48,7 @@ __all__ = [
     "save_sharded_run",
     "set_dir",
     "shard_name",
+    "sharded_selection_id",
     "vector_dim",
     "vectors_table",
     "write_atomic",
@@ -237,3 +240,40 @@ def load_sharded_run(store: Store, run_id: str) -> dict[str, list[dict[str, Any]
                              ("sharded_dedup_removed", "eps, row_index")):
             out[table] = rows(con.execute(f'SELECT * FROM "{table}" WHERE run_id = ? ORDER BY {order}', [run_id]))
     return out
+
+
+def sharded_selection_id(store: Store, ident: str) -> str | None:
+    """The selection id of a sharded run named by its run id or its selection id; None when ``ident``
+    names neither (or there is no database, or a file from before the sharded path)."""
+    if not store.exists:
+        return None
+    with store.read() as con:
+        if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'sharded_selections' "
+                           "AND table_schema = 'main'").fetchall()[0][0]:
+            return None
+        found = con.execute("SELECT selection_id FROM sharded_selections WHERE run_id = ? OR selection_id = ? "
+                            "ORDER BY selection_id LIMIT 1", [ident, ident]).fetchall()
+    return found[0][0] if found else None
+
+
+def export_sharded_selection(store: Store, selection_id: str, to: Path, *, force: bool = False) -> dict[str, Any]:
+    """``winnow export`` of a sharded selection: its kept ``row_index`` values (ascending) to ``to``
+    (.parquet or .csv), through :func:`storage.db.safe_write` (never overwrites without ``force``)."""
+    import pyarrow.csv as pacsv
+
+    to = Path(to)
+    suffix = to.suffix.lower()
+    if suffix not in (".parquet", ".csv"):
+        raise WinnowError(f"--to {to}: the file must end in .parquet or .csv")
+    check_target(to, force=force, what="export", option="--to")
+    with store.read() as con:
+        head = rows(con.execute("SELECT * FROM sharded_selections WHERE selection_id = ?", [selection_id]))[0]
+        members = con.sql("SELECT row_index FROM sharded_members WHERE run_id = ? AND selection_id = ? ORDER BY row_index",
+                          params=[head["run_id"], selection_id]).to_arrow_table()
+    if suffix == ".parquet":
+        safe_write(to, lambda fh: pq.write_table(members, fh), force=force, what="export", option="--to")
+    else:
+        safe_write(to, lambda fh: pacsv.write_csv(members, fh), force=force, what="export", option="--to")
+    return {"selection_id": selection_id, "path": str(to), "rows": members.num_rows, "metric": head["metric"],
+            "policy": head["policy"], "resolved_policy": head["resolved_policy"], "fraction": head["fraction"],
+            "reason": head["reason"]}
