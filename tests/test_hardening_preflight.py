@@ -81,6 +81,23 @@ def test_fit_input_that_is_a_fifo_is_named_as_one(tmp_path):
         read_table(tmp_path / "none.csv")
 
 
+def test_fit_reads_semicolon_tab_and_pipe_files_like_the_duckdb_path(tmp_path):
+    """The plain path sniffs the separator as DuckDB's read_csv_auto (the --where/--sql path) does; a quoted
+    field holding a separator stays one field."""
+    from storage.scaling import select_fit_rows
+    from tasks.scaling.csvinput import read_table
+
+    for name, sep in (("semi", ";"), ("tab", "\t"), ("pipe", "|"), ("comma", ",")):
+        f = tmp_path / f"{name}.csv"
+        f.write_text("\n".join([sep.join(["n", "err", "note"])] +
+                               [sep.join([str(n), str(e), '"a;b|c,d"']) for n, e in ((1, 0.5), (2, 0.4), (4, 0.3))]) + "\n")
+        t = read_table(f)
+        assert t.column_names == ["n", "err", "note"] and t.column("err").to_pylist() == [0.5, 0.4, 0.3], name
+        assert t.column("note").to_pylist() == ["a;b|c,d"] * 3
+        via_duckdb, _ = select_fit_rows(f, where="n > 0")
+        assert via_duckdb.column_names == t.column_names and via_duckdb.column("err").to_pylist() == [0.5, 0.4, 0.3]
+
+
 def test_a_relative_fit_plot_path_is_stored_absolute(tmp_path, monkeypatch, winnow):
     """``winnow fit --plot rel.png`` run from one folder: fits.plot_path still names the file from anywhere."""
     import duckdb

@@ -78,6 +78,20 @@ def _numeric(table: pa.Table, col: str, path: Path, *, positive: bool, of: str =
     return v
 
 
+def _delimiter(p: Path) -> str:
+    """The field separator of a CSV file — ``,``, ``;``, tab or ``|`` — read off its first lines, as DuckDB's
+    ``read_csv_auto`` does on the ``--where``/``--sql`` path (so both paths read a ``;`` file the same way)."""
+    import csv
+
+    with open(p, "rb") as f:
+        head = f.read(65536).decode("utf-8", errors="replace")
+    lines = head.splitlines()[:50]
+    try:
+        return csv.Sniffer().sniff("\n".join(lines), delimiters=",;\t|").delimiter
+    except csv.Error:  # one column, or no separator stands out: the default
+        return ","
+
+
 def read_table(path: str | Path) -> pa.Table:
     """A CSV (or ``.parquet``) file as an Arrow table; one :class:`WinnowError` if it cannot be read."""
     p = Path(path)
@@ -93,7 +107,8 @@ def read_table(path: str | Path) -> pa.Table:
             import pyarrow.parquet as pq
 
             return pq.read_table(p)
-        return pacsv.read_csv(p, convert_options=pacsv.ConvertOptions(null_values=["", "NA", "NaN", "nan", "null"], strings_can_be_null=True))
+        return pacsv.read_csv(p, parse_options=pacsv.ParseOptions(delimiter=_delimiter(p)),
+                              convert_options=pacsv.ConvertOptions(null_values=["", "NA", "NaN", "nan", "null"], strings_can_be_null=True))
     except (pa.ArrowInvalid, OSError) as err:
         text = "".join(c if c.isprintable() else "?" for c in str(err))  # a binary file's bytes stay off the terminal
         raise WinnowError(f"{p}: cannot parse as CSV: {text[:300]}") from None
