@@ -23,7 +23,10 @@ from rich.table import Table
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="winnow: decide which data a model should be trained on.")
-console = Console()
+# Piped output (a file, grep, a notebook) has no terminal width; rich would then cut tables at 80
+# columns. 200 keeps wide tables whole while a rule line stays readable; COLUMNS still wins.
+_PIPE_WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 200
+console = Console(width=_PIPE_WIDTH)
 err_console = Console(stderr=True)
 
 DbOption = typer.Option(None, "--db", help="DuckDB file (default: $WINNOW_DB or ./.winnow/winnow.duckdb)")
