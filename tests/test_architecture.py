@@ -140,3 +140,14 @@ def test_a_library_lives_in_one_room(lib, homes):
     users = sorted(m for m, imp in GRAPH.items()
                    if lib in imp["external"] and not any(m == h or m.startswith(h + ".") for h in homes))
     assert users == [], f"{lib} imported outside {homes}: {users}"
+
+
+def test_flows_only_orchestrate_no_function_over_60_lines():
+    """A flow calls tasks and hands their results to storage: a long function in flows/ is an algorithm
+    (or a storage layer) that belongs in tasks/ or storage/."""
+    long = []
+    for path in sorted((ROOT / "flows").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 60:
+                long.append(f"{path.name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert not long, long
