@@ -46,7 +46,8 @@ def show(run_id: str = typer.Argument(...), db: Optional[str] = DbOption, as_jso
     for k in ("run_id", "flow", "name", "status", "started_at", "finished_at", "code_version", "prefect_flow_run_id", "error"):
         if run_.get(k) is not None:
             console.print(f"[bold]{k}[/bold]: {escape(str(run_[k]))}", highlight=False)
-    print_rows(run_["sources"], title="sources (the versions this run reads)")
+    if run_["sources"]:  # prune-sharded and experiment perceptron read no registered source
+        print_rows(run_["sources"], title="sources (the versions this run reads)")
     print_rows([{"#": a["attempt"], "status": a["status"], "started": a["started_at"], "flow run": a["prefect_flow_run_id"],
                  "error": a["error"]} for a in run_.get("attempts", [])], title="attempts", whole=("status",))
     print_rows([{"table": t, "rows": n} for t, n in run_["tables"].items()], title="rows by table")
