@@ -6,6 +6,9 @@ labels present), hashes them and appends them to the staged file, so a source la
 through in ``batch_rows`` pieces. The flow then hands the staged file to ``storage.sources`` which
 registers it (or drops it, when a source with the same content is already there).
 
+Rows in error messages are counted from 1 over the data rows (a CSV header is not a row), as in
+``winnow fit``; the stored ``row_index`` counts from 0.
+
 Staged file columns: ``row_index`` int64, ``label`` string (raw label; codes come from the sorted
 ``label_names``), ``split`` string (train/test), ``row_hash`` string, and either ``features``
 (fixed-size list of float32) or ``text`` (string).
@@ -140,7 +143,7 @@ class _SourceWriter:
             texts = batch.texts
             bad = [i for i, t in enumerate(texts) if t is None]
             if bad:
-                raise _err(spec, f"text is empty (null) at row {self.n + bad[0]}")
+                raise _err(spec, f"text is empty (null) at row {self.n + bad[0] + 1}")
             payload = [t.encode("utf-8") for t in texts]
             for p in payload:
                 self.h_features.update(len(p).to_bytes(8, "little"))
@@ -155,11 +158,11 @@ class _SourceWriter:
                     raise _err(spec, "no feature columns found (set 'features' to the numeric columns or an embedding column)")
                 self.dim = int(X.shape[1])
             elif X.shape[1] != self.dim:
-                raise _err(spec, f"ragged features: row {self.n} has {X.shape[1]} values, earlier rows have {self.dim}")
+                raise _err(spec, f"ragged features: row {self.n + 1} has {X.shape[1]} values, earlier rows have {self.dim}")
             finite = np.isfinite(X)
             if not finite.all():
                 r, c = np.argwhere(~finite)[0]
-                raise _err(spec, f"features contain NaN/inf at row {self.n + int(r)}, feature {int(c)}")
+                raise _err(spec, f"features contain NaN/inf at row {self.n + int(r) + 1}, feature {int(c)}")
             payload = X
             self.h_features.update(X.tobytes())
             cols["features"] = pa.FixedSizeListArray.from_arrays(pa.array(X.ravel()), self.dim)
@@ -167,7 +170,7 @@ class _SourceWriter:
             labels = batch.labels
             missing = _null_mask(labels)
             if missing.any():
-                raise _err(spec, f"label column {spec.label or 'label'!r} is null at row {self.n + int(np.flatnonzero(missing)[0])}")
+                raise _err(spec, f"label column {spec.label or 'label'!r} is null at row {self.n + int(np.flatnonzero(missing)[0]) + 1}")
             labels_str = _labels_to_str(labels)
             self.labels_seen.update(np.unique(labels_str).tolist())
             self.h_labels.update("".join(f"{v}\x1f" for v in labels_str.tolist()).encode())
@@ -180,7 +183,7 @@ class _SourceWriter:
             bad = ~np.isin(split, ["train", "test"])
             if bad.any():
                 i = int(np.flatnonzero(bad)[0])
-                raise _err(spec, f"split column {spec.split!r} must hold 'train' or 'test', got {str(split[i])!r} at row {self.n + i}")
+                raise _err(spec, f"split column {spec.split!r} must hold 'train' or 'test', got {str(split[i])!r} at row {self.n + i + 1}")
         else:
             split = hash_split(rows, spec.seed, spec.test_fraction)
         self.h_split.update("".join("1" if s == "test" else "0" for s in split).encode())
@@ -314,14 +317,14 @@ def _features_from_table(spec: SourceConfig, table: pa.Table | pa.RecordBatch, f
         col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
         if col.null_count:
             i = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
-            raise _err(spec, f"embedding column {feats[0]!r} is null at row {offset + i}")
+            raise _err(spec, f"embedding column {feats[0]!r} is null at row {offset + i + 1}")
         if pa.types.is_fixed_size_list(col.type):
             d = col.type.list_size
             return col.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, d)
         lengths = col.value_lengths().to_numpy(zero_copy_only=False)
         if len(lengths) and (lengths != lengths[0]).any():
             i = int(np.flatnonzero(lengths != lengths[0])[0])
-            raise _err(spec, f"ragged features: row {offset + i} of column {feats[0]!r} has {lengths[i]} values, row {offset} has {lengths[0]}")
+            raise _err(spec, f"ragged features: row {offset + i + 1} of column {feats[0]!r} has {lengths[i]} values, row {offset + 1} has {lengths[0]}")
         d = int(lengths[0]) if len(lengths) else 0
         return col.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, d)
     cols = []
@@ -330,7 +333,7 @@ def _features_from_table(spec: SourceConfig, table: pa.Table | pa.RecordBatch, f
         if c.null_count:
             arr = c.to_numpy(zero_copy_only=False) if isinstance(c, pa.Array) else c.to_numpy()
             i = int(np.flatnonzero(np.isnan(arr.astype(float)))[0])
-            raise _err(spec, f"feature column {f!r} is empty (null) at row {offset + i}")
+            raise _err(spec, f"feature column {f!r} is empty (null) at row {offset + i + 1}")
         cols.append(np.asarray(c.to_numpy() if isinstance(c, pa.ChunkedArray) else c.to_numpy(zero_copy_only=False), dtype=np.float32))
     return np.stack(cols, axis=1)
 
@@ -375,7 +378,7 @@ def _batches_from_arrow(spec: SourceConfig, batches: Iterator[pa.RecordBatch], s
         if picked is None:  # column roles are checked on the first rows (a header-only CSV has no types)
             bad = _numeric_looking(spec, rb)
             for name, (row, cell) in bad.items():
-                where = f"column {name!r} looks numeric but row {row} holds {cell!r}"
+                where = f"column {name!r} looks numeric but row {row + 1} holds {cell!r}"
                 if spec.bad_cells == "error":
                     raise _err(spec, f"{where}; fix the cell, list the feature columns in 'features', "
                                      "or set bad_cells: drop_column to leave the column out")
@@ -443,7 +446,7 @@ def _csv_error(spec: SourceConfig, path: Path, schema: pa.Schema, err: Exception
         for rb in reader:
             for cell in rb.column(0).to_pylist():
                 if cell is not None and not _parses_as_number(cell):
-                    return (f"column {name!r} is numeric in the first rows but row {row} holds {cell!r}; fix the cell "
+                    return (f"column {name!r} is numeric in the first rows but row {row + 1} holds {cell!r}; fix the cell "
                             "(or list the feature columns in 'features')")
                 row += 1
     except (pa.ArrowInvalid, OSError):

@@ -130,9 +130,9 @@ BAD_CASES = {
     "unknown label column": (lambda p: (p / "u.csv").write_text("a,b\n1,2\n"), dict(kind="csv", path="u.csv", label="y"), "label column 'y' not found"),
     "wrong delimiter": (lambda p: (p / "w.csv").write_text("a;b;y\n1;2;0\n"), dict(kind="csv", path="w.csv", label="y"), "wrong delimiter"),
     "non-numeric feature": (lambda p: (p / "s.csv").write_text("a,b,y\n1,x,0\n"), dict(kind="csv", path="s.csv", label="y", features=["a", "b"]), "not numeric"),
-    "null label": (lambda p: (p / "n.csv").write_text("a,y\n1,0\n2,\n"), dict(kind="csv", path="n.csv", label="y"), "is null at row 1"),
-    "inf feature": (lambda p: (p / "f.csv").write_text("a,y\n1,0\ninf,1\n"), dict(kind="csv", path="f.csv", label="y"), "NaN/inf at row 1"),
-    "missing feature value": (lambda p: (p / "m.csv").write_text("a,y\n1,0\n,1\n"), dict(kind="csv", path="m.csv", label="y"), "empty (null) at row 1"),
+    "null label": (lambda p: (p / "n.csv").write_text("a,y\n1,0\n2,\n"), dict(kind="csv", path="n.csv", label="y"), "is null at row 2"),
+    "inf feature": (lambda p: (p / "f.csv").write_text("a,y\n1,0\ninf,1\n"), dict(kind="csv", path="f.csv", label="y"), "NaN/inf at row 2"),
+    "missing feature value": (lambda p: (p / "m.csv").write_text("a,y\n1,0\n,1\n"), dict(kind="csv", path="m.csv", label="y"), "empty (null) at row 2"),
     "corrupt parquet": (lambda p: (p / "c.parquet").write_bytes(b"PAR1garbagegarbage"), dict(kind="parquet", path="c.parquet"), "not a readable Parquet"),
     "ragged list column": (
         lambda p: (p / "r.jsonl").write_text('{"e": [1, 2], "y": 0}\n{"e": [1, 2, 3], "y": 1}\n'),
@@ -165,7 +165,7 @@ def test_a_numeric_looking_csv_column_with_a_bad_cell_is_an_error_naming_column_
     (tmp_path / "d.csv").write_text("a,b,y\n1,2,0\n3,x,1\n4,5,0\n")
     with pytest.raises(WinnowError) as err:
         stage(tmp_path, name="d", kind="csv", path=tmp_path / "d.csv", label="y")
-    assert "column 'b' looks numeric but row 1 holds 'x'" in str(err.value) and "bad_cells: drop_column" in str(err.value)
+    assert "column 'b' looks numeric but row 2 holds 'x'" in str(err.value) and "bad_cells: drop_column" in str(err.value)
     assert not list((tmp_path / "staging").glob("*.parquet"))
 
 
@@ -174,7 +174,7 @@ def test_bad_cells_drop_column_leaves_the_column_out_with_a_warning(tmp_path, ca
     with caplog.at_level("WARNING", logger="winnow.ingest"):
         s = stage(tmp_path, name="d", kind="csv", path=tmp_path / "d.csv", label="y", bad_cells="drop_column")
     assert s.n_features == 1
-    assert any("column 'b' looks numeric but row 1 holds 'x'" in r.getMessage() for r in caplog.records)
+    assert any("column 'b' looks numeric but row 2 holds 'x'" in r.getMessage() for r in caplog.records)
 
 
 def test_a_text_column_is_not_numeric_looking(tmp_path):
@@ -189,7 +189,7 @@ def test_a_bad_cell_past_the_first_block_names_its_row(tmp_path):
     (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
     with pytest.raises(WinnowError) as err:
         stage(tmp_path, name="d", kind="csv", path=tmp_path / "d.csv", label="y")
-    assert "column 'b'" in str(err.value) and "row 250000 holds 'x'" in str(err.value)
+    assert "column 'b'" in str(err.value) and "row 250001 holds 'x'" in str(err.value)
 
 
 def test_max_rows_on_a_builtin_keeps_every_class(tmp_path):

@@ -72,7 +72,7 @@ def test_bad_source_among_good_ones_writes_nothing(tmp_path, store):
     bad.write_text("a,b,y\n1,2,\n")
     cfg = parse_config({"sources": [{"name": "g", "kind": "csv", "path": str(good), "label": "y"},
                                     {"name": "b", "kind": "csv", "path": str(bad), "label": "y"}]})
-    with pytest.raises(WinnowError, match="'b'.*null at row 0"):
+    with pytest.raises(WinnowError, match="'b'.*null at row 1"):
         ingest_flow(config=cfg, db=str(store.path), progress=False)
     assert db_fingerprint(store.path) is None
     assert not list((store.artifacts_dir / "staging").iterdir())
