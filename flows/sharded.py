@@ -219,10 +219,24 @@ def _source_rows(cfg: ShardedConfig) -> int:
         return cfg.source.n
     import pyarrow.parquet as pq
 
+    import pyarrow as pa
+
     path = Path(cfg.source.path)
     if not path.is_file():
         raise WinnowError(f"embeddings Parquet not found: {path}")
-    return pq.ParquetFile(path).metadata.num_rows
+    try:  # checked before the run is recorded: a file the shard tasks cannot read is refused here
+        meta = pq.ParquetFile(path)
+        schema = meta.schema_arrow
+    except (OSError, pa.ArrowException) as err:
+        raise WinnowError(f"cannot read embeddings Parquet {path}: {str(err).splitlines()[0]}") from None
+    names = set(schema.names)
+    if "row_index" not in names or not pa.types.is_integer(schema.field("row_index").type):
+        raise WinnowError(f"embeddings Parquet {path}: needs an integer column 'row_index' (the embed stage's files have one)")
+    if "vector" not in names or not (pa.types.is_fixed_size_list(schema.field("vector").type)
+                                     and pa.types.is_floating(schema.field("vector").type.value_type)):
+        got = schema.field("vector").type if "vector" in names else "no such column"
+        raise WinnowError(f"embeddings Parquet {path}: column 'vector' must be FLOAT[d] (a fixed-size float list), got {got}")
+    return meta.metadata.num_rows
 
 
 def _set_id(cfg: ShardedConfig) -> str:

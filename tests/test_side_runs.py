@@ -98,6 +98,19 @@ def test_prune_sharded_is_a_run_its_views_query_and_export_works(cli, tmp_path, 
     assert run_id in (tmp_path / "reports" / f"{run_id}.html").read_text()
 
 
+def test_an_unreadable_embeddings_parquet_is_refused_before_the_run_is_recorded(cli, tmp_path):
+    bad = tmp_path / "emb.parquet"
+    bad.write_text("row_index,vector\n0,1\n")
+    config = write_yaml(tmp_path / "bad.yaml", SMALL_SHARDED.replace(
+        "source: {kind: synthetic_embeddings, n: 3000, d: 8, clusters: 6, duplicate_rate: 0.05, seed: 2}",
+        f"source: {{kind: embeddings_parquet, path: {bad}}}"))
+    db = tmp_path / "store" / "w.duckdb"
+    p = cli("prune-sharded", config, "--db", db)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1 and "cannot read embeddings Parquet" in lines[0], p.stderr
+    assert not db.exists()
+
+
 def test_perceptron_is_a_run_and_export_refuses_it(cli, tmp_path, db_path):
     args = ("experiment", "perceptron", "--db", db_path, "--n", "10", "--alphas", "1,2", "--fractions", "1,0.5",
             "--seeds", "1", "--json")
