@@ -217,9 +217,8 @@ def _results(futures: list) -> list:
 def _source_rows(cfg: ShardedConfig) -> int:
     if isinstance(cfg.source, SyntheticSourceConfig):
         return cfg.source.n
-    import pyarrow.parquet as pq
-
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
     path = Path(cfg.source.path)
     if not path.is_file():
