@@ -181,7 +181,7 @@ def test_downstream_holds_out_the_lowest_losses_the_largest_models():
     assert v.rmsle < 1e-3  # the true form extrapolates to the stronger models
     rep = fit_report(L, err, form="downstream", holdout_largest=1, bootstrap=0, predict_at=[2.4])
     assert rep.holdout_mask.tolist() == [False] * 7 + [True]
-    with pytest.raises(WinnowError, match="cannot be compared"):
+    with pytest.raises(ValueError, match="cannot be compared"):
         select_form(L, err, holdout_largest=1, candidates=["downstream", "m2"])
 
 

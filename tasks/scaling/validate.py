@@ -79,7 +79,7 @@ def scale_sign(names: Sequence[str]) -> int:
     there are none). Forms whose scales run in opposite directions cannot share one hold-out."""
     signs = {get_form(n).scale_sign for n in names if n not in NAIVE}
     if len(signs) > 1:
-        raise WinnowError(f"the forms {', '.join(n for n in names if n not in NAIVE)} cannot be compared: "
+        raise ValueError(f"the forms {', '.join(n for n in names if n not in NAIVE)} cannot be compared: "
                           "downstream's x is a loss (a smaller x is a larger model), the others' x is a size")
     return signs.pop() if signs else 1
 
