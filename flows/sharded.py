@@ -172,7 +172,9 @@ def members_task(s: ScoredShard, resolved: str, grouped: bool, K: np.ndarray, T:
 
     u, g = _selection_inputs(s, resolved, grouped)
     mask = select_mask(u, shard_ties(seed, s.start, s.stop - s.start), g, K, T)
-    write_atomic(pa.table({"row_index": np.flatnonzero(mask).astype(np.int64) + s.start}), out_path)
+    # the source's own row_index (an embeddings Parquet's may not be 0..n-1), as the scores and SemDeDup tables hold
+    rows = read_columns(s.scores_path, ["row_index"])["row_index"].astype(np.int64)
+    write_atomic(pa.table({"row_index": rows[mask]}), out_path)
     return int(mask.sum())
 
 

@@ -104,7 +104,8 @@ def test_an_embeddings_parquet_source_is_sharded_across_its_row_groups(store, tm
     E = synthetic_embeddings(SyntheticSpec(n=20_000, d=8, clusters=6, seed=3)).vectors
     path = tmp_path / "emb.parquet"
     flat = pa.array(E.reshape(-1), type=pa.float32())
-    pq.write_table(pa.table({"row_index": np.arange(20_000, dtype=np.int64),
+    ids = 5 + 2 * np.arange(20_000, dtype=np.int64)  # the file's own row ids, not positions
+    pq.write_table(pa.table({"row_index": ids,
                              "vector": pa.FixedSizeListArray.from_arrays(flat, 8)}), path, row_group_size=3_000)
     cfg = _config(source={"kind": "embeddings_parquet", "path": str(path)}, shard_rows=16_384, k=5, fraction=0.5,
                   policy="hard", semdedup_eps=[0.01])
@@ -112,5 +113,7 @@ def test_an_embeddings_parquet_source_is_sharded_across_its_row_groups(store, tm
     assert summary["n_shards"] == 2  # 16,384 + 3,616 rows, cut inside a 3,000-row row group
     km = spherical_kmeans(E, 5, iters=30, seed=7)
     np.testing.assert_allclose(_centroids(store, summary["run_id"]), km.centroids, atol=1e-5)
-    kept = [r["row_index"] for r in load_sharded_run(store, summary["run_id"])["sharded_members"]]
-    assert kept == select(1.0 - km.cos_to_centroid, fraction=0.5, policy="hard", seed=7).indices.tolist()
+    tables = load_sharded_run(store, summary["run_id"])
+    kept = [r["row_index"] for r in tables["sharded_members"]]
+    assert {r["row_index"] for r in tables["sharded_dedup_removed"]} <= set(ids.tolist())  # one id space for all tables
+    assert kept == ids[select(1.0 - km.cos_to_centroid, fraction=0.5, policy="hard", seed=7).indices].tolist()
