@@ -15,7 +15,8 @@ lock mid-run included: the recording write waits longer, and if even that fails 
 the attempt's lease file until the next writer records it). The one exception is a user-input error
 (:class:`WinnowError`) that only a stage could detect, in a run never seen before: its rows are removed
 again, as if it had never started (the preflights leave few such errors). A process that dies stops
-renewing the attempt's lease and the attempt reads 'crashed'.
+renewing the attempt's lease and the attempt reads 'crashed'. Steps 3-5 and the failure record are
+:func:`storage.runs.recorded_run`, which every command that computes and stores shares.
 """
 
 from __future__ import annotations
@@ -34,10 +35,8 @@ from flows.report import publish_summary
 from flows.runner import task_runner_scope
 from flows.stages import Stage, enabled_stages
 from storage.db import Store
-from storage.runs import (Lease, delete_run, final_write_store, finish_run, lease_seconds, make_run_id, new_attempt_id,
-                          run_exists, start_run)
+from storage.runs import lease_seconds, make_run_id, recorded_run, run_exists
 from storage.sources import SourceRecord, pinned, register_run_sources, registered_id, resolve_version
-from tasks.errors import StoreLockedError, WinnowError
 from tasks.ingest import StagedSource
 
 def run_label(stages: list[Stage], only: list[str] | None) -> str:
@@ -113,7 +112,7 @@ def _run_pipeline(config: RunConfig, db: str, only: list[str] | None, progress: 
     label = run_label(stages, only)
     run_id = make_run_id(label, config.identity_json())
     store = Store(db)
-    lease_s = lease_seconds()  # a bad WINNOW_LEASE_S / WINNOW_HEARTBEAT_S is refused before anything is written
+    lease_seconds()  # a bad WINNOW_LEASE_S / WINNOW_HEARTBEAT_S is refused before anything is written
     t0 = time.perf_counter()
     had_artifacts = store.artifacts_dir.exists()
     staged = stage_sources_flow.with_options(task_runner=runner)(config=config, db=db, progress=progress)
@@ -128,19 +127,14 @@ def _run_pipeline(config: RunConfig, db: str, only: list[str] | None, progress: 
         _discard(staged, store, had_artifacts)
         raise
     # ---- writes
-    attempt_id = new_attempt_id()
     summary: dict[str, Any] = {"run_id": run_id, "db": str(store.path), "stages": {}}
-    records: list[SourceRecord] = []
-    with Lease(store, attempt_id) as lease:
-        try:
-            start_run(store, run_id, label, config.name, config.canonical_json(), _flow_run_id(),
-                      attempt_id=attempt_id, lease_s=lease_s)
-        except BaseException:
-            _discard(staged, store, True)
-            raise
-        try:
+    started = False
+    try:
+        with recorded_run(store, run_id, label, config.name, config.canonical_json(), _flow_run_id(), summary) as rec:
+            started = True
             requested = {s.name: v for s in config.sources if (v := _requested_version(config, s.name)) is not None}
-            records, pins = register_run_sources(store, staged, run_id, attempt_id, requested=requested)
+            records, pins = register_run_sources(store, staged, run_id, rec.attempt_id, requested=requested)
+            rec.drop_sources = [] if existed else [r.source_id for r in records if r.created]
             summary["sources"] = _source_lines(records, pins)
             with pinned(store, pins), results_in(store.artifacts_dir / "cache"):  # resume: finished heavy tasks are kept here
                 for stage in stages:
@@ -150,35 +144,9 @@ def _run_pipeline(config: RunConfig, db: str, only: list[str] | None, progress: 
                     result["seconds"] = round(time.perf_counter() - ts, 2)
                     summary["stages"][stage.name] = result
             summary["seconds"] = round(time.perf_counter() - t0, 2)
-            finish_run(store, run_id, "completed", summary, attempt_id=attempt_id)
-        except StoreLockedError as err:  # not bad input: the attempt is recorded as failed, with why
-            _record_failure(store, lease, run_id, attempt_id, summary, f"lock: {err}")
-            raise
-        except WinnowError as err:
-            _record_failure(store, lease, run_id, attempt_id, summary, f"bad input: {err}",
-                            drop=None if existed else [r.source_id for r in records if r.created])
-            raise
-        except BaseException as err:
-            _record_failure(store, lease, run_id, attempt_id, summary, f"{type(err).__name__}: {err}")
-            raise
+    except BaseException:
+        if not started:  # the run row was never written: the staged files are this attempt's only trace
+            _discard(staged, store, True)
+        raise
     publish_summary(summary)
     return summary
-
-
-def _record_failure(store: Store, lease: Lease, run_id: str, attempt_id: str, summary: dict[str, Any], error: str,
-                    drop: list[int] | None = None) -> None:
-    """Record a failed attempt; ``drop`` (a run never seen before, refused by a stage): remove it instead.
-
-    Side files whose rows were never committed are deleted first. The write waits for the lock at least
-    :data:`~storage.runs.FINAL_WRITE_LOCK_S` (a writer that lost the lock mid-run still records why); if
-    even that fails, the verdict is left in the attempt's lease file, which every reader then reads as
-    'failed' and the next writer records."""
-    store.discard_uncommitted()
-    try:
-        final = final_write_store(store)
-        if drop is not None:
-            delete_run(final, run_id, drop_sources=drop)
-        else:
-            finish_run(final, run_id, "failed", summary, error=error, attempt_id=attempt_id)
-    except Exception:  # noqa: BLE001 - the original error is the one to report
-        lease.abandon(error)

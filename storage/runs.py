@@ -298,19 +298,21 @@ def finish_run(store: Store, run_id: str, status: str, summary: dict[str, Any] |
 
 @dataclass
 class RecordedRun:
-    """The attempt :func:`recorded_run` keeps: fill ``summary`` (stored with the run when the block ends)."""
+    """The attempt :func:`recorded_run` keeps: fill ``summary`` (stored with the run when the block ends);
+    ``drop_sources``: source versions this attempt registered, removed with a refused new run."""
 
     run_id: str
     attempt_id: str
     summary: dict[str, Any] = field(default_factory=dict)
+    drop_sources: list[int] = field(default_factory=list)
 
 
 @contextmanager
 def recorded_run(store: Store, run_id: str, flow: str, name: str, config_json: str,
-                 prefect_flow_run_id: str | None = None) -> Iterator[RecordedRun]:
-    """One attempt of ``run_id`` around a block, for commands that compute and store outside the pipeline
-    (``prune-sharded``, ``experiment perceptron``): the same run/attempt rows, lease and failure record
-    as :mod:`flows.pipeline`, so ``winnow runs``/``show``/``report`` find them.
+                 prefect_flow_run_id: str | None = None, summary: dict[str, Any] | None = None) -> Iterator[RecordedRun]:
+    """One attempt of ``run_id`` around a block: the run/attempt rows, lease and failure record of every
+    command that computes and stores (the pipeline, ``prune-sharded``, ``experiment perceptron``), so
+    ``winnow runs``/``show``/``report`` find them. ``summary`` starts the attempt's summary.
 
     Call it after the input checks and before the first write. The attempt and run rows say 'running'
     (a lease keeps them alive; a killed process reads 'crashed'); a block that ends normally marks them
@@ -322,7 +324,7 @@ def recorded_run(store: Store, run_id: str, flow: str, name: str, config_json: s
     """
     lease_s = lease_seconds()  # a bad WINNOW_LEASE_S / WINNOW_HEARTBEAT_S is refused before anything is written
     existed = store.exists and run_exists(store, run_id)
-    rec = RecordedRun(run_id, new_attempt_id())
+    rec = RecordedRun(run_id, new_attempt_id(), summary if summary is not None else {})
     with Lease(store, rec.attempt_id) as lease:
         start_run(store, run_id, flow, name, config_json, prefect_flow_run_id, attempt_id=rec.attempt_id, lease_s=lease_s)
         try:
@@ -345,7 +347,7 @@ def _failed(store: Store, lease: Lease, rec: RecordedRun, error: str, drop: bool
     try:
         final = final_write_store(store)
         if drop:
-            delete_run(final, rec.run_id)
+            delete_run(final, rec.run_id, drop_sources=rec.drop_sources)
         else:
             finish_run(final, rec.run_id, "failed", rec.summary or None, error=error, attempt_id=rec.attempt_id)
     except Exception:  # noqa: BLE001 - the original error is the one to report

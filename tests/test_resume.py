@@ -31,7 +31,7 @@ DRIVER = textwrap.dedent('''
     import os, sys, time
     import flows._env
     import flows.ingest as ingest
-    import flows.pipeline as pipeline
+    import storage.runs as runs
     from tasks.ingest import stage_source
 
     calls, block = os.environ["WINNOW_TEST_CALLS"], os.environ.get("WINNOW_TEST_BLOCK", "")
@@ -43,7 +43,7 @@ DRIVER = textwrap.dedent('''
             time.sleep(600)
         return stage_source(spec, staging_dir, progress=progress)
 
-    finish = pipeline.finish_run
+    finish = runs.finish_run  # the pipeline's run record (storage.runs.recorded_run)
 
     def blocking_finish(store, run_id, status, *args, **kwargs):
         if block == "finish" and status == "completed":
@@ -53,7 +53,7 @@ DRIVER = textwrap.dedent('''
         return finish(store, run_id, status, *args, **kwargs)
 
     ingest.stage_source = recorded
-    pipeline.finish_run = blocking_finish
+    runs.finish_run = blocking_finish
     from cli.main import main
     sys.argv = ["winnow", "run", *sys.argv[1:]]
     main()
