@@ -112,13 +112,36 @@ def query(
 ) -> None:
     """Run read-only SQL against the DuckDB file (no writes, no file access, no ATTACH/COPY/INSTALL).
 
-    Rows are printed as they arrive, in batches; Ctrl-C stops the query at once."""
+    Rows are printed as they arrive, in batches; Ctrl-C stops the query at once. A result cut at --limit
+    says so on stderr."""
+    from storage.query import stream_query
+
+    more = False
+
+    def capped():  # one row past --limit is fetched to tell whether the limit cut the result
+        nonlocal more
+        shown = 0
+        for batch in stream_query(open_store(db), sql, None if limit is None else limit + 1, timeout):
+            if limit is not None and shown + len(batch) > limit:
+                batch, more = batch[:limit - shown], True
+            shown += len(batch)
+            if batch:
+                yield batch
+
+    batches = capped()
+    try:
+        _print_query(batches, as_json)
+    finally:
+        if more:
+            err_console.print(f"note: --limit {limit} reached: more rows match (raise --limit, or narrow the query)",
+                              markup=False, highlight=False)
+
+
+def _print_query(batches, as_json: bool) -> None:
     import sys
 
     from cli.app import jsonable
-    from storage.query import stream_query
 
-    batches = stream_query(open_store(db), sql, limit, timeout)
     if as_json:  # one JSON array, written row by row
         first = True
         sys.stdout.write("[")

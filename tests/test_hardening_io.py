@@ -242,6 +242,10 @@ def test_query_results_stream_and_stop_at_the_limit(empty_db, tmp_path):
 
     rows = json.loads(p.stdout)
     assert p.returncode == 0 and len(rows) == 5000 and rows[-1] == {"i": 4999}
+    assert p.stderr.strip() == "note: --limit 5000 reached: more rows match (raise --limit, or narrow the query)"
+    exact = subprocess.run([str(WINNOW), "query", "SELECT range AS i FROM range(5000)", "--db", str(empty_db), "--json",
+                            "--limit", "5000"], env=_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert exact.returncode == 0 and len(json.loads(exact.stdout)) == 5000 and exact.stderr == ""  # nothing was cut
 
 
 def test_query_prints_bracketed_column_names_and_values_as_text(empty_db, tmp_path):
