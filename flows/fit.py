@@ -277,7 +277,7 @@ def fit_flow(
 ) -> dict[str, Any]:
     """Fit a validated input (one curve, or one per ``--by`` key), write the plot, and store run +
     fits + predictions + details; returns a summary with the reports."""
-    from storage.runs import finish_run, make_run_id, start_run
+    from storage.runs import make_run_id, recorded_run
 
     options = dict(form=form, holdout_largest=holdout_largest, bootstrap=bootstrap, predict_at=predict_at or [],
                    predict_at_x2=predict_at_x2, seed=seed, huber_delta=huber_delta, level=level)
@@ -301,23 +301,20 @@ def fit_flow(
                   source_sql=data.source_sql)
         for key, rep in reports.items()
     ]
-    start_run(store, run_id, "fit", Path(data.path).stem, config_json, None)
-    try:
-        save_fits(store, run_id, records)
-    except BaseException as err:
-        finish_run(store, run_id, "failed", error=f"{type(err).__name__}: {err}")
-        raise
     if data.curves is None:
         report = reports[data.y_col]
         summary = {"run_id": run_id, "db": str(store.path), "plot": png, "form": report.fit.form,
                    "predictor": report.predictor, "lines": report_lines(report)}
-        finish_run(store, run_id, "completed", summary)
-        return {**summary, "report": report}
-    table = curve_summary(reports, skipped)
-    summary = {"run_id": run_id, "db": str(store.path), "plot": png, "curves": len(reports), "skipped": len(skipped),
-               "per_predictor": table["per_predictor"]}
-    finish_run(store, run_id, "completed", summary)
-    return {**summary, "reports": reports, "table": table}
+        extra: dict[str, Any] = {"report": report}
+    else:
+        table = curve_summary(reports, skipped)
+        summary = {"run_id": run_id, "db": str(store.path), "plot": png, "curves": len(reports), "skipped": len(skipped),
+                   "per_predictor": table["per_predictor"]}
+        extra = {"reports": reports, "table": table}
+    with recorded_run(store, run_id, "fit", Path(data.path).stem, config_json) as rec:
+        save_fits(store, run_id, records)
+        rec.summary.update(summary)
+    return {**summary, **extra}
 
 
 def _plot(png: str, data: FitData, reports: dict[str, Any]) -> None:
