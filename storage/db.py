@@ -284,8 +284,11 @@ class Store:
             con.close()
 
     @contextmanager
-    def read(self, *, sandboxed: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A read-only connection. ``sandboxed`` also forbids file access, ATTACH and config changes."""
+    def read(self, *, sandboxed: bool = False,
+             setup: Callable[[duckdb.DuckDBPyConnection], None] | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-only connection. ``sandboxed`` also forbids file access, ATTACH and config changes.
+        ``setup`` runs on the connection first, before anything reads the file (settings that DuckDB
+        accepts only on a started database, such as ``allowed_paths``)."""
         self._check_type()
         if not self.exists:
             raise WinnowError(f"no winnow database at {self.path}: run `winnow demo` or `winnow run CONFIG` first (or pass --db)")
@@ -302,6 +305,8 @@ class Store:
             except duckdb.Error as err:
                 raise WinnowError(f"cannot open database {self.path} for reading: {err}") from None
         try:
+            if setup is not None:
+                setup(con)
             self._verify(con)
             yield con
         finally:

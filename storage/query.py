@@ -4,8 +4,9 @@ The connection is opened read-only with external access disabled and the configu
 even a SELECT cannot read arbitrary files (``read_csv('/etc/passwd')``), ATTACH, COPY … TO, INSTALL or
 LOAD extensions; statements other than SELECT/EXPLAIN are refused before anything runs. The one
 exception is the Parquet files behind winnow's own views (``shard_vectors_*``, ``shard_scores_*`` of
-`winnow prune-sharded`): the files recorded in ``shard_files`` inside the database's artifacts folder
-are allowed by exact path (``allowed_paths``), so those views can be queried; no other file is.
+`winnow prune-sharded`): for every shard recorded in ``shard_files``, the file at winnow's own place for
+it inside the database's artifacts folder is allowed by exact path (``allowed_paths``), so those views
+can be queried; no other file is (the paths stored in the database are not trusted).
 
 Limits: the query runs in a worker thread while the calling thread waits in short steps, so a timeout
 (``con.interrupt()``) and Ctrl-C (KeyboardInterrupt, then ``con.interrupt()``) stop it within a fraction
@@ -18,11 +19,11 @@ a second.
 from __future__ import annotations
 
 import queue
+import re
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import duckdb
 
@@ -49,18 +50,29 @@ def check_read_only_sql(con: duckdb.DuckDBPyConnection, sql: str) -> list:
     return statements
 
 
+_SET_ID = re.compile(r"(set|sharded)-[0-9a-f]+")
+_LAYOUT = {"vectors": ("shards", ""), "scores": ("sharded", "scores")}  # storage.shards' folders
+
+
 def view_files(con: duckdb.DuckDBPyConnection, store: Store) -> list[str]:
-    """Absolute paths of the files winnow's own views read: the shard files recorded in ``shard_files``
-    that lie inside the store's artifacts folder (a path recorded elsewhere is not allowed)."""
+    """Absolute paths of the files winnow's own views read, rebuilt from winnow's own layout
+    (``<artifacts>/shards/<set_id>/shard-NNNNN.parquet``, ``<artifacts>/sharded/<run_id>/scores/...``)
+    from the ``(set_id, kind, shard)`` rows of ``shard_files``; the stored paths themselves are never
+    trusted (the database file is the user's). A file must exist, and no link may lie below the
+    artifacts folder on its way (the folder itself may be a link)."""
     found = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'shard_files' "
-                        "AND table_schema = 'main'").fetchall()[0][0]
-    if not found:  # a file from before the sharded path
+                        "AND table_schema = 'main' AND table_type = 'BASE TABLE'").fetchall()[0][0]
+    if not found:  # a file from before the sharded path (or not winnow's)
         return []
     root = store.artifacts_dir.resolve()
     out = []
-    for (stored,) in con.execute("SELECT DISTINCT parquet_path FROM shard_files ORDER BY 1").fetchall():
-        path = Path(store.resolve(stored)).resolve()
-        if path.is_relative_to(root):
+    for set_id, kind, shard in con.execute("SELECT DISTINCT set_id, kind, shard FROM shard_files ORDER BY 1, 2, 3").fetchall():
+        if not (isinstance(set_id, str) and _SET_ID.fullmatch(set_id) and kind in _LAYOUT and isinstance(shard, int)
+                and 0 <= shard <= 99_999):
+            continue
+        top, sub = _LAYOUT[kind]
+        path = root / top / set_id / sub / f"shard-{shard:05d}.parquet"
+        if path.is_file() and path.resolve() == path:
             out.append(str(path))
     return out
 
@@ -68,14 +80,19 @@ def view_files(con: duckdb.DuckDBPyConnection, store: Store) -> list[str]:
 @contextmanager
 def sandboxed(store: Store) -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-only connection that can read no file but those of :func:`view_files`, with the
-    configuration locked (``allowed_paths`` can only be set on a started database, so the sandbox is
-    set up right after connecting, before any user SQL runs)."""
-    with store.read() as con:
+    configuration locked. The allowed files are read on a connection sandboxed from the start; the
+    query's connection then sets ``allowed_paths`` (DuckDB takes it only on a started database), turns
+    file access off and locks the configuration before anything else runs on it."""
+    with store.read(sandboxed=True) as con:
         allowed = view_files(con, store)
+
+    def lock(con: duckdb.DuckDBPyConnection) -> None:
         if allowed:
             con.execute("SET allowed_paths = ?", [allowed])
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
+
+    with store.read(setup=lock) as con:
         yield con
 
 

@@ -13,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from storage.db import Store, env_lock_timeout_s, resolve_db_path, safe_write
@@ -254,6 +255,47 @@ def test_query_prints_bracketed_column_names_and_values_as_text(empty_db, tmp_pa
     p = subprocess.run([str(WINNOW), "query", sql, "--db", str(empty_db)], env=env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert "[y]" in p.stdout and "[bold]z" in p.stdout and "a[b]" in p.stdout and "[red]v" in p.stdout, p.stdout
+
+
+def _hostile(db: Path, *statements: str) -> None:
+    with duckdb.connect(str(db)) as con:
+        for st in statements:
+            con.execute(st)
+
+
+SECRET = "read_text('{f}')"
+
+
+@pytest.mark.parametrize("case", ["stored path", "artifacts link to /", "glob", "view reads a file"])
+def test_a_crafted_database_cannot_open_the_query_sandbox(empty_db, tmp_path, case):
+    """The database file is the user's: what it says about shard files is never trusted. Paths are rebuilt
+    from (set_id, kind, shard) in winnow's own layout, links below the artifacts folder are refused, and
+    the query's connection is locked before anything reads the file."""
+    from storage.query import run_query
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("s3cret\n")
+    row = "INSERT INTO shard_files VALUES ('{set_id}', 'vectors', 0, 0, 1, 'h', '{path}', now())"
+    if case == "stored path":
+        _hostile(empty_db, row.format(set_id="set-abc", path=secret), row.format(set_id="../..", path=secret).replace(", 0, 0", ", 1, 0"))
+    elif case == "artifacts link to /":  # every absolute path would lie "inside" a resolved artifacts folder
+        Path(str(empty_db.with_suffix("")) + ".artifacts").symlink_to("/")
+        _hostile(empty_db, row.format(set_id="set-abc", path=secret))
+    elif case == "glob":
+        art = Path(str(empty_db.with_suffix("")) + ".artifacts")
+        (art / "shards").mkdir(parents=True)
+        (art / "shards" / "set-abc").symlink_to(tmp_path)  # a link below the artifacts folder
+        (tmp_path / "shard-00000.parquet").write_text("not parquet")
+        _hostile(empty_db, row.format(set_id="set-abc", path="x"))
+    else:  # shard_files replaced by a view that reads a file while the sandbox is being set up
+        _hostile(empty_db, "DROP TABLE shard_files",
+                 f"CREATE VIEW shard_files AS SELECT error(content) AS set_id FROM read_text('{secret}')")
+    store = Store(empty_db)
+    for sql in (f"SELECT * FROM read_text('{secret}')", f"SELECT * FROM glob('{tmp_path}/*')"):
+        with pytest.raises(WinnowError) as err:
+            run_query(store, sql)
+        assert "s3cret" not in str(err.value) and ("cannot touch files" in str(err.value) or "query failed" in str(err.value))
+    assert run_query(store, "SELECT 1 AS one") == [{"one": 1}]
 
 
 def test_query_streams_batches_without_holding_the_result():
