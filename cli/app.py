@@ -26,8 +26,9 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 # Piped output (a file, grep, a notebook) has no terminal width; rich would then cut tables at 80
 # columns. 200 keeps wide tables whole while a rule line stays readable; COLUMNS still wins.
 _PIPE_WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 200
-console = Console(width=_PIPE_WIDTH)
-err_console = Console(stderr=True)
+# emoji=False: data text such as ':x:' (a /etc/passwd line, a label) is printed as written, not as an emoji
+console = Console(width=_PIPE_WIDTH, emoji=False)
+err_console = Console(stderr=True, emoji=False)
 
 DbOption = typer.Option(None, "--db", help="DuckDB file (default: $WINNOW_DB or ./.winnow/winnow.duckdb)")
 JsonOption = typer.Option(False, "--json", help="print JSON instead of a table")

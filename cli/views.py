@@ -143,7 +143,11 @@ def _print_query(batches, as_json: bool) -> None:
     from cli.app import jsonable
 
     if as_json:  # one JSON array, written row by row
+        import itertools
+
         first = True
+        head = next(batches, None)  # a query that fails, fails before "[" is written
+        batches = iter(()) if head is None else itertools.chain([head], batches)
         sys.stdout.write("[")
         for batch in batches:
             for row in batch:

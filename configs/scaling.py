@@ -7,10 +7,23 @@ from pydantic import Field, field_validator, model_validator
 from configs._model import StrictModel
 
 
+def _size_form(name: str, what: str) -> str:
+    """A registered one-variable form whose x is a size: pilot curves are error against pilot size."""
+    from tasks.scaling.forms import FORMS
+
+    sizes = [n for n, f in FORMS.items() if f.n_vars == 1 and f.scale_sign > 0]
+    if name not in sizes:
+        choose = f"choose one of {', '.join(sizes)}" + (" or 'auto'" if what == "form" else "")
+        if name in FORMS:
+            raise ValueError(f"{what} {name!r} cannot fit a pilot curve (error against one size variable); {choose}")
+        raise ValueError(f"unknown {what} {name!r}; {choose}")
+    return name
+
+
 class ExtrapolateConfig(StrictModel):
     """How pilot curves are fitted and extrapolated (see /work/shared/design/scaling.md).
 
-    ``form`` is a registered form (m1, m2, pow4, bnsl, chinchilla, gadre, downstream) or ``auto``,
+    ``form`` is a one-variable size form (m1, m2, pow4, bnsl) or ``auto``,
     which picks among ``candidates`` by held-out error on the ``holdout_largest`` largest scales.
     Pilot accuracies are fitted in error space (1 - accuracy).
     """
@@ -27,21 +40,12 @@ class ExtrapolateConfig(StrictModel):
     @field_validator("form")
     @classmethod
     def _form_known(cls, v: str) -> str:
-        from tasks.scaling.forms import FORMS
-
-        if v != "auto" and v not in FORMS:
-            raise ValueError(f"unknown form {v!r}; choose one of {', '.join(FORMS)} or 'auto'")
-        return v
+        return v if v == "auto" else _size_form(v, "form")
 
     @field_validator("candidates")
     @classmethod
     def _candidates_known(cls, v: list[str] | None) -> list[str] | None:
-        from tasks.scaling.forms import FORMS
-
-        for name in v or []:
-            if name not in FORMS:
-                raise ValueError(f"unknown candidate form {name!r}; choose among {', '.join(FORMS)}")
-        return v
+        return None if v is None else [_size_form(name, "candidate form") for name in v]
 
     @field_validator("target_sizes")
     @classmethod

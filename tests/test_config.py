@@ -21,6 +21,10 @@ from tasks.errors import WinnowError
     ("- just\n- a list\n", "must be a YAML mapping"),
     ("sources: [\n", "not valid YAML"),
     ("task_runner: {kind: spark}\nsources:\n  - {name: a, kind: mnist}\n", "key 'task_runner.kind'"),
+    ("sources:\n  - {name: a, kind: mnist}\nextrapolate: {form: downstream}\n",
+     "form 'downstream' cannot fit a pilot curve"),
+    ("sources:\n  - {name: a, kind: mnist}\nextrapolate: {form: auto, candidates: [m2, chinchilla]}\n",
+     "candidate form 'chinchilla' cannot fit a pilot curve"),
 ])
 def test_bad_config_names_file_and_key(tmp_path, text, message):
     path = write_yaml(tmp_path / "bad.yaml", text)

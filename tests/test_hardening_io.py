@@ -247,6 +247,9 @@ def test_query_results_stream_and_stop_at_the_limit(empty_db, tmp_path):
     exact = subprocess.run([str(WINNOW), "query", "SELECT range AS i FROM range(5000)", "--db", str(empty_db), "--json",
                             "--limit", "5000"], env=_env(tmp_path), capture_output=True, text=True, timeout=60)
     assert exact.returncode == 0 and len(json.loads(exact.stdout)) == 5000 and exact.stderr == ""  # nothing was cut
+    bad = subprocess.run([str(WINNOW), "query", "selec 1", "--db", str(empty_db), "--json"], env=_env(tmp_path),
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stdout == "" and bad.stderr.startswith("error: query does not parse")  # no stray "["
 
 
 def test_query_prints_bracketed_column_names_and_values_as_text(empty_db, tmp_path):

@@ -96,6 +96,11 @@ def test_fit_reads_semicolon_tab_and_pipe_files_like_the_duckdb_path(tmp_path):
         assert t.column("note").to_pylist() == ["a;b|c,d"] * 3
         via_duckdb, _ = select_fit_rows(f, where="n > 0")
         assert via_duckdb.column_names == t.column_names and via_duckdb.column("err").to_pylist() == [0.5, 0.4, 0.3]
+    import gzip  # a .csv.gz is sniffed decompressed (its raw bytes once looked '|'-separated)
+
+    gz = tmp_path / "curve.csv.gz"
+    gz.write_bytes(gzip.compress("N,loss\n1,0.5\n2,0.4\n4,0.3\n".encode()))
+    assert read_table(gz).column_names == ["N", "loss"] and select_fit_rows(gz)[0].column_names == ["N", "loss"]
 
 
 def test_a_relative_fit_plot_path_is_stored_absolute(tmp_path, monkeypatch, winnow):

@@ -83,7 +83,7 @@ def _delimiter(p: Path) -> str:
     ``read_csv_auto`` does on the ``--where``/``--sql`` path (so both paths read a ``;`` file the same way)."""
     import csv
 
-    with open(p, "rb") as f:
+    with pa.input_stream(str(p), compression="detect") as f:  # a .csv.gz is sniffed decompressed, as it is read
         head = f.read(65536).decode("utf-8", errors="replace")
     lines = head.splitlines()[:50]
     try:
