@@ -19,6 +19,21 @@ def _g(v: float | None) -> str:
     return "nan" if v is None or not math.isfinite(v) else f"{v:.5g}"
 
 
+def _by_columns(by: str | None) -> tuple[str, ...]:
+    """The --by columns: at least one name, none twice (``--by ','`` would silently pool every curve)."""
+    from tasks.errors import WinnowError
+
+    if by is None:
+        return ()
+    cols = tuple(c.strip() for c in by.split(","))
+    if not any(cols) or not all(cols):
+        raise WinnowError(f"--by {by!r}: give column names separated by commas, e.g. --by task or --by domain,task")
+    twice = sorted({c for c in cols if cols.count(c) > 1})
+    if twice:
+        raise WinnowError(f"--by {by!r} names {', '.join(map(repr, twice))} twice")
+    return cols
+
+
 def print_report(report: Any, out: Console = console) -> None:
     """Rich tables: final-fit parameters with intervals, the validated fit, held-out errors vs the
     naive forecasts (and auto's per-form table), predictions with intervals, notes and warnings."""
@@ -145,10 +160,11 @@ def fit_command(
     predict: Optional[list[str]] = typer.Option(None, "--predict", help="size to predict (repeatable; N:D pairs, N:D:U triples)"),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="run-level bootstrap replicates (0: intervals from the "
                                                                    "near-optimal spread and the held-out error only)"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="bootstrap and start-grid seed"),
     delta: float = typer.Option(1e-3, "--delta", help="Huber delta on log residuals"),
     level: float = typer.Option(0.95, "--level", help="interval coverage"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="PNG path (default: next to the DuckDB file)"),
+    force: bool = typer.Option(False, "--force", help="overwrite an existing --plot file"),
     db: Optional[str] = typer.Option(None, "--db", help="DuckDB file (default: $WINNOW_DB or ./.winnow/winnow.duckdb)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON (everything the tables show) instead of tables"),
 ) -> None:
@@ -170,7 +186,7 @@ def fit_command(
         raise WinnowError(f"--level {level} must be in (0, 1)")
     if not delta > 0:
         raise WinnowError(f"--delta {delta} must be > 0")
-    by_cols = tuple(c.strip() for c in by.split(",") if c.strip()) if by else ()
+    by_cols = _by_columns(by)
     table = source_sql = None
     cols = _split_cols(col)
     if where or cols or sql:
@@ -192,10 +208,11 @@ def fit_command(
             raise WinnowError(f"--holdout-largest {holdout_largest} needs at least {holdout_largest + 1} distinct --x values "
                               f"(one left to fit on); the data have {levels}")
     store = Store(resolve_db_path(db))
+    store.check_usable()  # a file that cannot take the fit is refused before the work, and no plot is written
     result = fit_flow(
         data=data, db=str(store.path), form=form, holdout_largest=holdout_largest, bootstrap=bootstrap,
         predict_at=px.tolist(), predict_at_x2=None if px2 is None else px2.tolist(), seed=seed,
-        huber_delta=delta, level=level, plot_path=plot_path(plot), origins=origins,
+        huber_delta=delta, level=level, plot_path=plot_path(plot, force=force), origins=origins,
     )
     head = {"run_id": result["run_id"], "db": result["db"], "plot": result["plot"], "source_sql": source_sql}
     if by_cols:

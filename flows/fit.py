@@ -287,34 +287,39 @@ def fit_flow(
     run_id = make_run_id("fit", config_json)
     px = np.asarray(predict_at or [], dtype=np.float64)
     px2 = None if predict_at_x2 is None else np.asarray(predict_at_x2, dtype=np.float64)
-    reports, skipped = fit_curves_task(
-        data, form=form, holdout_largest=holdout_largest, bootstrap=bootstrap, predict_at=px, predict_at_x2=px2,
-        seed=seed, huber_delta=huber_delta, level=level, origins=origins,
-    )
     store = Store(db)
     # stored in fits.plot_path: absolute, so it still names the file from another directory
     png = str(Path(plot_path).resolve()) if plot_path else str(store.artifacts_dir / "plots" / f"{run_id}.png")
-    _plot(png, data, reports)
-    records = [
-        to_record(key, rep, x_col=data.x_col, y_col=data.y_col, x2_col=data.x2_col, space="as given", plot_path=png,
-                  x3_col=data.x3_col, curve=None if data.curve_values is None else data.curve_values.get(key),
-                  source_sql=data.source_sql)
-        for key, rep in reports.items()
-    ]
-    if data.curves is None:
-        report = reports[data.y_col]
-        summary = {"run_id": run_id, "db": str(store.path), "plot": png, "form": report.fit.form,
-                   "predictor": report.predictor, "lines": report_lines(report)}
-        extra: dict[str, Any] = {"report": report}
-    else:
-        table = curve_summary(reports, skipped)
-        summary = {"run_id": run_id, "db": str(store.path), "plot": png, "curves": len(reports), "skipped": len(skipped),
-                   "per_predictor": table["per_predictor"]}
-        extra = {"reports": reports, "table": table}
+    # the run is recorded from the start: `winnow runs` shows it running, its time is the fit's, a failure stays
     with recorded_run(store, run_id, "fit", Path(data.path).stem, config_json) as rec:
+        reports, skipped = fit_curves_task(
+            data, form=form, holdout_largest=holdout_largest, bootstrap=bootstrap, predict_at=px, predict_at_x2=px2,
+            seed=seed, huber_delta=huber_delta, level=level, origins=origins,
+        )
+        _plot(png, data, reports)
+        records = [
+            to_record(key, rep, x_col=data.x_col, y_col=data.y_col, x2_col=data.x2_col, space="as given", plot_path=png,
+                      x3_col=data.x3_col, curve=None if data.curve_values is None else data.curve_values.get(key),
+                      source_sql=data.source_sql)
+            for key, rep in reports.items()
+        ]
         save_fits(store, run_id, records)
+        summary, extra = _fit_summary(run_id, store, png, data, reports, skipped)
         rec.summary.update(summary)
     return {**summary, **extra}
+
+
+def _fit_summary(run_id: str, store: Store, png: str, data: FitData, reports: dict[str, Any],
+                 skipped: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the summary stored with the run, the reports the CLI prints)."""
+    head = {"run_id": run_id, "db": str(store.path), "plot": png}
+    if data.curves is None:
+        report = reports[data.y_col]
+        return ({**head, "form": report.fit.form, "predictor": report.predictor, "lines": report_lines(report)},
+                {"report": report})
+    table = curve_summary(reports, skipped)
+    return ({**head, "curves": len(reports), "skipped": len(skipped), "per_predictor": table["per_predictor"]},
+            {"reports": reports, "table": table})
 
 
 def _plot(png: str, data: FitData, reports: dict[str, Any]) -> None:

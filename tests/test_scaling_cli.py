@@ -137,7 +137,7 @@ def test_save_fits_is_idempotent_and_loads_back(existing_db):
         ("n,err\n1,0.5\n2,\n3,0.3\n4,0.25\n", ("--x", "n", "--y", "err"), "column 'err' is empty or NaN in row 2"),
         ("n,err\n1,0.5\n2,nan\n3,0.3\n4,0.25\n", ("--x", "n", "--y", "err"), "column 'err' is empty or NaN in row 2"),
         ("n,err\n1,0.5\n2,-0.4\n3,0.3\n4,0.25\n", ("--x", "n", "--y", "err"), "column 'err' must be > 0"),
-        ("n,err\n1,0.5\n2,abc\n3,0.3\n", ("--x", "n", "--y", "err"), "column 'err' is not numeric"),
+        ("n,err\n1,0.5\n2,abc\n3,0.3\n", ("--x", "n", "--y", "err"), "column 'err' is not numeric: row 2 holds 'abc'"),
         ("n,err\n1,0.5\n2,0.4\n", ("--x", "n", "--y", "err", "--form", "m2"), "form 'm2' has 3 parameters (E, B, c) but only 2 data point(s)"),
         ("n,err\n1,0.5\n2,0.4\n3,0.3\n4,0.25\n", ("--x", "n", "--y", "err", "--form", "m7"), "unknown scaling-law form 'm7'"),
         ("n,err\n1,0.5\n2,0.4\n3,0.3\n4,0.25\n", ("--x", "n", "--y", "err", "--form", "gadre"), "takes two variables"),
@@ -145,6 +145,9 @@ def test_save_fits_is_idempotent_and_loads_back(existing_db):
         ("n,n,err\n1,1,0.5\n2,2,0.4\n3,3,0.3\n4,4,0.25\n", ("--x", "n", "--y", "err"), "the header names column 'n' 2 times"),
         ("n,err\n1,0.5\n2,0.4\n3,0.3\n4,0.25\n", ("--x", "n", "--x2", "n", "--y", "err", "--form", "chinchilla"),
          "--x2 and --x name the same column 'n'"),
+        ("n,err\n1,0.5\n2,0.4\n3,0.3\n4,0.25\n", ("--x", "n", "--y", "err", "--by", ","), "--by ',': give column names"),
+        ("t,n,err\na,1,0.5\na,2,0.4\nb,3,0.3\nb,4,0.25\n", ("--x", "n", "--y", "err", "--by", "t,t"), "names 't' twice"),
+        ("n,err\n1,0.5\n2,0.4\n3,0.3\n4,0.25\n", ("--x", "n", "--y", "err", "--seed", "-1"), "Invalid value for '--seed'"),
         ("n,err\n1,0.5\n2,0.4\n3,0\n4,0.25\n", ("--x", "n", "--y", "err", "--where", "n > 2"),
          "row 1 of the --where/--col/--sql result has 0.0"),
         ("n,err\n1,0.5\n2,0.4\n3,0.3\n4,0.25\n", ("--x", "n", "--y", "err", "--form", "m1", "--plot", "fit.txt"), "cannot write '.txt' plots"),
@@ -158,6 +161,18 @@ def test_bad_csv_exits_2_with_one_clear_line_and_leaves_the_db_unchanged(winnow,
     text = " ".join(err.split())
     assert text.startswith("error:") and message in text, err
     assert db_fingerprint(existing_db) == before
+
+
+def test_a_db_that_cannot_take_the_fit_is_refused_before_the_work(winnow, tmp_path):
+    import duckdb
+
+    other = tmp_path / "other.duckdb"
+    with duckdb.connect(str(other)) as con:
+        con.execute("CREATE TABLE t (a INT)")
+    curve = _write(tmp_path / "c.csv", "n,err\n1,0.5\n2,0.4\n3,0.3\n4,0.25\n")
+    code, out, err = winnow("fit", curve, "--x", "n", "--y", "err", "--form", "m1", "--db", other)
+    assert code == 2 and "not a usable winnow database" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "other.artifacts").exists()  # no plot was drawn for a fit that cannot be stored
 
 
 def test_a_binary_file_named_csv_is_one_printable_line(winnow, tmp_path, existing_db):

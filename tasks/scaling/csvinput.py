@@ -61,8 +61,10 @@ def _numeric(table: pa.Table, col: str, path: Path, *, positive: bool, of: str =
         try:
             arr = pc.cast(arr, pa.float64())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            sample = arr.slice(0, 3).to_pylist()
-            raise WinnowError(f"{path}: column {col!r} is not numeric (type {arr.type}, first values {sample})") from None
+            cells = arr.to_pylist()
+            i = next((i for i, c in enumerate(cells) if not _is_number(c)), None)
+            where = f"row {i + 1}{of} holds {cells[i]!r}" if i is not None else f"type {arr.type}"
+            raise WinnowError(f"{path}: column {col!r} is not numeric: {where}; fix the cell or drop the row") from None
     v = arr.to_numpy(zero_copy_only=False).astype(np.float64)
     bad = ~np.isfinite(v)
     if bad.any():
@@ -76,6 +78,14 @@ def _numeric(table: pa.Table, col: str, path: Path, *, positive: bool, of: str =
                 f"{path}: column {col!r} must be > 0 (scaling laws are fitted in log space); row {i + 1}{of} has {float(v[i])!r}"
             )
     return v
+
+
+def _is_number(cell: object) -> bool:
+    try:
+        float(cell)  # type: ignore[arg-type]
+        return True
+    except (TypeError, ValueError):
+        return False
 
 
 def _delimiter(p: Path) -> str:
