@@ -43,7 +43,7 @@ def test_one_seed_messages_show_no_spread():
     r = auto_override(_curve(one), "ssp", 0.1).reason()
     assert "±" not in r and "0.9090 (1 seed)" in r and "any loss counts" in r and "seed std" not in r
     (g,) = [g for g in losses_to_random(_curve(one)) if g.policy == "auto"]
-    assert "±" not in g.line() and "0.9090 (1 seed) vs random 0.9200 (1 seed)" in g.line() and "beyond noise" not in g.line()
+    assert "±" not in g.line() and "0.9090 (1 seed) is below random 0.9200 (1 seed)" in g.line() and "beyond noise" not in g.line()
     assert mean_text(0.5, 0.01, 3) == "0.5000±0.0100"
 
 

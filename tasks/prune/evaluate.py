@@ -217,7 +217,8 @@ class GuardNote:
 
     def line(self) -> str:
         noise = "beyond noise" if min(self.n_seeds, self.random_n_seeds) > 1 else "(one seed: no noise estimate)"
-        return (f"{self.metric}/{self.policy} at f={self.fraction:g}: {self.measured()} is a loss to random {noise}; "
+        return (f"{self.metric}/{self.policy} at f={self.fraction:g}: {mean_text(self.mean, self.std, self.n_seeds)} is below "
+                f"random {mean_text(self.random_mean, self.random_std, self.random_n_seeds)} {noise}; "
                 f"better here: {self.best} {self.best_mean:.4f}")
 
 
@@ -340,6 +341,8 @@ def plot_pruning_curve(curve: PruningCurve, path: str, *, title: str = "pruning 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from tasks.files import save_figure
+
     summary = curve.summary()
     full = [s for s in summary if s["metric"] == "full"]
     fig, ax = plt.subplots(figsize=(8.5, 5.2))
@@ -372,6 +375,7 @@ def plot_pruning_curve(curve: PruningCurve, path: str, *, title: str = "pruning 
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, ncol=2, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    try:
+        return save_figure(fig, path, dpi=120)
+    finally:
+        plt.close(fig)
