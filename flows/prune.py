@@ -185,8 +185,14 @@ def _best_vs_random_lines(name: str, curve: PruningCurve) -> list[str]:
         if not at:
             continue
         best = max(at, key=lambda s: s["mean"])
-        vs = f" vs random {rnd[0]['mean']:.4f}" if rnd else ""
-        out.append(f"{name}: f={f:g} best {best['metric']}/{best['policy']} {mean_text(best['mean'], best['std'], best['n_seeds'])}{vs}")
+        text = f"{best['metric']}/{best['policy']} {mean_text(best['mean'], best['std'], best['n_seeds'])}"
+        if rnd and rnd[0]["mean"] >= best["mean"]:  # never call a selection that loses to random the best
+            r = rnd[0]
+            out.append(f"{name}: f={f:g} best random {mean_text(r['mean'], r['std'], r['n_seeds'])}; "
+                       f"every pruned selection is at or below it (best pruned {text})")
+        else:
+            vs = f" vs random {rnd[0]['mean']:.4f}" if rnd else ""
+            out.append(f"{name}: f={f:g} best {text}{vs}")
     return out
 
 

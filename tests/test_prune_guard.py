@@ -108,3 +108,14 @@ def test_stage_end_to_end_switches_a_losing_auto():
     assert n100.resolved_policy == "hard" and "switched" not in n100.reason
     assert "GUARD" not in s.reason
     assert any("supervised_prototypes/auto at f=0.1" in line and "switched" in line for line in res.lines("s"))
+
+
+def test_summary_never_calls_a_selection_that_loses_to_random_the_best():
+    from flows.prune import _best_vs_random_lines
+
+    c = _curve({("dbp", "auto", 0.5): [0.9612], ("random", "random", 0.5): [0.9622],
+                ("ssp", "hard", 0.2): [0.95, 0.96], ("random", "random", 0.2): [0.90, 0.91]})
+    at_half, at_fifth = _best_vs_random_lines("mnist", c)
+    assert at_half == ("mnist: f=0.5 best random 0.9622 (1 seed); every pruned selection is at or below it "
+                       "(best pruned dbp/auto 0.9612 (1 seed))")
+    assert at_fifth == "mnist: f=0.2 best ssp/hard 0.9550±0.0050 vs random 0.9050"
