@@ -18,12 +18,14 @@ from tasks.errors import WinnowError
 @dataclass(frozen=True)
 class Stage:
     """A pipeline stage: runs when the config has ``section``; ``preflight(config, db)`` runs before any
-    stage writes (input checks that can fail), ``flow(config=, db=, run_id=, progress=)`` does the work."""
+    stage writes (input checks that can fail), ``flow(config=, db=, run_id=, progress=)`` does the work;
+    ``needs``: stages whose results of the same run it reads (they must run in that run too)."""
 
     name: str
     section: str
     flow: str
     preflight: str | None = None
+    needs: tuple[str, ...] = ()
 
     def load_flow(self) -> Any:
         return _load(self.flow)
@@ -41,7 +43,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("embed", "encoder", "flows.embed:embed_flow", "flows.embed:preflight"),
     Stage("prune", "prune", "flows.prune:prune_flow", "flows.prune:preflight"),
     Stage("mixture", "mixture", "flows.mixture:mixture_flow", "flows.mixture:preflight"),
-    Stage("extrapolate", "extrapolate", "flows.fit:extrapolate_flow"),
+    Stage("extrapolate", "extrapolate", "flows.fit:extrapolate_flow", needs=("mixture",)),
     Stage("plan", "plan", "flows.plan:plan_flow", "flows.plan:preflight"),
 )
 BY_NAME = {s.name: s for s in STAGES}
@@ -55,4 +57,12 @@ def enabled_stages(config: Any, only: list[str] | None = None) -> list[Stage]:
                 raise WinnowError(f"unknown stage {name!r} (stages: {', '.join(BY_NAME)})")
             if getattr(config, BY_NAME[name].section) is None:
                 raise WinnowError(f"the config has no '{BY_NAME[name].section}' section, so the {name} stage cannot run")
-    return [s for s in STAGES if getattr(config, s.section) is not None and (only is None or s.name in only)]
+    stages = [s for s in STAGES if getattr(config, s.section) is not None and (only is None or s.name in only)]
+    names = {s.name for s in stages}
+    for s in stages:
+        for need in s.needs:
+            if need not in names:
+                how = (f"add a '{BY_NAME[need].section}' section" if getattr(config, BY_NAME[need].section) is None
+                       else f"run both: --only {need} --only {s.name}")
+                raise WinnowError(f"the {s.name} stage reads the {need} stage's results of the same run: {how}")
+    return stages

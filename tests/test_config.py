@@ -92,3 +92,19 @@ def test_special_files_as_configs_are_refused_without_blocking(tmp_path):
 def test_config_db_resolves_against_the_config_folder(tmp_path):
     path = write_yaml(tmp_path / "sub" / "c.yaml", "db: out/w.duckdb\nsources:\n  - {name: a, kind: mnist}\n")
     assert load_config(path).db == (tmp_path / "sub" / "out" / "w.duckdb").resolve()
+
+
+def test_a_stage_that_reads_another_stages_results_runs_with_it():
+    """extrapolate fits this run's mixture pilots: `--only extrapolate` alone can only fail, so it is refused
+    up front and the message says how to run it."""
+    from flows.stages import enabled_stages
+
+    cfg = load_config(builtin_config("demo"))
+    with pytest.raises(WinnowError, match="reads the mixture stage's results of the same run: run both: "
+                                          "--only mixture --only extrapolate"):
+        enabled_stages(cfg, ["extrapolate"])
+    assert [s.name for s in enabled_stages(cfg, ["mixture", "extrapolate"])] == ["mixture", "extrapolate"]
+    assert "extrapolate" in [s.name for s in enabled_stages(cfg)]
+    no_mixture = cfg.model_copy(update={"mixture": None, "plan": None})
+    with pytest.raises(WinnowError, match="add a 'mixture' section"):
+        enabled_stages(no_mixture)
