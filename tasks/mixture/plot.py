@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.tri as mtri  # noqa: E402
 import numpy as np  # noqa: E402
 
+from tasks.files import save_figure  # noqa: E402
 
 
 def ternary_xy(P: np.ndarray) -> np.ndarray:
@@ -64,9 +65,10 @@ def plot_surface(
     ax.axis("off")
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return str(path)
+    try:
+        return save_figure(fig, path, dpi=110)
+    finally:
+        plt.close(fig)
 
 
 def plot_predicted_vs_measured(
@@ -91,9 +93,10 @@ def plot_predicted_vs_measured(
     ax.legend(fontsize=7)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return str(path)
+    try:
+        return save_figure(fig, path, dpi=110)
+    finally:
+        plt.close(fig)
 
 
 def study_plots(study, names: Sequence[str], out_dir: Path, run_id: str) -> dict[str, str]:

@@ -200,6 +200,8 @@ def plot_perceptron(result: PerceptronResult, path: str) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from tasks.files import save_figure
+
     summary = summarize_perceptron(result)
     fracs = sorted({s["fraction"] for s in summary}, reverse=True)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
@@ -221,6 +223,7 @@ def plot_perceptron(result: PerceptronResult, path: str) -> str:
     axes[0].set_ylabel(r"test error $\varepsilon = \arccos(R)/\pi$")
     axes[1].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    try:
+        return save_figure(fig, path, dpi=120)
+    finally:
+        plt.close(fig)

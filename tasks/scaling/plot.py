@@ -20,6 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from tasks.files import save_figure  # noqa: E402
 from tasks.scaling.api import FitReport  # noqa: E402
 from tasks.scaling.bootstrap import percentile_interval  # noqa: E402
 from tasks.scaling.forms import get_form  # noqa: E402
@@ -126,7 +127,8 @@ def plot_fit(
     groups: np.ndarray | None = None,
     max_lines: int = MAX_LINES,
 ) -> str:
-    """Write the figure to ``path`` (parents created) and return the path as a string."""
+    """Write the figure to ``path`` (parents created; a link there is replaced, not followed) and return
+    the path as a string."""
     fit = report.fit
     form = get_form(fit.form)
     fig, ax = plt.subplots(figsize=(7, 4.8), dpi=110)
@@ -141,11 +143,10 @@ def plot_fit(
 
 def _save(fig: Any, path: str | Path) -> str:
     fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return str(out)
+    try:
+        return save_figure(fig, path)
+    finally:
+        plt.close(fig)
 
 
 def plot_curves(
