@@ -221,13 +221,15 @@ def select_fit_rows(
             except duckdb.Error as err:
                 raise WinnowError(f"--sql failed: {str(err).splitlines()[0]}") from None
         for name, expr in cols or []:
+            _parses(con, f"--col {name}={expr}", expr, "SELECT {} FROM data")
             q = _ident(name)
             if name in have:
                 query = f"SELECT * REPLACE (({expr}) AS {q}) FROM ({query})"
             else:
                 query = f"SELECT *, ({expr}) AS {q} FROM ({query})"
                 have.append(name)
-        if where:
+        if where is not None:
+            _parses(con, f"--where {where!r}", where, "SELECT * FROM data WHERE {}")
             query = f"SELECT * FROM ({query}) WHERE ({where})"
         statements = _checked(con, query)
         if len(statements) != 1:
@@ -241,6 +243,17 @@ def select_fit_rows(
         return table, query
     finally:
         con.close()
+
+
+def _parses(con: duckdb.DuckDBPyConnection, option: str, text: str, template: str) -> None:
+    """One SQL piece of the command line, checked on its own, so that an error names the option that holds
+    it (composed, a broken --where reads as a syntax error "near ')'" of a statement the user never wrote)."""
+    if not text.strip():
+        raise WinnowError(f"{option} is empty: give an SQL expression, e.g. --where \"loss < 3.5\" or --col D=FLOP/(6*N)")
+    try:
+        con.extract_statements(template.format(text))
+    except duckdb.Error as err:
+        raise WinnowError(f"{option} does not parse: {str(err).splitlines()[0]}") from None
 
 
 def load_predictions(store: Store, run_id: str, fit_key: str | None = None) -> list[dict]:

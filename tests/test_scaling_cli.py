@@ -26,8 +26,8 @@ def rpj_csv(tmp_path: Path) -> Path:
     return out
 
 
-def _write(path: Path, text: str) -> Path:
-    path.write_text(text)
+def _write(path: Path, text: str | bytes) -> Path:
+    path.write_bytes(text) if isinstance(text, bytes) else path.write_text(text)
     return path
 
 
@@ -70,7 +70,7 @@ def test_fit_cli_stores_fit_predictions_and_plot_and_rerun_replaces(winnow, rpj_
         return fp
 
     before = fingerprint()
-    code, out2, err = winnow(*args)
+    code, out2, err = winnow(*args, "--force")  # the explicit --plot file exists now
     assert code == 0, err and json.loads(out2)["run_id"] == res["run_id"]
     assert fingerprint() == before
 
@@ -148,6 +148,11 @@ def test_save_fits_is_idempotent_and_loads_back(existing_db):
         ("n,err\n1,0.5\n2,0.4\n3,0.3\n4,0.25\n", ("--x", "n", "--y", "err", "--by", ","), "--by ',': give column names"),
         ("t,n,err\na,1,0.5\na,2,0.4\nb,3,0.3\nb,4,0.25\n", ("--x", "n", "--y", "err", "--by", "t,t"), "names 't' twice"),
         ("n,err\n1,0.5\n2,0.4\n3,0.3\n4,0.25\n", ("--x", "n", "--y", "err", "--seed", "-1"), "Invalid value for '--seed'"),
+        ("n,err\n1,0.5\n2,0.4\n3,0.3\n4,0.25\n", ("--x", "n", "--y", "err", "--where", " "), "--where ' ' is empty"),
+        ("n,err\n1,0.5\n2,0.4\n3,0.3\n4,0.25\n", ("--x", "n", "--y", "err", "--where", "err <"), "--where 'err <' does not parse"),
+        (b"n\xe9,err\n1,0.5\n2,0.4\n3,0.3\n4,0.25\n", ("--x", "n", "--y", "err"), "the header is not UTF-8 text"),
+        (b"g,n,err\na,1,0.5\n\xe9,2,0.4\na,3,0.3\na,4,0.25\n", ("--x", "n", "--y", "err", "--by", "g"),
+         "column 'g' is not UTF-8 text (row 2)"),
         ("n,err\n1,0.5\n2,0.4\n3,0\n4,0.25\n", ("--x", "n", "--y", "err", "--where", "n > 2"),
          "row 1 of the --where/--col/--sql result has 0.0"),
         ("n,err\n1,0.5\n2,0.4\n3,0.3\n4,0.25\n", ("--x", "n", "--y", "err", "--form", "m1", "--plot", "fit.txt"), "cannot write '.txt' plots"),

@@ -117,11 +117,36 @@ def read_table(path: str | Path) -> pa.Table:
             import pyarrow.parquet as pq
 
             return pq.read_table(p)
-        return pacsv.read_csv(p, parse_options=pacsv.ParseOptions(delimiter=_delimiter(p)),
-                              convert_options=pacsv.ConvertOptions(null_values=["", "NA", "NaN", "nan", "null"], strings_can_be_null=True))
+        table = pacsv.read_csv(p, parse_options=pacsv.ParseOptions(delimiter=_delimiter(p)),
+                               convert_options=pacsv.ConvertOptions(null_values=["", "NA", "NaN", "nan", "null"], strings_can_be_null=True))
+        return _utf8_checked(table, p)
     except (pa.ArrowInvalid, OSError) as err:
         text = "".join(c if c.isprintable() else "?" for c in str(err))  # a binary file's bytes stay off the terminal
         raise WinnowError(f"{p}: cannot parse as CSV: {text[:300]}") from None
+
+
+def _utf8_checked(table: pa.Table, p: Path) -> pa.Table:
+    """A CSV is text: a header or a cell that is not UTF-8 (e.g. a Latin-1 export; Arrow reads such a column as
+    bytes) is one clear error naming it, not a decoding crash later."""
+    save = "; save the file as UTF-8"
+    try:
+        names = table.column_names
+    except UnicodeDecodeError:
+        raise WinnowError(f"{p}: the header is not UTF-8 text{save}") from None
+    for name, col in zip(names, table.columns):
+        if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
+            cells = col.to_pylist()
+            row = next((i for i, c in enumerate(cells) if c is not None and not _decodes(c)), 0)
+            raise WinnowError(f"{p}: column {name!r} is not UTF-8 text (row {row + 1}){save}")
+    return table
+
+
+def _decodes(b: bytes) -> bool:
+    try:
+        b.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
 
 
 def read_fit_csv(
