@@ -29,7 +29,7 @@ class ExtrapolateConfig(StrictModel):
     """
 
     form: str = "m2"
-    candidates: list[str] | None = Field(default=None, description="forms tried by 'auto' (default: m1, m2, pow4, bnsl)")
+    candidates: list[str] | None = Field(default=None, description="forms tried by 'auto' (default: m2, pow4, bnsl)")
     target_sizes: list[float] = Field(default_factory=list, description="sizes to predict, e.g. [60000, 1e6]")
     bootstrap: int = Field(default=1000, ge=0, le=100_000, description="run-level bootstrap replicates (0 = no intervals)")
     holdout_largest: int = Field(default=1, ge=0, le=1000, description="largest scales held out for validation (0 = none)")

@@ -105,8 +105,9 @@ def test_where_and_col_fit_equals_the_fit_on_a_preprocessed_csv(winnow, tmp_path
 
 
 @pytest.mark.parametrize("args, message", [
-    (("--where", "1=1) UNION ALL (SELECT * FROM read_csv_auto('/etc/passwd')"), "query"),
-    (("--where", "1=1); DROP TABLE data; SELECT (1"), "refused"),
+    (("--where", "1=1) UNION ALL (SELECT * FROM read_csv_auto('/etc/passwd')"), "does not parse"),  # not a condition
+    (("--where", "1=1); DROP TABLE data; SELECT (1"), "does not parse"),
+    (("--where", "(SELECT count(*) FROM read_csv_auto('/etc/passwd')) > 0"), "cannot touch other files"),  # a condition
     (("--col", "bad name=1"), "must be a plain identifier"),
     (("--where", "no_such_column > 1"), "--where/--col/--sql failed"),
     (("--holdout-largest", "9"), "--holdout-largest 9 needs at least 10 distinct --x values (one left to fit on); the data have 4"),
