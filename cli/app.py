@@ -176,10 +176,14 @@ def debug() -> bool:
 PLOT_FORMATS = (".png", ".pdf", ".svg")
 
 
-def plot_path(path: Path | None) -> str | None:
+def plot_path(path: Path | None, *, force: bool = False) -> str | None:
     """A ``--plot`` path checked before any work: a file of a format matplotlib writes here (no suffix:
-    ``.png`` is added, and the returned path says so), not a folder, in a folder that is not a file."""
+    ``.png`` is added, and the returned path says so), not a folder, in a folder that is not a file.
+
+    An existing file (or link) there is kept unless ``force``: README's promise for every write. With
+    ``force`` it is replaced in one move (a link as a link: the file it points to is not touched)."""
     from tasks.errors import WinnowError
+    from tasks.files import special_file_kind
 
     if path is None:
         return None
@@ -192,5 +196,13 @@ def plot_path(path: Path | None) -> str | None:
     parent = next((p for p in path.absolute().parents if p.exists()), None)
     if parent is not None and not parent.is_dir():
         raise WinnowError(f"--plot {path}: {parent} is a file, not a folder")
+    if path.is_symlink() or path.exists():
+        if path.is_dir():
+            raise WinnowError(f"--plot {path} is a folder: name a file in it, e.g. {path / 'plot.png'}")
+        kind = None if path.is_symlink() else special_file_kind(path)
+        if kind is not None:
+            raise WinnowError(f"--plot {path} is {kind}, not a regular file; choose another plot path")
+        if not force:
+            raise WinnowError(f"--plot {path} already exists; pass --force to overwrite it")
     return str(path)
 

@@ -76,13 +76,14 @@ def perceptron_cmd(db: Optional[str] = DbOption,
                    seeds: int = typer.Option(3, min=1, help="number of seeds (0..seeds-1)"),
                    theta: float = typer.Option(0.0, help="probe angle to the teacher, radians"),
                    plot: Optional[Path] = typer.Option(None, "--plot", help="PNG path (default: artifacts folder)"),
+                   force: bool = typer.Option(False, "--force", help="overwrite an existing --plot file"),
                    as_json: bool = JsonOption) -> None:
     """Teacher-student perceptron pruning (Sorscher et al. 2022, Fig. 1): keep-hard vs keep-easy vs random."""
     from flows.prune import perceptron_flow
     from tasks.errors import WinnowError
     from tasks.prune.perceptron import check_grid
 
-    a_list, f_list, png = _floats(alphas, "alphas"), _floats(fractions, "fractions"), plot_path(plot)
+    a_list, f_list, png = _floats(alphas, "alphas"), _floats(fractions, "fractions"), plot_path(plot, force=force)
     check_grid(n_dim, a_list, f_list)  # before the store is opened: a refused grid writes nothing
     store = open_store(db)
     store.check_usable()  # not a DuckDB file, someone else's, a newer schema: refused before Prefect starts

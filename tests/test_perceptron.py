@@ -54,7 +54,7 @@ def test_perceptron_flow_stores_rows_and_plot(tmp_path, winnow):
         con.close()
     # rerun: same run id, rows replaced not duplicated
     assert winnow("experiment", "perceptron", "--db", db, "--n", "20", "--alphas", "1,4",
-                  "--fractions", "1,0.5", "--seeds", "2", "--plot", plot)[0] == 0
+                  "--fractions", "1,0.5", "--seeds", "2", "--plot", plot, "--force")[0] == 0
     con = duckdb.connect(str(db), read_only=True)
     try:
         assert con.execute("SELECT count(*) FROM perceptron_results").fetchone()[0] == 24
