@@ -358,9 +358,12 @@ def _numeric_looking(spec: SourceConfig, rb: pa.RecordBatch) -> dict[str, tuple[
         if name in {spec.label, spec.split} | RESERVED:
             continue
         t = rb.schema.field(i).type
-        if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
+        if pa.types.is_binary(t) or pa.types.is_large_binary(t):  # a CSV column with a cell that is not UTF-8
+            cells = [None if c is None else c.decode("utf-8", "backslashreplace") for c in rb.column(i).to_pylist()]
+        elif pa.types.is_string(t) or pa.types.is_large_string(t):
+            cells = rb.column(i).to_pylist()
+        else:
             continue
-        cells = rb.column(i).to_pylist()
         filled = [(i, c) for i, c in enumerate(cells) if c is not None and c.strip() != ""]
         good = sum(_parses_as_number(c) for _, c in filled)
         if filled and good * 2 >= len(filled) and good < len(filled):
@@ -369,12 +372,67 @@ def _numeric_looking(spec: SourceConfig, rb: pa.RecordBatch) -> dict[str, tuple[
     return out
 
 
+def _not_utf8(spec: SourceConfig, byte: int, where: str) -> WinnowError:
+    return _err(spec, f"not UTF-8 text (byte 0x{byte:02x} {where}); save the file as UTF-8")
+
+
+def _check_header_utf8(spec: SourceConfig, schema: pa.Schema) -> None:
+    """Refuse column names that are not UTF-8 (pyarrow keeps them as bytes and fails when they are read)."""
+    for i in range(len(schema)):
+        try:
+            schema.field(i).name
+        except UnicodeDecodeError as err:
+            raise _not_utf8(spec, err.object[err.start], f"in the header, column {i + 1}") from None
+
+
+def first_non_utf8(arr: pa.Array) -> tuple[int, int] | None:
+    """(row, byte) of the first cell of a string or binary column that is not UTF-8; None when every cell is.
+
+    A CSV column with such a cell comes as ``binary``; a JSON lines one as ``string`` holding invalid data.
+
+    >>> first_non_utf8(pa.array([b"ok", None, b"t\\xe9st"]))
+    (2, 233)
+    """
+    t = arr.type
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        try:
+            arr.validate(full=True)
+            return None
+        except pa.ArrowInvalid:
+            arr = arr.view(pa.large_binary() if pa.types.is_large_string(t) else pa.binary())
+    elif not (pa.types.is_binary(t) or pa.types.is_large_binary(t)):
+        return None
+    for i, cell in enumerate(arr.to_pylist()):
+        if cell is not None:
+            try:
+                cell.decode("utf-8")
+            except UnicodeDecodeError as err:
+                return i, cell[err.start]
+    return None
+
+
+def _check_cells_utf8(spec: SourceConfig, rb: pa.RecordBatch, offset: int) -> None:
+    """The label, split, text and named feature columns hold UTF-8 text (other columns are not read)."""
+    named = [spec.features] if isinstance(spec.features, str) else list(spec.features or [])
+    for name in dict.fromkeys([spec.label, spec.split, spec.text, *named]):
+        if name is None or name not in rb.schema.names:
+            continue  # a missing column is reported by _pick_columns
+        col = rb.column(name)
+        if spec.kind == "parquet" and not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+            continue  # a Parquet binary column is binary by type (refused by _pick_columns), not bad text
+        bad = first_non_utf8(col)
+        if bad is not None:
+            raise _not_utf8(spec, bad[1], f"in column {name!r}, row {offset + bad[0] + 1}")
+
+
 def _batches_from_arrow(spec: SourceConfig, batches: Iterator[pa.RecordBatch], schema: pa.Schema) -> Iterator[Batch]:
+    _check_header_utf8(spec, schema)
     picked = None
     offset = 0
     for rb in batches:
         if rb.num_rows == 0:
             continue
+        _check_cells_utf8(spec, rb, offset)
         if picked is None:  # column roles are checked on the first rows (a header-only CSV has no types)
             bad = _numeric_looking(spec, rb)
             for name, (row, cell) in bad.items():
@@ -437,15 +495,21 @@ def _csv_error(spec: SourceConfig, path: Path, schema: pa.Schema, err: Exception
     if m is None or int(m.group(1)) >= len(schema.names):
         return f"cannot parse CSV: {str(err).splitlines()[0]}"
     name = schema.names[int(m.group(1))]
+    numeric = "invalid UTF8" not in str(err)  # else a text column: look for the cell that is not UTF-8 only
     try:
         reader = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=1 << 22),
                                parse_options=pcsv.ParseOptions(delimiter=spec.delimiter),
-                               convert_options=pcsv.ConvertOptions(include_columns=[name], column_types={name: pa.string()},
+                               convert_options=pcsv.ConvertOptions(include_columns=[name], column_types={name: pa.binary()},
                                                                    strings_can_be_null=True))
         row = 0
         for rb in reader:
-            for cell in rb.column(0).to_pylist():
-                if cell is not None and not _parses_as_number(cell):
+            for raw in rb.column(0).to_pylist():
+                try:
+                    cell = None if raw is None else raw.decode("utf-8")
+                except UnicodeDecodeError as bad:
+                    return (f"not UTF-8 text (byte 0x{raw[bad.start]:02x} in column {name!r}, row {row + 1}); "
+                            "save the file as UTF-8")
+                if numeric and cell is not None and not _parses_as_number(cell):
                     return (f"column {name!r} is numeric in the first rows but row {row + 1} holds {cell!r}; fix the cell "
                             "(or list the feature columns in 'features')")
                 row += 1
@@ -758,6 +822,10 @@ def stage_source(spec: SourceConfig, staging_dir: Path, *, progress: bool = Fals
             schema={"columns": pq.read_schema(writer.path).names, "text": is_text, "n_features": writer.dim},
             options=spec.model_dump(mode="json", exclude={"name", "kind", "path"}),
         )
+    except UnicodeDecodeError as err:  # a reader that decodes text itself; the checks above name the column and row
+        if writer is not None:
+            writer.abort()
+        raise _not_utf8(spec, err.object[err.start], "in the data") from None
     except BaseException:
         if writer is not None:
             writer.abort()
