@@ -206,6 +206,9 @@ class Store:
                 if not up.is_dir():
                     raise WinnowError(f"database path {self.path}: {up} is a file, not a folder (use --db or WINNOW_DB)")
                 break
+        if self.path.is_file() and not _has_duckdb_magic(self.path):
+            raise WinnowError(f"cannot open database {self.path}: the file exists, but it is not a valid DuckDB database "
+                              "file (use --db or WINNOW_DB with a winnow file or a new path)")
 
     def _check_location(self) -> None:
         self._check_type()
@@ -401,6 +404,18 @@ class Store:
             raise WinnowError(f"cannot create the artifacts folder next to the database: {err}") from None
         _sweep_dead_staging(d)
         return d
+
+
+def _has_duckdb_magic(path: Path) -> bool:
+    """A DuckDB file starts with a checksum and ``DUCK``. DuckDB itself opens an existing ``.csv``,
+    ``.parquet`` or ``.json`` path as an in-memory database over that file (read-only: a 'Catalog Error'),
+    so the header is checked first. An unreadable file passes: opening it reports why."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+    except OSError:
+        return True
+    return head[8:12] == b"DUCK"
 
 
 # Side files written but not yet recorded by a committed transaction, per (database, thread): a thread
