@@ -21,7 +21,7 @@ def embed_cmd(
     as_json: bool = JsonOption,
 ) -> None:
     """Ingest the config's sources (no-op when unchanged) and embed them with its encoder (cached by content)."""
-    from cli.run import print_summary
+    from cli.run import failure_line, print_summary
     from flows.embed import embedding_required
     from flows.pipeline import run_config
     from tasks.errors import WinnowError
@@ -31,8 +31,8 @@ def embed_cmd(
             summary = run_config(config, db, ["embed"], progress=not as_json)
     except WinnowError:
         raise
-    except Exception as err:  # the run started and failed: its row says failed, with the error
-        raise RunFailed(f"the run failed: {type(err).__name__}: {err} (its row in `winnow runs` keeps the error)") from err
+    except Exception as err:
+        raise RunFailed(failure_line(err)) from err
     if as_json:
         stage = summary["stages"]["embed"]
         print_json({"run_id": summary["run_id"], "db": summary["db"], "sources": summary.get("sources", []),

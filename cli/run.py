@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Any, Optional
 
@@ -18,10 +19,24 @@ def print_summary(summary: dict[str, Any]) -> None:
         console.rule(f"{stage} ({result.get('seconds', 0):.1f} s)", style="dim")
         print_lines(result.get("lines", []))
     db = escape(str(summary["db"]))
+    arg = escape(shlex.quote(str(summary["db"])))  # a path with a space or a quote pastes back as one argument
     console.rule(style="dim")
     console.print(f"finished in {summary.get('seconds', 0):.1f} s; results are in [bold]{db}[/bold]")
-    console.print(f"try:  [cyan]duckdb -readonly {db} -c \"select name, version, n_rows, n_train, n_test from sources\"[/cyan]")
-    console.print(f"      [cyan]winnow show {summary['run_id']} --db {db}[/cyan]")
+    # soft_wrap: a long path is never broken by an inserted newline, so the commands paste back whole
+    console.print(f"try:  [cyan]duckdb -readonly {arg} -c \"select name, version, n_rows, n_train, n_test from sources\"[/cyan]",
+                  soft_wrap=True)
+    console.print(f"      [cyan]winnow show {shlex.quote(summary['run_id'])} --db {arg}[/cyan]", soft_wrap=True)
+
+
+def failure_line(err: BaseException) -> str:
+    """The one line of a pipeline run that failed: it names `winnow runs` only when a run row records the error."""
+    from flows.pipeline import recorded_run_of
+
+    what = f"{type(err).__name__}: {err}"
+    run_id = recorded_run_of(err)
+    if run_id is None:
+        return f"the run failed before it was recorded (nothing was written): {what}"
+    return f"the run failed: {what} (run {run_id} in `winnow runs` keeps the error)"
 
 
 def execute_config(config: Path, db: Optional[str], only: list[str] | None, as_json: bool) -> dict[str, Any]:
@@ -33,8 +48,8 @@ def execute_config(config: Path, db: Optional[str], only: list[str] | None, as_j
         summary = run_config(config, db, only, progress=not as_json)
     except WinnowError:
         raise
-    except Exception as err:  # the run started and failed: its row says failed, with the error
-        raise RunFailed(f"the run failed: {type(err).__name__}: {err} (its row in `winnow runs` keeps the error)") from err
+    except Exception as err:
+        raise RunFailed(failure_line(err)) from err
     if as_json:
         print_json(summary)
     else:

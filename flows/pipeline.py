@@ -36,7 +36,7 @@ from flows.runner import task_runner_scope
 from flows.stages import Stage, enabled_stages
 from storage.db import Store
 from storage.runs import lease_seconds, make_run_id, recorded_run, run_exists
-from storage.sources import SourceRecord, pinned, register_run_sources, registered_id, resolve_version
+from storage.sources import SourceRecord, pinned, register_run_sources, registered_id, resolve_version, source_records
 from tasks.ingest import StagedSource
 
 def run_label(stages: list[Stage], only: list[str] | None) -> str:
@@ -101,10 +101,39 @@ def _discard(staged: list[StagedSource], store: Store, had_artifacts: bool) -> N
                 break
 
 
-def _source_lines(records: list[SourceRecord], pins: dict[str, int]) -> list[dict[str, Any]]:
-    return [{"name": r.name, "version": r.version, "rows": r.n_rows, "train": r.n_train, "test": r.n_test,
-             "new": r.created, "source_id": r.source_id,
-             **({"reads_source_id": pins[r.name]} if pins.get(r.name, r.source_id) != r.source_id else {})} for r in records]
+def _mark_recorded(err: BaseException, run_id: str) -> None:
+    """Note on a failure that happened after ``run_id``'s row was written (so `winnow runs` shows it)."""
+    try:
+        err.winnow_recorded_run = run_id  # type: ignore[attr-defined]
+    except (AttributeError, TypeError):  # an exception type without a __dict__: the CLI says less
+        pass
+
+
+def recorded_run_of(err: BaseException) -> str | None:
+    """The run whose row records this failure, None when it failed before any run row was written."""
+    return getattr(err, "winnow_recorded_run", None)
+
+
+def _source_lines(records: list[SourceRecord], read: dict[str, SourceRecord]) -> list[dict[str, Any]]:
+    """One summary line per source: the version the run reads (its id and row counts) and ``new`` when this
+    run registered the file's content; with a config's ``version:`` that reads another version,
+    ``file_version`` is the version the file's content is."""
+    lines = []
+    for r in records:
+        v = read.get(r.name, r)
+        lines.append({"name": r.name, "version": v.version, "rows": v.n_rows, "train": v.n_train, "test": v.n_test,
+                      "new": r.created, "source_id": v.source_id,
+                      **({"file_version": r.version} if v.source_id != r.source_id else {})})
+    return lines
+
+
+def _read_records(store: Store, records: list[SourceRecord], pins: dict[str, int]) -> dict[str, SourceRecord]:
+    """The version each source name of the run reads: its registered record, or the pinned one it asked for."""
+    read = {r.name: r for r in records}
+    other = {name: sid for name, sid in pins.items() if name not in read or read[name].source_id != sid}
+    by_id = source_records(store, list(other.values()))
+    read.update({name: by_id[sid] for name, sid in other.items() if sid in by_id})
+    return read
 
 
 def _run_pipeline(config: RunConfig, db: str, only: list[str] | None, progress: bool, runner: Any) -> dict[str, Any]:
@@ -115,7 +144,11 @@ def _run_pipeline(config: RunConfig, db: str, only: list[str] | None, progress: 
     lease_seconds()  # a bad WINNOW_LEASE_S / WINNOW_HEARTBEAT_S is refused before anything is written
     t0 = time.perf_counter()
     had_artifacts = store.artifacts_dir.exists()
-    staged = stage_sources_flow.with_options(task_runner=runner)(config=config, db=db, progress=progress)
+    try:
+        staged = stage_sources_flow.with_options(task_runner=runner)(config=config, db=db, progress=progress)
+    except BaseException:  # staging removed its files; the artifacts folder it created goes too
+        _discard([], store, had_artifacts)
+        raise
     try:  # ---- checks: nothing is written before every stage's preflight passed on the pinned versions
         with pinned(store, _pins_before_writing(store, config, staged)):
             for stage in stages:
@@ -135,7 +168,7 @@ def _run_pipeline(config: RunConfig, db: str, only: list[str] | None, progress: 
             requested = {s.name: v for s in config.sources if (v := _requested_version(config, s.name)) is not None}
             records, pins = register_run_sources(store, staged, run_id, rec.attempt_id, requested=requested)
             rec.drop_sources = [] if existed else [r.source_id for r in records if r.created]
-            summary["sources"] = _source_lines(records, pins)
+            summary["sources"] = _source_lines(records, _read_records(store, records, pins))
             with pinned(store, pins), results_in(store.artifacts_dir / "cache"):  # resume: finished heavy tasks are kept here
                 for stage in stages:
                     ts = time.perf_counter()
@@ -144,9 +177,11 @@ def _run_pipeline(config: RunConfig, db: str, only: list[str] | None, progress: 
                     result["seconds"] = round(time.perf_counter() - ts, 2)
                     summary["stages"][stage.name] = result
             summary["seconds"] = round(time.perf_counter() - t0, 2)
-    except BaseException:
+    except BaseException as err:
         if not started:  # the run row was never written: the staged files are this attempt's only trace
             _discard(staged, store, True)
+        else:
+            _mark_recorded(err, run_id)
         raise
     publish_summary(summary)
     return summary

@@ -11,6 +11,7 @@ rows for the run; missing or empty ones are skipped) and renders it with :func:`
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,8 @@ def summary_markdown(summary: dict[str, Any], title: str | None = None) -> str:
     if summary.get("lines"):
         parts.extend(f"- {_plain(line)}" for line in summary["lines"])
     if run_id:
-        parts.append(f"\nFull report: `winnow report {run_id} --db {summary.get('db', 'DB')}`\n")
+        db = shlex.quote(str(summary["db"])) if "db" in summary else "DB"
+        parts.append(f"\nFull report: `winnow report {shlex.quote(run_id)} --db {db}`\n")
     return "\n".join(parts)
 
 

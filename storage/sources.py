@@ -129,6 +129,19 @@ def register_run_sources(store: Store, staged: list[StagedSource], run_id: str |
         raise
 
 
+def source_records(store: Store, source_ids: list[int]) -> dict[int, SourceRecord]:
+    """The registered versions with these ids, by id (``created`` False: they are read, not registered here).
+
+    The pipeline's summary describes the versions a run reads with them: with a config's ``version:`` that
+    can be another version than the one its file produced."""
+    ids = sorted(set(int(i) for i in source_ids))
+    if not ids:
+        return {}
+    with store.read() as con:
+        found = con.execute(f"SELECT {_COLS} FROM sources WHERE list_contains(?, source_id)", [ids]).fetchall()
+    return {int(r[0]): _record(r, created=False) for r in found}
+
+
 def list_sources(store: Store) -> list[dict]:
     """Every registered source version, newest first per name."""
     with store.read() as con:
