@@ -1,12 +1,14 @@
 """Console entry point: registers every command module explicitly and maps errors to exit codes.
 
 0 success · 1 a run failed or crashed · 2 a user error (bad input, usage, refused request) ·
-130 interrupted. Each failure prints exactly one line on stderr; ``WINNOW_DEBUG=1`` adds the traceback
-of unexpected errors.
+130 interrupted · 141 the reader of stdout went away (``winnow query ... | head``: 128 + SIGPIPE, what the
+shell reports for standard tools; nothing is printed). Each failure prints exactly one line on stderr;
+``WINNOW_DEBUG=1`` adds the traceback of unexpected errors.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -84,11 +86,32 @@ def _exit_if_interrupted() -> None:
         sys.exit(130)
 
 
+EXIT_STDOUT_CLOSED = 128 + 13  # SIGPIPE
+
+
+def _stdout_closed() -> None:
+    """End quietly when stdout's reader has gone: point stdout at /dev/null so that Python's flush at exit
+    cannot fail again (docs.python.org/3/library/signal.html, "Note on SIGPIPE"), then exit 141."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout is not a file (a test's capture): nothing to flush
+        pass
+    sys.exit(EXIT_STDOUT_CLOSED)
+
+
 def _main(argv: list[str] | None) -> None:
     if not debug():
         warnings.showwarning = warning_line
     try:
         rv = app(args=argv, standalone_mode=False)
+    except SystemExit as err:
+        # click (EPIPE) and rich (on_broken_pipe) both turn a closed stdout into exit 1 inside their handler
+        if isinstance(err.__context__, BrokenPipeError):
+            _stdout_closed()
+        raise
+    except BrokenPipeError:
+        _stdout_closed()
     except WinnowError as err:
         _exit_if_interrupted()
         error_line(str(err))
