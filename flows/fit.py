@@ -289,7 +289,9 @@ def fit_flow(
     px2 = None if predict_at_x2 is None else np.asarray(predict_at_x2, dtype=np.float64)
     store = Store(db)
     # stored in fits.plot_path: absolute, so it still names the file from another directory
-    png = str(Path(plot_path).resolve()) if plot_path else str(store.artifacts_dir / "plots" / f"{run_id}.png")
+    # (the folder resolved, not the file: a link at the path is replaced as a link, never followed)
+    png = (str(Path(plot_path).parent.resolve() / Path(plot_path).name) if plot_path
+           else str(store.artifacts_dir / "plots" / f"{run_id}.png"))
     # the run is recorded from the start: `winnow runs` shows it running, its time is the fit's, a failure stays
     with recorded_run(store, run_id, "fit", Path(data.path).stem, config_json) as rec:
         reports, skipped = fit_curves_task(

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, BinaryIO
 import duckdb
 
 from tasks.errors import StoreLockedError, WinnowError
-from tasks.files import special_file_kind
+from tasks.files import current_umask, special_file_kind
 
 if TYPE_CHECKING:  # annotations only: read-only commands never import pyarrow from here
     import pyarrow as pa
@@ -65,20 +65,6 @@ def resolve_db_path(cli_value: str | Path | None = None, config_value: str | Pat
 
 
 # ------------------------------------------------------------------------------------- safe writes
-def _umask() -> int:
-    """The process's umask: from /proc (Linux) where it can be read without changing it; elsewhere
-    set and restored at once."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def safe_write(target: str | Path, write: Callable[[BinaryIO], None], *, force: bool = False,
                what: str = "file", option: str = "") -> Path:
     """Write a file the safe way; every file winnow writes goes through here.
@@ -106,7 +92,7 @@ def safe_write(target: str | Path, write: Callable[[BinaryIO], None], *, force: 
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
-            os.fchmod(fh.fileno(), 0o666 & ~_umask())  # mkstemp makes 0600; a written file gets the usual mode
+            os.fchmod(fh.fileno(), 0o666 & ~current_umask())  # mkstemp makes 0600; a written file gets the usual mode
             os.fsync(fh.fileno())
         if force:
             os.replace(tmp, target)

@@ -250,8 +250,6 @@ def test_fit_with_force_replaces_an_existing_plot_file(fit_dir):
     assert (fit_dir / "myplot.png").stat().st_mode & 0o777 == 0o666 & ~current_umask()
 
 
-@pytest.mark.xfail(strict=True, reason="flows/fit.py stores Path(plot_path).resolve(), which follows the link: "
-                                       "resolve the folder only (Path(p).parent.resolve() / Path(p).name)")
 def test_fit_with_force_replaces_a_linked_plot_path_as_a_link(fit_dir):
     victim = fit_dir / "victim.png"
     victim.write_text("hello")
