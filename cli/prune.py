@@ -84,7 +84,7 @@ def perceptron_cmd(db: Optional[str] = DbOption,
     from tasks.prune.perceptron import check_grid
 
     a_list, f_list, png = _floats(alphas, "alphas"), _floats(fractions, "fractions"), plot_path(plot, force=force)
-    check_grid(n_dim, a_list, f_list)  # before the store is opened: a refused grid writes nothing
+    check_grid(n_dim, a_list, f_list, theta)  # before the store is opened: a refused grid writes nothing
     store = open_store(db)
     store.check_usable()  # not a DuckDB file, someone else's, a newer schema: refused before Prefect starts
     try:

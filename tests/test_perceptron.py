@@ -76,6 +76,8 @@ def test_perceptron_rejects_bad_settings(kw, match):
     (("--alphas", "inf"), "alpha_tot=inf must be a finite number > 0"),
     (("--alphas", "1,1"), "repeat a value"),
     (("--alphas", ""), "no alpha_tot values"),
+    (("--theta", "100"), "theta=100.0 must be in [0, pi/2]"),
+    (("--theta", "nan"), "theta=nan must be in [0, pi/2]"),
     (("--plot", "{tmp}/p.txt"), "cannot write '.txt' plots"),
     (("--plot", "{tmp}"), "is a folder"),
 ])

@@ -83,11 +83,13 @@ def _student_error(X: np.ndarray, y: np.ndarray, T: np.ndarray, C: float, max_it
     return float(np.arccos(R) / np.pi)
 
 
-def check_grid(N: int, alphas: Sequence[float], fractions: Sequence[float]) -> None:
+def check_grid(N: int, alphas: Sequence[float], fractions: Sequence[float], theta: float = 0.0) -> None:
     """The teacher-student grid's arguments: N >= 2, distinct finite alphas > 0 whose data fit
-    :data:`MAX_CELLS`, distinct fractions in (0, 1]."""
+    :data:`MAX_CELLS`, distinct fractions in (0, 1], the probe's angle theta in [0, π/2]."""
     if N < 2:
         raise WinnowError(f"N={N} must be >= 2")
+    if not (0 <= theta <= np.pi / 2):  # nan too
+        raise WinnowError(f"theta={theta} must be in [0, pi/2] radians")
     for name, values in (("alpha_tot", alphas), ("fraction", fractions)):
         if not len(values):
             raise WinnowError(f"no {name} values given")
@@ -132,12 +134,10 @@ def perceptron_experiment(
     -------
     PerceptronResult with one row per (seed, α_tot, f, policy).
     """
-    check_grid(N, alphas, fractions)
+    check_grid(N, alphas, fractions, theta)
     for p in policies:
         if p not in POLICIES:
             raise WinnowError(f"policy={p!r} must be one of {', '.join(POLICIES)}")
-    if not (0 <= theta <= np.pi / 2):
-        raise WinnowError(f"theta={theta} must be in [0, pi/2] radians")
     if not seeds:
         raise WinnowError("seeds is empty")
     from tasks.progress import progress_bar
