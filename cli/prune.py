@@ -93,7 +93,9 @@ def perceptron_cmd(db: Optional[str] = DbOption,
     except WinnowError:
         raise
     except Exception as err:  # the run started and failed: its row says failed, with the error
-        raise RunFailed(f"the run failed: {type(err).__name__}: {err} (its row in `winnow runs` keeps the error)") from err
+        from cli.run import failure_line
+
+        raise RunFailed(failure_line(err)) from err
     if as_json:
         print_json(out)
     else:

@@ -30,7 +30,7 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 def failure_line(err: BaseException) -> str:
     """The one line of a pipeline run that failed: it names `winnow runs` only when a run row records the error."""
-    from flows.pipeline import recorded_run_of
+    from storage.runs import recorded_run_of
 
     what = f"{type(err).__name__}: {err}"
     run_id = recorded_run_of(err)

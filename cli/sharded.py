@@ -32,7 +32,9 @@ def prune_sharded_cmd(config: Path = typer.Argument(..., help="YAML sharded conf
     except WinnowError:
         raise
     except Exception as err:  # the run started and failed: its row says failed, with the error
-        raise RunFailed(f"the run failed: {type(err).__name__}: {err} (its row in `winnow runs` keeps the error)") from err
+        from cli.run import failure_line
+
+        raise RunFailed(failure_line(err)) from err
     if as_json:
         print_json(summary)
         return

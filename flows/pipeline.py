@@ -101,19 +101,6 @@ def _discard(staged: list[StagedSource], store: Store, had_artifacts: bool) -> N
                 break
 
 
-def _mark_recorded(err: BaseException, run_id: str) -> None:
-    """Note on a failure that happened after ``run_id``'s row was written (so `winnow runs` shows it)."""
-    try:
-        err.winnow_recorded_run = run_id  # type: ignore[attr-defined]
-    except (AttributeError, TypeError):  # an exception type without a __dict__: the CLI says less
-        pass
-
-
-def recorded_run_of(err: BaseException) -> str | None:
-    """The run whose row records this failure, None when it failed before any run row was written."""
-    return getattr(err, "winnow_recorded_run", None)
-
-
 def _source_lines(records: list[SourceRecord], read: dict[str, SourceRecord]) -> list[dict[str, Any]]:
     """One summary line per source: the version the run reads (its id and row counts) and ``new`` when this
     run registered the file's content; with a config's ``version:`` that reads another version,
@@ -177,11 +164,9 @@ def _run_pipeline(config: RunConfig, db: str, only: list[str] | None, progress: 
                     result["seconds"] = round(time.perf_counter() - ts, 2)
                     summary["stages"][stage.name] = result
             summary["seconds"] = round(time.perf_counter() - t0, 2)
-    except BaseException as err:
+    except BaseException:
         if not started:  # the run row was never written: the staged files are this attempt's only trace
             _discard(staged, store, True)
-        else:
-            _mark_recorded(err, run_id)
         raise
     publish_summary(summary)
     return summary

@@ -332,13 +332,30 @@ def recorded_run(store: Store, run_id: str, flow: str, name: str, config_json: s
             finish_run(store, run_id, "completed", rec.summary, attempt_id=rec.attempt_id)
         except StoreLockedError as err:
             _failed(store, lease, rec, f"lock: {err}")
+            _mark_recorded(err, run_id)
             raise
         except WinnowError as err:
             _failed(store, lease, rec, f"bad input: {err}", drop=not existed)
+            if existed:
+                _mark_recorded(err, run_id)
             raise
         except BaseException as err:
             _failed(store, lease, rec, f"{type(err).__name__}: {err}")
+            _mark_recorded(err, run_id)
             raise
+
+
+def _mark_recorded(err: BaseException, run_id: str) -> None:
+    """Note on a failure that a run row records (so the CLI can say `winnow runs` shows it)."""
+    try:
+        err.winnow_recorded_run = run_id  # type: ignore[attr-defined]
+    except (AttributeError, TypeError):  # an exception type without a __dict__: the CLI says less
+        pass
+
+
+def recorded_run_of(err: BaseException) -> str | None:
+    """The run whose row records this failure (:func:`recorded_run`), None when no run row does."""
+    return getattr(err, "winnow_recorded_run", None)
 
 
 def _failed(store: Store, lease: Lease, rec: RecordedRun, error: str, drop: bool = False) -> None:

@@ -164,12 +164,13 @@ def test_embed_is_a_run_and_embedding_nothing_exits_2_writing_nothing(cli, tmp_p
 
 # ------------------------------------------------------------------------ recorded_run (no Prefect)
 def test_a_failed_recorded_run_says_failed_with_its_error_and_a_rerun_reuses_the_row(store):
-    from storage.runs import list_runs, recorded_run, show_run
+    from storage.runs import list_runs, recorded_run, recorded_run_of, show_run
 
-    with pytest.raises(RuntimeError, match="diverged"):
+    with pytest.raises(RuntimeError, match="diverged") as err:
         with recorded_run(store, "side-abc", "side", "x", '{"a": 1}') as rec:
             rec.summary = {"lines": ["half"]}
             raise RuntimeError("diverged")
+    assert recorded_run_of(err.value) == "side-abc"  # the CLI may say that `winnow runs` keeps the error
     run = show_run(store, "side-abc")
     assert run["status"] == "failed" and run["error"] == "RuntimeError: diverged"
     with recorded_run(store, "side-abc", "side", "x", '{"a": 1}') as rec:
@@ -181,15 +182,16 @@ def test_a_failed_recorded_run_says_failed_with_its_error_and_a_rerun_reuses_the
 
 
 def test_bad_input_found_late_in_a_new_recorded_run_leaves_no_row(store):
-    from storage.runs import recorded_run, run_exists
+    from storage.runs import recorded_run, recorded_run_of, run_exists
     from tasks.errors import WinnowError
 
     with recorded_run(store, "side-old", "side", "x", "{}"):
         pass
-    with pytest.raises(WinnowError):
+    with pytest.raises(WinnowError) as err:
         with recorded_run(store, "side-new", "side", "x", "{}"):
             raise WinnowError("bad row")
     assert not run_exists(store, "side-new") and run_exists(store, "side-old")
+    assert recorded_run_of(err.value) is None  # no row records it
     with pytest.raises(WinnowError):  # a run seen before keeps its row, marked failed
         with recorded_run(store, "side-old", "side", "x", "{}"):
             raise WinnowError("bad row")
