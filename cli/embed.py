@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from cli.app import DbOption, JsonOption, RunFailed, app, print_json
+from cli.app import DbOption, JsonOption, app, print_json
 
 
 @app.command(name="embed")
@@ -21,18 +21,15 @@ def embed_cmd(
     as_json: bool = JsonOption,
 ) -> None:
     """Ingest the config's sources (no-op when unchanged) and embed them with its encoder (cached by content)."""
-    from cli.run import failure_line, print_summary
+    from cli.run import print_summary, run_or_fail
     from flows.embed import embedding_required
     from flows.pipeline import run_config
-    from tasks.errors import WinnowError
 
-    try:
+    def embed() -> dict:
         with embedding_required():
-            summary = run_config(config, db, ["embed"], progress=not as_json)
-    except WinnowError:
-        raise
-    except Exception as err:
-        raise RunFailed(failure_line(err)) from err
+            return run_config(config, db, ["embed"], progress=not as_json)
+
+    summary = run_or_fail(embed)
     if as_json:
         stage = summary["stages"]["embed"]
         print_json({"run_id": summary["run_id"], "db": summary["db"], "sources": summary.get("sources", []),

@@ -7,8 +7,8 @@ from typing import Optional
 
 import typer
 
-from cli.app import DbOption, JsonOption, RunFailed, app, console, open_store, plot_path, print_json, print_rows
-from cli.run import stage_command
+from cli.app import DbOption, JsonOption, app, console, open_store, plot_path, print_json, print_rows
+from cli.run import run_or_fail, stage_command
 
 stage_command("prune", "prune", "YAML run config with 'encoder' and 'prune' sections",
               "Ingest the config's sources, embed them, score and select (and evaluate) — the prune stage.")
@@ -80,22 +80,14 @@ def perceptron_cmd(db: Optional[str] = DbOption,
                    as_json: bool = JsonOption) -> None:
     """Teacher-student perceptron pruning (Sorscher et al. 2022, Fig. 1): keep-hard vs keep-easy vs random."""
     from flows.prune import perceptron_flow
-    from tasks.errors import WinnowError
     from tasks.prune.perceptron import check_grid
 
     a_list, f_list, png = _floats(alphas, "alphas"), _floats(fractions, "fractions"), plot_path(plot, force=force)
     check_grid(n_dim, a_list, f_list, theta)  # before the store is opened: a refused grid writes nothing
     store = open_store(db)
     store.check_usable()  # not a DuckDB file, someone else's, a newer schema: refused before Prefect starts
-    try:
-        out = perceptron_flow(db=str(store.path), N=n_dim, alphas=a_list, fractions=f_list, seeds=list(range(seeds)),
-                              theta=theta, plot_path=png, progress=not as_json)
-    except WinnowError:
-        raise
-    except Exception as err:  # the run started and failed: its row says failed, with the error
-        from cli.run import failure_line
-
-        raise RunFailed(failure_line(err)) from err
+    out = run_or_fail(lambda: perceptron_flow(db=str(store.path), N=n_dim, alphas=a_list, fractions=f_list,
+                                              seeds=list(range(seeds)), theta=theta, plot_path=png, progress=not as_json))
     if as_json:
         print_json(out)
     else:

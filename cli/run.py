@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Any, Optional
+from collections.abc import Callable
+from typing import Any, Optional, TypeVar
 
 import typer
 
 from cli.app import DbOption, JsonOption, RunFailed, app, console, escape, print_json, print_lines, print_rows
+
+T = TypeVar("T")
 
 
 def print_summary(summary: dict[str, Any]) -> None:
@@ -39,17 +42,24 @@ def failure_line(err: BaseException) -> str:
     return f"the run failed: {what} (run {run_id} in `winnow runs` keeps the error)"
 
 
-def execute_config(config: Path, db: Optional[str], only: list[str] | None, as_json: bool) -> dict[str, Any]:
-    """Load a config, run the pipeline (restricted to ``only``), print the summary; a failed run exits 1."""
-    from flows.pipeline import run_config
+def run_or_fail(call: Callable[[], T]) -> T:
+    """Run a command's work: bad input stays a WinnowError (exit 2, one line); any other failure is a
+    :class:`RunFailed` (exit 1) whose line says whether a run row keeps the error."""
     from tasks.errors import WinnowError
 
     try:
-        summary = run_config(config, db, only, progress=not as_json)
+        return call()
     except WinnowError:
         raise
     except Exception as err:
         raise RunFailed(failure_line(err)) from err
+
+
+def execute_config(config: Path, db: Optional[str], only: list[str] | None, as_json: bool) -> dict[str, Any]:
+    """Load a config, run the pipeline (restricted to ``only``), print the summary; a failed run exits 1."""
+    from flows.pipeline import run_config
+
+    summary = run_or_fail(lambda: run_config(config, db, only, progress=not as_json))
     if as_json:
         print_json(summary)
     else:

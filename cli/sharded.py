@@ -10,7 +10,8 @@ from typing import Optional
 
 import typer
 
-from cli.app import DbOption, JsonOption, RunFailed, app, console, open_store, print_json, print_lines
+from cli.app import DbOption, JsonOption, app, console, open_store, print_json, print_lines
+from cli.run import run_or_fail
 
 
 @app.command(name="prune-sharded")
@@ -22,19 +23,11 @@ def prune_sharded_cmd(config: Path = typer.Argument(..., help="YAML sharded conf
     from configs.base import load_model
     from configs.sharded import ShardedConfig
     from flows.sharded import run_sharded
-    from tasks.errors import WinnowError
 
     cfg = load_model(config, ShardedConfig)
     store = open_store(db)
     store.check_usable()  # not a DuckDB file, someone else's, a newer schema: refused before Prefect starts
-    try:
-        summary = run_sharded(cfg, store.path)
-    except WinnowError:
-        raise
-    except Exception as err:  # the run started and failed: its row says failed, with the error
-        from cli.run import failure_line
-
-        raise RunFailed(failure_line(err)) from err
+    summary = run_or_fail(lambda: run_sharded(cfg, store.path))
     if as_json:
         print_json(summary)
         return

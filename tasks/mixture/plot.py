@@ -63,12 +63,7 @@ def plot_surface(
     ax.set_ylim(-0.12, 0.98)
     ax.set_aspect("equal")
     ax.axis("off")
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    try:
-        return save_figure(fig, path, dpi=110)
-    finally:
-        plt.close(fig)
+    return _finish(fig, ax, title, path)
 
 
 def plot_predicted_vs_measured(
@@ -91,6 +86,11 @@ def plot_predicted_vs_measured(
     ax.set_xlabel("measured accuracy (points)")
     ax.set_ylabel("predicted accuracy (points)")
     ax.legend(fontsize=7)
+    return _finish(fig, ax, title, path)
+
+
+def _finish(fig, ax, title: str, path: str | Path) -> str:
+    """Title, layout, write (never through a link: :func:`tasks.files.save_figure`), close."""
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     try:
