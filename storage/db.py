@@ -64,6 +64,10 @@ def resolve_db_path(cli_value: str | Path | None = None, config_value: str | Pat
     return DEFAULT_DB
 
 
+#: a DuckDB file with no block written yet is its header alone (3 x 4 KiB); a table needs a block beyond it
+_BLANK_SIZE = 3 * 4096
+
+
 # ------------------------------------------------------------------------------------- safe writes
 def safe_write(target: str | Path, write: Callable[[BinaryIO], None], *, force: bool = False,
                what: str = "file", option: str = "") -> Path:
@@ -177,7 +181,19 @@ class Store:
 
     @property
     def exists(self) -> bool:
-        return self.path.is_file()
+        """Whether there is a database to read: a file, and not a blank DuckDB file (one ``duckdb.connect``
+        made and left: only the 12 KiB header, no write-ahead log), which holds no tables and is treated as
+        no database yet — reads say so, and the first write creates winnow's tables in it."""
+        if not self.path.is_file():
+            return False
+        try:
+            blank = self.path.stat().st_size <= _BLANK_SIZE and not Path(f"{self.path}.wal").exists()
+            if blank:
+                with open(self.path, "rb") as fh:
+                    blank = fh.read(12)[8:12] == b"DUCK"
+        except OSError:
+            return True  # unreadable: the connection reports why
+        return not blank
 
     # ------------------------------------------------------------ connections
     def _check_type(self) -> None:

@@ -140,6 +140,22 @@ def test_foreign_and_broken_duckdb_files_are_refused_untouched(tmp_path):
         Store(tmp_path / "pipe.duckdb")
 
 
+def test_a_blank_duckdb_file_reads_as_no_database_and_takes_the_first_write(tmp_path):
+    """`duckdb.connect(path)` and nothing else leaves a 12 KiB header: reads say there is no winnow database
+    (they printed a Catalog Error), and a write makes it one (a run onto it failed before writing)."""
+    from storage.runs import list_runs
+
+    blank = tmp_path / "blank.duckdb"
+    duckdb.connect(str(blank)).close()
+    p = subprocess.run([str(WINNOW), "runs", "--db", str(blank)], env=_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and p.stderr.startswith("error: no winnow database at") and len(p.stderr.splitlines()) == 1
+    store = Store(blank)
+    assert not store.exists
+    with store.write():
+        pass
+    assert store.exists and list_runs(store) == []
+
+
 def test_a_schema_version_that_is_not_a_number_is_refused(empty_db):
     import duckdb
 
