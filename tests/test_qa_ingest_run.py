@@ -199,10 +199,11 @@ def test_the_report_markdown_quotes_the_database_path():
 # -------------------------------------------------------------------------------- 5. a closed stdout pipe
 @pytest.mark.parametrize("fmt", [[], ["--json"]])
 def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path, fmt):
-    import duckdb
+    from storage.db import Store
 
     empty_db = tmp_path / "w.duckdb"
-    duckdb.connect(str(empty_db)).close()
+    with Store(empty_db).write():  # a winnow file with no rows (a blank DuckDB file is no winnow database)
+        pass
     cmd = " ".join(shlex.quote(str(a)) for a in [WINNOW, "query", "select range from range(100000)", "--limit", "100000",
                                                   "--db", empty_db, *fmt])
     p = subprocess.run(["bash", "-c", f"set -o pipefail; {cmd} | head -1 >/dev/null; echo $? >&2"], env=_env(tmp_path),
