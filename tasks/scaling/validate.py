@@ -269,10 +269,16 @@ class Selection:
     def ranking(self) -> list[tuple[str, float, float, str]]:
         """``(predictor, RMSLE, ARE, note)`` rows, best first; failed candidates last."""
         ok = sorted((v.rmsle, n) for n, v in self.validations.items() if v.error is None and np.isfinite(v.rmsle))
-        rows = [(n, self.validations[n].rmsle, self.validations[n].are, "chosen" if n == self.form else "") for _, n in ok]
+        rows = [(n, self.validations[n].rmsle, self.validations[n].are, _note(n == self.form, self.validations[n])) for _, n in ok]
         rows += [(n, float("nan"), float("nan"), v.error or "not finite") for n, v in self.validations.items()
                  if not (v.error is None and np.isfinite(v.rmsle))]
         return rows
+
+
+def _note(chosen: bool, v: Validation) -> str:
+    """A ranking row's note: chosen, and whether the check judged a fit its training points do not pin down."""
+    loose = f"validated fit leaves {', '.join(v.unpinned)} not pinned down" if v.unpinned else ""
+    return "; ".join(t for t in ("chosen" if chosen else "", loose) if t)
 
 
 PURE_MIN_DF = 10  # an estimate along one variable competes for the smallest only with this many degrees of freedom
