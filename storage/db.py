@@ -373,6 +373,32 @@ class Store:
             f.unlink(missing_ok=True)
         return files
 
+    def remove_if_empty(self) -> bool:
+        """Delete the database file when it holds no rows at all (only winnow's version table), with its
+        artifacts folder when that holds no files: what a command refused late leaves on a path it
+        created, so that bad input writes nothing. Returns whether it removed the file; never raises.
+
+        The file is unlinked while this process holds DuckDB's exclusive lock on it, so no other
+        process has it open; one that opens the path afterwards starts a new file."""
+        try:
+            con = self._connect_rw()
+        except Exception:  # noqa: BLE001 - locked or unreadable: someone uses it, keep it
+            return False
+        try:
+            names = [r[0] for r in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database() "
+                "AND table_name <> 'winnow_meta'").fetchall()]
+            if any(con.execute(f'SELECT 1 FROM "{n}" LIMIT 1').fetchone() for n in names):
+                return False
+            self.path.unlink()
+        except (duckdb.Error, OSError):
+            return False
+        finally:
+            con.close()
+        Path(f"{self.path}.wal").unlink(missing_ok=True)
+        _remove_empty_tree(self.artifacts_dir)
+        return True
+
     def check_usable(self) -> None:
         """Refuse, before any data is read, a database path that cannot work: a directory or special file,
         an unwritable place, a file that is not DuckDB, someone else's DuckDB file, a newer schema.
@@ -406,6 +432,17 @@ class Store:
             raise WinnowError(f"cannot create the artifacts folder next to the database: {err}") from None
         _sweep_dead_staging(d)
         return d
+
+
+def _remove_empty_tree(root: Path) -> None:
+    """Remove ``root`` and its sub-folders, bottom-up, as long as they hold no files."""
+    if not root.is_dir() or root.is_symlink():
+        return
+    for d, _, _ in sorted(os.walk(root), key=lambda t: -len(Path(t[0]).parts)):
+        try:
+            os.rmdir(d)
+        except OSError:  # a file (or a link) below: keep it and every folder above it
+            pass
 
 
 def _has_duckdb_magic(path: Path) -> bool:

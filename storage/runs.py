@@ -319,16 +319,34 @@ def recorded_run(store: Store, run_id: str, flow: str, name: str, config_json: s
     'completed' with ``summary``. An exception marks them 'failed' with the error (the final write waits
     for the lock at least :data:`FINAL_WRITE_LOCK_S`; if even that fails, the verdict stays in the lease
     file for the next writer); the exception goes on. A :class:`WinnowError` (bad input found late) in a
-    run never seen before removes the run instead, as if it had been refused. A rerun (same config, same
+    run never seen before removes the run instead, as if it had been refused, and the database file too
+    when this command created it and it holds nothing else (:meth:`Store.remove_if_empty`). A rerun (same config, same
     ``run_id``) is a new attempt of the same run row: never a second run row.
     """
     lease_s = lease_seconds()  # a bad WINNOW_LEASE_S / WINNOW_HEARTBEAT_S is refused before anything is written
+    fresh = not store.path.exists()  # this command creates the file: a refusal removes it again
     existed = store.exists and run_exists(store, run_id)
     rec = RecordedRun(run_id, new_attempt_id(), summary if summary is not None else {})
+    try:
+        with _attempt(store, rec, existed, flow, name, config_json, prefect_flow_run_id, lease_s):
+            yield rec
+    except StoreLockedError:
+        raise
+    except WinnowError:
+        if fresh and not existed:
+            store.remove_if_empty()
+        raise
+
+
+@contextmanager
+def _attempt(store: Store, rec: RecordedRun, existed: bool, flow: str, name: str, config_json: str,
+             prefect_flow_run_id: str | None, lease_s: float) -> Iterator[None]:
+    """The body of :func:`recorded_run`: the attempt's lease and rows around the block."""
+    run_id = rec.run_id
     with Lease(store, rec.attempt_id) as lease:
         start_run(store, run_id, flow, name, config_json, prefect_flow_run_id, attempt_id=rec.attempt_id, lease_s=lease_s)
         try:
-            yield rec
+            yield
             finish_run(store, run_id, "completed", rec.summary, attempt_id=rec.attempt_id)
         except StoreLockedError as err:
             _failed(store, lease, rec, f"lock: {err}")

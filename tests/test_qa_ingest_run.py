@@ -209,3 +209,23 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path, fmt):
     p = subprocess.run(["bash", "-c", f"set -o pipefail; {cmd} | head -1 >/dev/null; echo $? >&2"], env=_env(tmp_path),
                        capture_output=True, text=True, timeout=120)
     assert p.stderr.strip() == "141", p.stderr  # 128 + SIGPIPE, as for cat or seq; nothing else on stderr
+
+
+# ----------------------------------------------------------- 6. a late refusal on a path the run created
+def test_a_late_refusal_on_a_new_path_leaves_no_database_file(tmp_path):
+    """Bad input found only after the run started (PCA asked for more dimensions than the source has) is
+    refused with exit 2 and, on a path the run created, leaves no file behind; on an existing database the
+    file stays as it was."""
+    (tmp_path / "t.csv").write_text("a,b,y\n" + "".join(f"{i * 0.37 % 1:.3f},{i * 0.61 % 1:.3f},{i % 2}\n" for i in range(8)))
+    bad = write_yaml(tmp_path / "bad.yaml", "sources:\n  - {name: t, kind: csv, path: t.csv, label: y}\n"
+                                            "encoder: {kind: pca, dim: 32}\nprune: {sources: [t], metrics: [ssp], fractions: [0.5]}\n")
+    db = tmp_path / "new" / "w.duckdb"
+    p = _cli(tmp_path, "run", bad, "--db", db)
+    assert p.returncode == 2 and "lower encoder.dim" in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert not db.exists() and not Path(f"{db}.wal").exists() and not (tmp_path / "new" / "w.artifacts").exists()
+
+    good = write_yaml(tmp_path / "good.yaml", "sources:\n  - {name: t, kind: csv, path: t.csv, label: y}\n")
+    assert _cli(tmp_path, "ingest", good, "--db", db).returncode == 0
+    before = db_fingerprint(db)
+    p = _cli(tmp_path, "run", bad, "--db", db)
+    assert p.returncode == 2 and db_fingerprint(db) == before
