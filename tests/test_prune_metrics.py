@@ -177,6 +177,19 @@ def test_moderate_keeps_the_band_around_the_median_distance():
         assert dk.min() > dall.min() and dk.max() < dall.max()
 
 
+def test_moderate_under_auto_keeps_its_band_at_any_budget():
+    """``auto`` on Moderate is the method's own selection (keep-easy: the median band), never the
+    perceptron rule's keep-hard (the two tails), even where the rule would say hard (alpha >= 3)."""
+    from tasks.prune.registry import select_by_metric
+
+    E, _ = _clusters(n_per=50)
+    ms = compute_metric("moderate", E, params=MetricParams(k=4), seed=0, kmeans=spherical_kmeans(E, 4, seed=0))
+    auto = select_by_metric(ms, "auto", fraction=0.5, dim=2, n_groups=1, seed=0)  # alpha = 100/2: the rule says hard
+    easy = select_by_metric(ms, "easy", fraction=0.5, dim=2, n_groups=1, seed=0)
+    assert auto.resolved_policy == "easy" and "prescribed by moderate" in auto.reason
+    assert np.array_equal(np.sort(auto.indices), np.sort(easy.indices))
+
+
 # ------------------------------------------------------------------------------------ CCS
 def test_ccs_allocates_from_the_smallest_stratum_up():
     sizes = np.array([2, 50, 0, 5, 30])

@@ -102,7 +102,9 @@ def _dbp_metric(E, *, params: MetricParams, seed: int, kmeans: KMeansResult) -> 
 
 def _moderate_metric(E, *, params: MetricParams, seed: int, kmeans: KMeansResult) -> MetricScores:
     r = _moderate.moderate_scores(kmeans)
-    return MetricScores("moderate", r.scores, r.cluster, balance="proportional", info=_km_info(r.kmeans))
+    # Moderate coreset's own selection is the band around each group's median: keep-easy on this score
+    # (keep-hard would keep the two tails, the opposite of the method)
+    return MetricScores("moderate", r.scores, r.cluster, auto="easy", balance="proportional", info=_km_info(r.kmeans))
 
 
 def _random_metric(E, *, params: MetricParams, seed: int, kmeans: KMeansResult | None) -> MetricScores:
