@@ -48,6 +48,7 @@ from tasks.shards.select import (
     PASS_BITS, BoundaryState, boundary_candidates, narrow, plan_selection, region_histogram, resolve_boundary,
     select_mask, shard_ties, sortable_u32, start_boundary,
 )
+from tasks.prune.select import effective_dim_rows, participation_ratio
 from tasks.synthetic import SyntheticSpec, synthetic_embeddings
 
 #: gather the boundary rows once the regions hold at most this many rows (else another radix pass)
@@ -332,12 +333,24 @@ def _kmeans(cfg: ShardedConfig, n: int, shards: list[Shard], files: list[ShardFi
     return C, red.counts, it, converged
 
 
-def _select(cfg: ShardedConfig, n: int, d: int, sizes: np.ndarray, scored: list[ScoredShard], out_dir: Path) -> tuple[Any, Any, int, list[str]]:
+def _effective_dim(cfg: ShardedConfig, n: int, shards: list[Shard], files: list[ShardFile]) -> int:
+    """The ``auto`` rule's dimension, as the in-memory stage measures it: the participation ratio of the
+    same seeded sample of rows (:func:`tasks.prune.select.effective_dim_rows`), gathered from the shards."""
+    rows = effective_dim_rows(n, seed=cfg.seed)
+    rows = np.arange(n) if rows is None else rows
+    owner = np.searchsorted(np.array([s.start for s in shards]), rows, side="right") - 1
+    return participation_ratio(np.concatenate(_results([gather_rows.submit(files[i], rows[owner == i])
+                                                        for i in np.unique(owner)])))
+
+
+def _select(cfg: ShardedConfig, n: int, d_eff: int, sizes: np.ndarray, scored: list[ScoredShard], out_dir: Path) -> tuple[Any, Any, int, list[str]]:
     """The selection: budget and quotas from the cluster sizes, exact thresholds from per-shard radix
-    histograms, members written per shard. Returns (plan, boundary state, kept, member files)."""
+    histograms, members written per shard. ``auto`` divides the budget by k groups in ``d_eff``
+    dimensions, as the in-memory stage does for unlabelled rows. Returns (plan, boundary state, kept,
+    member files)."""
     grouped = cfg.balance != "none"
-    plan = plan_selection(sizes if grouped else np.array([n]), d, fraction=cfg.fraction, policy=cfg.policy,
-                          balance=cfg.balance, auto_threshold=cfg.auto_alpha)
+    plan = plan_selection(sizes if grouped else np.array([n]), d_eff, fraction=cfg.fraction, policy=cfg.policy,
+                          balance=cfg.balance, auto_threshold=cfg.auto_alpha, auto_groups=cfg.k)
     state = start_boundary(plan.quotas)
     for bits in PASS_BITS:
         counts = np.sum(_results([histogram_task.submit(s, plan.resolved_policy, grouped, state, bits) for s in scored]),
@@ -412,6 +425,7 @@ def _sharded(cfg: ShardedConfig, store: Store, run_id: str, n: int, shards: list
 
     files = _embed(cfg, shards, str(set_dir(store, set_id)))
     d = vector_dim(files[0].path)
+    d_eff = _effective_dim(cfg, n, shards, files)
     lap("embed")
 
     C, sizes_last, it, converged = _kmeans(cfg, n, shards, files)
@@ -427,7 +441,7 @@ def _sharded(cfg: ShardedConfig, store: Store, run_id: str, n: int, shards: list
     removed = {e: int(sum(g["n_removed"][e] for g in dedup)) for e in cfg.semdedup_eps}
     lap("semdedup")
 
-    plan, state, kept, member_files = _select(cfg, n, d, sizes, scored, out_dir)
+    plan, state, kept, member_files = _select(cfg, n, d_eff, sizes, scored, out_dir)
     lap("select")
 
     # tables: shard sets + views, run, selection, members and removed ids in bounded batches
@@ -454,7 +468,7 @@ def _sharded(cfg: ShardedConfig, store: Store, run_id: str, n: int, shards: list
     )
     lap("tables")
     summary = {"run_id": run_id, "db": str(store.path), "set_id": set_id, "selection_id": selection_id, "n_rows": n,
-               "dim": d, "n_shards": len(shards), "n_iter": it, "converged": bool(converged), "n_kept": int(kept),
+               "dim": d, "effective_dim": d_eff, "n_shards": len(shards), "n_iter": it, "converged": bool(converged), "n_kept": int(kept),
                "resolved_policy": plan.resolved_policy, "reason": plan.reason, "removed": removed,
                "views": [vectors_view, scores_view], "written": written, "timings": timings,
                "histogram_passes": int(state.passes), "n_parts": n_parts,

@@ -53,7 +53,11 @@ def test_sharded_flow_equals_the_in_memory_path_on_200k_rows(store):
     assert np.array_equal(sc["cluster"], km.assign)
     np.testing.assert_allclose(sc["score"], 1.0 - km.cos_to_centroid, atol=1e-5)
 
-    ref = select(1.0 - km.cos_to_centroid, fraction=0.3, policy="auto", dim=D, seed=7)
+    # auto as the in-memory stage decides it for unlabelled rows: k groups in the effective dimension
+    from tasks.prune.select import effective_dim
+
+    assert summary["effective_dim"] == effective_dim(E, seed=7) < D
+    ref = select(1.0 - km.cos_to_centroid, fraction=0.3, policy="auto", dim=effective_dim(E, seed=7), n_groups=K, seed=7)
     tables = load_sharded_run(store, summary["run_id"])
     assert tables["sharded_selections"][0]["resolved_policy"] == ref.resolved_policy
     assert [r["row_index"] for r in tables["sharded_members"]] == ref.indices.tolist()

@@ -36,6 +36,8 @@ __all__ = [
     "allocate_quotas",
     "auto_policy",
     "effective_dim",
+    "effective_dim_rows",
+    "participation_ratio",
     "resolve_budget",
     "select",
     "random_scores",
@@ -143,10 +145,22 @@ def effective_dim(E: np.ndarray, *, sample: int = 5000, seed: int = 0) -> int:
     far fewer directions than their nominal width (a 128-d contrastive encoder or 384-d MiniLM), and
     ``kept / (groups * nominal dim)`` would call abundant data scarce.
     """
+    E = np.asarray(E)
+    rows = effective_dim_rows(E.shape[0], sample=sample, seed=seed)
+    return participation_ratio(E if rows is None else E[rows])
+
+
+def effective_dim_rows(n: int, *, sample: int = 5000, seed: int = 0) -> np.ndarray | None:
+    """The seeded sample of row indices (sorted) :func:`effective_dim` reads; None when it reads all ``n``.
+    The sharded path gathers these rows from its shards, so both paths estimate on the same rows."""
+    if n <= sample:
+        return None
+    return np.sort(np.random.default_rng([int(seed), 0xD1E]).choice(n, sample, replace=False))
+
+
+def participation_ratio(E: np.ndarray) -> int:
+    """:func:`effective_dim` of exactly these rows (no sampling)."""
     E = np.asarray(E, dtype=np.float64)
-    n = E.shape[0]
-    if n > sample:
-        E = E[np.sort(np.random.default_rng([int(seed), 0xD1E]).choice(n, sample, replace=False))]
     X = E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
     X = X - X.mean(axis=0)
     lam = np.clip(np.linalg.eigvalsh(X.T @ X / max(X.shape[0] - 1, 1)), 0.0, None)

@@ -70,12 +70,14 @@ def plan_selection(
     policy: str = "auto",
     balance: str = "none",
     auto_threshold: float = AUTO_ALPHA_THRESHOLD,
+    auto_groups: int | None = None,
 ) -> SelectionPlan:
     """Budget, per-group quotas and the resolved policy from the group sizes alone.
 
     ``balance``: "none" (one global ranking, group 0 only), "proportional" or "equal" over the
-    groups of ``sizes`` (clusters). Follows :func:`tasks.prune.select.select` (auto counts the
-    non-empty groups when balancing, one group otherwise).
+    groups of ``sizes`` (clusters). ``auto`` divides the budget by ``auto_groups`` groups (default, as
+    :func:`tasks.prune.select.select` without ``n_groups``: the non-empty groups when balancing, one
+    otherwise); ``dim`` should be the effective dimension (:func:`tasks.prune.select.effective_dim`).
     """
     sizes = np.asarray(sizes, dtype=np.int64)
     n = int(sizes.sum())
@@ -93,7 +95,7 @@ def plan_selection(
         raise ValueError(f"balance={balance!r}: the sharded path supports none, proportional and equal")
     resolved, reason = policy, {"hard": "keep-hard: highest scores", "easy": "keep-easy: lowest scores"}.get(policy, "")
     if policy == "auto":
-        dec = auto_policy(budget, n_groups, dim, threshold=auto_threshold)
+        dec = auto_policy(budget, n_groups if auto_groups is None else auto_groups, dim, threshold=auto_threshold)
         resolved, reason = dec.policy, dec.reason
     if balance != "none":
         reason += f"; {balance} balance over {sizes.size} groups"
