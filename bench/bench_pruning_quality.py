@@ -144,31 +144,47 @@ def _default_options():
 
 
 def _auto_vs_random(E, y, Et, yt, seeds, n_classes, metrics=DEFAULT_METRICS, extra=(), points_to=None):
-    """Pruning curve of the default options: metric x auto (+ extra (metric, policy)) and random."""
-    from tasks.prune.evaluate import pruning_curve
+    """Pruning curves of the default options: metric x auto (+ extra (metric, policy)) and random.
+
+    Returns ``(curve, decide, k)``: ``curve`` on the test rows (what is reported), ``decide`` the stage's
+    decision curve — the same series on the stage's validation split of the pool (selections on 80 % of
+    each class, probes validated on the other 20 %; ``tasks.prune.stage._decision_curve``)."""
+    from configs.prune import PruneEvalConfig
+    from tasks.prune.evaluate import pruning_curve, validation_split
     from tasks.prune.options import PoolInfo
 
     opts = _default_options()
     k = opts.k_for(PoolInfo("", E.shape[0], len(yt), True, n_classes))
     series = [(m, "auto") for m in metrics] + list(INFO_SERIES) + list(extra) + [("random", "random")]
-    curve = pruning_curve(E, y, Et, yt, series=series, fractions=FRACTIONS, seeds=seeds, params=opts.params(k),
-                          select=opts.select, probe_max_iter=PROBE_ITERS)
+    measure = dict(series=series, fractions=FRACTIONS, seeds=seeds, params=opts.params(k), select=opts.select,
+                   probe_max_iter=PROBE_ITERS)
+    curve = pruning_curve(E, y, Et, yt, **measure)
+    fit, held = validation_split(y, PruneEvalConfig().validation, seed=opts.seed)
+    decide = pruning_curve(E[fit], y[fit], E[held], y[held], **measure)
     if points_to is not None:  # raw per-seed points, so the verdicts can be recomputed without rerunning
         points_to.parent.mkdir(parents=True, exist_ok=True)
         points_to.write_text(json.dumps([p.__dict__ for p in curve.points], default=float))
-    return curve, k
+        points_to.with_name(points_to.stem + "_validation.json").write_text(
+            json.dumps([p.__dict__ for p in decide.points], default=float))
+    return curve, decide, k
 
 
-def _guarded(curve, m: str, f: float) -> dict:
+def _guarded(curve, decide, m: str, f: float) -> dict:
     """Default ``m``/auto with the stage's curve rule (:func:`tasks.prune.evaluate.auto_override`) at f.
 
-    in-sample: decided on all seeds, judged on the same seeds (the winner's curse: the chosen series'
-    mean is biased upwards by the choice). held-out: leave one seed out — decided on the other seeds,
-    judged on the left-out seed's accuracy of the chosen series; mean ± std over the left-out seeds.
+    stage: what the stage does — decided on the validation split of the pool (``decide``), judged on the
+    test rows' accuracy of the chosen series (mean ± std over seeds): no test row takes part in the choice.
+    in-sample: decided on all seeds of the test curve, judged on the same seeds (the winner's curse: the
+    chosen series' mean is biased upwards by the choice). held-out: leave one seed out — decided on the
+    other seeds, judged on the left-out seed's accuracy of the chosen series; mean ± std over the
+    left-out seeds. (The last two are what an earlier stage, which decided on the test rows, did.)
     """
     from tasks.prune.evaluate import auto_override
 
     acc = {(p.metric, p.policy, p.seed): p.accuracy for p in curve.points if abs(p.fraction - f) < 1e-9}
+    ov = auto_override(decide, m, f)
+    vkey = (m, "auto") if ov is None else (ov.to_metric, ov.to_policy)
+    val = [acc[(*vkey, sd)] for sd in curve.seeds()]
     o = auto_override(curve, m, f)
     key = (m, "auto") if o is None else (o.to_metric, o.to_policy)
     ins = [acc[(*key, sd)] for sd in curve.seeds()]
@@ -179,27 +195,31 @@ def _guarded(curve, m: str, f: float) -> dict:
         k2 = (m, "auto") if o2 is None else (o2.to_metric, o2.to_policy)
         held.append(acc[(*k2, sd)])
         chosen.append("auto" if o2 is None else o2.target)
-    return {"in_mean": float(np.mean(ins)), "in_std": float(np.std(ins)),
+    return {"val_mean": float(np.mean(val)), "val_std": float(np.std(val)), "val_choice": "auto" if ov is None else ov.target,
+            "in_mean": float(np.mean(ins)), "in_std": float(np.std(ins)),
             "in_choice": "auto" if o is None else o.target, "held_mean": float(np.mean(held)),
             "held_std": float(np.std(held)), "held_choices": chosen}
 
 
-def _verdicts(curve, setting: str, metrics) -> tuple[list[Row], dict]:
+def _verdicts(curve, decide, setting: str, metrics) -> tuple[list[Row], dict]:
     summ = {(s["metric"], s["policy"], s["fraction"]): s for s in curve.summary()}
     rows, table = [], {}
     for m in metrics:
         worst, cells, resolved = None, [], []
-        gcells, gok = [], True
+        gcells, gok, vcells, vok = [], True, [], True
         for f in FRACTIONS:
             s, r = summ[(m, "auto", f)], summ[("random", "random", f)]
             margin = s["mean"] - r["mean"]
             noise = max(s["std"], r["std"])
             cells.append(f"f={f:g}: {s['mean']:.4f}±{s['std']:.4f} vs random {r['mean']:.4f}±{r['std']:.4f} "
                          f"[{s['resolved_policy']}]")
-            g = _guarded(curve, m, f)
+            g = _guarded(curve, decide, m, f)
             table[f"{m}@{f:g}"] = {"mean": s["mean"], "std": s["std"], "random": r["mean"], "random_std": r["std"],
                                    "resolved": s["resolved_policy"], "guarded": g}
             gok &= g["held_mean"] >= r["mean"] - max(g["held_std"], r["std"])
+            vok &= g["val_mean"] >= r["mean"] - max(g["val_std"], r["std"])
+            vcells.append(f"f={f:g}: {g['val_mean']:.4f}±{g['val_std']:.4f} [{g['val_choice']}] vs random "
+                          f"{r['mean']:.4f}±{r['std']:.4f}")
             gcells.append(f"f={f:g}: held-out {g['held_mean']:.4f}±{g['held_std']:.4f} "
                           f"[{','.join(g['held_choices'])}], in-sample {g['in_mean']:.4f} [{g['in_choice']}]")
             if worst is None or margin + noise < worst[0]:
@@ -212,6 +232,10 @@ def _verdicts(curve, setting: str, metrics) -> tuple[list[Row], dict]:
                         ratio_label="ours/random", note="; ".join(cells) + f"; within noise everywhere: {ok}"))
         g = table[f"{m}@0.1"]["guarded"]
         r = summ[("random", "random", 0.1)]
+        rows.append(Row("pruning_quality", f"{setting}: default {m}/auto as the stage runs it, decided on the pool's "
+                        "validation split, judged on test (f=0.1)", g["val_mean"], r["mean"], g["val_mean"] / r["mean"],
+                        ">= random - 1 seed std at f=0.5,0.3,0.1", bool(vok), unit="acc", ratio_label="ours/random",
+                        note="; ".join(vcells)))
         rows.append(Row("pruning_quality", f"{setting}: default {m}/auto with the curve rule, held-out seeds (f=0.1)",
                         g["held_mean"], r["mean"], g["held_mean"] / r["mean"],
                         ">= random - 1 seed std at f=0.5,0.3,0.1", bool(gok), unit="acc", ratio_label="ours/random",
@@ -269,9 +293,9 @@ def _text(s: dict, out: Path) -> tuple[list[Row], dict]:
     z = _cache(out, f"bbc_minilm_{len(texts)}", lambda: {"E": embed_texts(texts, max_seq_length=128, progress=False)})
     E = z["E"].astype(np.float32)
     test = _split(y, 0.25, 0)
-    curve, k = _auto_vs_random(E[~test], y[~test], E[test], y[test], s["seeds"], 5,
+    curve, decide, k = _auto_vs_random(E[~test], y[~test], E[test], y[test], s["seeds"], 5,
                                points_to=out / "pq_points_text.json")
-    rows, table = _verdicts(curve, "BBC/MiniLM", DEFAULT_METRICS)
+    rows, table = _verdicts(curve, decide, "BBC/MiniLM", DEFAULT_METRICS)
     return rows, {"n_pool": int((~test).sum()), "k": k, "embed_seconds": float(z["seconds"]), "curve": table}
 
 
@@ -294,8 +318,9 @@ def _image(s: dict, data: dict, encs: dict, out: Path) -> tuple[list[Row], dict]
                                  f"(exact {pr['recall_exact']:.3f}, near {pr['recall_near']:.3f}); "
                                  f"{pr['removed_outside_pairs']} removed rows outside planted pairs"))
     E, Et, _ = encs["ssl"]
-    curve, k = _auto_vs_random(E, data["y"], Et, data["yte"], s["seeds"], 10, points_to=out / "pq_points_image.json")
-    r2, table = _verdicts(curve, "MNIST+copies/SSL", DEFAULT_METRICS)
+    curve, decide, k = _auto_vs_random(E, data["y"], Et, data["yte"], s["seeds"], 10,
+                                       points_to=out / "pq_points_image.json")
+    r2, table = _verdicts(curve, decide, "MNIST+copies/SSL", DEFAULT_METRICS)
     details["curve_ssl"] = table
     details["k"] = k
     return rows + r2, details
@@ -313,9 +338,9 @@ def _noisy(s: dict, data: dict, encs: dict, out: Path) -> tuple[list[Row], dict]
     flip = rng.random(n_base) < s["noise"]
     y_noisy = np.where(flip, (y + rng.integers(1, 10, n_base)) % 10, y)
     extra = [("el2n", "easy"), ("el2n", "hard")]
-    curve, k = _auto_vs_random(E, y_noisy, Et, data["yte"], s["seeds"], 10, extra=extra,
+    curve, decide, k = _auto_vs_random(E, y_noisy, Et, data["yte"], s["seeds"], 10, extra=extra,
                                points_to=out / "pq_points_noisy.json")
-    rows, table = _verdicts(curve, f"MNIST {s['noise']:.0%} flipped/SSL", DEFAULT_METRICS)
+    rows, table = _verdicts(curve, decide, f"MNIST {s['noise']:.0%} flipped/SSL", DEFAULT_METRICS)
     summ = {(p["metric"], p["policy"], p["fraction"]): p for p in curve.summary()}
     for f in FRACTIONS:
         e, r = summ[("el2n", "easy", f)], summ[("random", "random", f)]

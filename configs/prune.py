@@ -13,9 +13,10 @@ Example::
 Scores are computed on each pruned source's ``train`` rows; selections (one per metric x policy x
 budget, and one per de-duplication threshold) go to DuckDB and can be exported with ``winnow
 export``. With ``evaluate`` set and labels present, a linear probe trained on each kept subset is
-tested on the ``test`` rows (at ``evaluate.fractions`` plus every selected fraction); an ``auto``
-selection whose series loses beyond one seed std to another measured policy of its metric or to random
-resolves to the best-measured one, and any other losing series is flagged.
+tested on the ``test`` rows (at ``evaluate.fractions`` plus every selected fraction), and any series
+losing to random there is flagged. An ``auto`` selection whose series loses beyond one seed std to
+another measured policy of its metric or to random resolves to the best-measured one — measured on a
+validation split of the pool (``evaluate.validation`` of each class held out), never on the test rows.
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ class PruneEvalConfig(StrictModel):
     policies: list[PolicyName] | None = Field(default=None, description="default: the prune section's policies")
     probe_max_iter: int = Field(default=200, ge=1)
     probe_weight_decay: float = Field(default=1e-4, ge=0.0)
+    validation: float = Field(default=0.2, ge=0.0, le=0.5, description=(
+        "share of each class of the pool held out to decide auto's switch (a second curve: selections on "
+        "the rest, probes validated on it), so the test rows only report; 0: auto keeps its rule"))
 
     @field_validator("fractions")
     @classmethod

@@ -119,3 +119,33 @@ def test_summary_never_calls_a_selection_that_loses_to_random_the_best():
     assert at_half == ("mnist: f=0.5 best random 0.9622 (1 seed); every pruned selection is at or below it "
                        "(best pruned dbp/auto 0.9612 (1 seed))")
     assert at_fifth == "mnist: f=0.2 best ssp/hard 0.9550±0.0050 vs random 0.9050"
+
+
+def test_the_test_rows_never_choose_the_stored_selection():
+    """auto's switch is decided on a validation split of the pool: the stored selections are the same
+    whatever the test rows say (here their labels are scrambled), and the reason says what decided."""
+    E, y_noisy, flip, Et, yt = flipped_blobs()
+    opts = PruneOptions.from_config(PruneConfig(
+        metrics=["supervised_prototypes", "random"], policies=["auto"], fractions=[0.1],
+        semdedup_rel_eps=[], evaluate={"fractions": [0.1], "seeds": [0, 1], "policies": ["auto", "easy"]}))
+    real = prune_source(E, y_noisy, opts, n_classes=2, E_test=Et, y_test=yt)
+    scrambled = prune_source(E, y_noisy, opts, n_classes=2, E_test=Et, y_test=np.random.default_rng(5).permutation(yt))
+    for a, b in zip(real.selections, scrambled.selections):
+        assert (a.metric, a.spec) == (b.metric, b.spec) and np.array_equal(a.selection.indices, b.selection.indices)
+        assert a.selection.reason.split("; GUARD")[0] == b.selection.reason.split("; GUARD")[0]
+    s = next(x.selection for x in real.selections if x.metric == "supervised_prototypes")
+    assert "switched from keep-hard by a validation curve" in s.reason and "test rows unused" in s.reason
+    # the reported curve is still measured on the test rows
+    assert real.curve.mean("supervised_prototypes", "auto", 0.1) != scrambled.curve.mean("supervised_prototypes", "auto", 0.1)
+
+
+def test_validation_split_is_stratified_seeded_and_keeps_every_class_in_the_fit_part():
+    from tasks.prune.evaluate import validation_split
+
+    y = np.array([0] * 50 + [1] * 10 + [2] * 2 + [3])
+    fit, held = validation_split(y, 0.2, seed=0)
+    assert np.bincount(y[held], minlength=4).tolist() == [10, 2, 1, 0]
+    assert np.intersect1d(fit, held).size == 0 and np.union1d(fit, held).size == y.size
+    assert set(y[fit]) == {0, 1, 2, 3}
+    assert np.array_equal(held, validation_split(y, 0.2, seed=0)[1])
+    assert not np.array_equal(held, validation_split(y, 0.2, seed=1)[1])

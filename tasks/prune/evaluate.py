@@ -20,7 +20,7 @@ from tasks.prune.registry import KMEANS_METRICS, MetricParams, compute_metric, m
 from tasks.prune.select import POLICIES, SelectOptions, effective_dim
 
 __all__ = ["AutoOverride", "CurvePoint", "GuardNote", "PruningCurve", "auto_override", "losses_to_random",
-           "mean_text", "plot_pruning_curve", "pruning_curve"]
+           "mean_text", "plot_pruning_curve", "pruning_curve", "validation_split"]
 
 
 def mean_text(mean: float, std: float, n_seeds: int) -> str:
@@ -194,6 +194,28 @@ def pruning_curve(
     return PruningCurve(points=tuple(points))
 
 
+def validation_split(y: np.ndarray, share: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of the pool to fit on and rows to validate on: ``share`` of every class (rounded, at least
+    one row of a class with two or more, never all of it), drawn with ``seed``; both index arrays sorted.
+
+    The stage decides ``auto``'s switch on a curve measured on this split of the pool (selections on the
+    fit rows, probes validated on the held-out rows), so the test rows only report.
+    """
+    y = np.asarray(y)
+    if not 0 < share < 1:
+        raise ValueError(f"share={share} must be in (0, 1)")
+    rng = np.random.default_rng(seed)
+    val = []
+    for c in np.unique(y):
+        rows = np.flatnonzero(y == c)
+        m = min(max(int(round(share * rows.size)), 1), rows.size - 1)
+        if m > 0:
+            val.append(rng.choice(rows, size=m, replace=False))
+    held = np.sort(np.concatenate(val)) if val else np.empty(0, dtype=np.int64)
+    fit = np.setdiff1d(np.arange(y.size), held)
+    return fit, held
+
+
 @dataclass(frozen=True)
 class GuardNote:
     """A series of the curve that lost to random beyond noise at one fraction, and what did better."""
@@ -260,20 +282,21 @@ class AutoOverride:
     to_mean: float
     to_std: float
     n_seeds: int
+    basis: str = "the pruning curve"  # what measured it (the stage: a validation split of the pool)
 
     @property
     def target(self) -> str:
         return "random" if self.to_metric == "random" else f"{self.to_metric}/{self.to_policy}"
 
     def reason(self) -> str:
-        return (f"auto -> {self.target} (switched from keep-{self.from_policy} by the pruning curve): at f={self.fraction:g} "
+        return (f"auto -> {self.target} (switched from keep-{self.from_policy} by {self.basis}): at f={self.fraction:g} "
                 f"{self.metric}/auto measured {mean_text(self.mean, self.std, self.n_seeds)} vs {self.target} "
                 f"{mean_text(self.to_mean, self.to_std, self.n_seeds)}"
                 + (f" over {self.n_seeds} seeds, a loss larger than one seed std" if self.n_seeds > 1
                    else ", one seed: any loss counts (no noise estimate)"))
 
 
-def auto_override(curve: PruningCurve, metric: str, fraction: float) -> AutoOverride | None:
+def auto_override(curve: PruningCurve, metric: str, fraction: float, *, basis: str = "the pruning curve") -> AutoOverride | None:
     """The rule that makes ``auto`` act on the stage's own pruning curve.
 
     At ``fraction`` the candidates are every other measured policy of ``metric`` (hard, easy, ccs, ...)
@@ -293,7 +316,7 @@ def auto_override(curve: PruningCurve, metric: str, fraction: float) -> AutoOver
         return None
     best = max(cands, key=lambda c: c["mean"])
     return AutoOverride(metric, float(auto["fraction"]), auto["resolved_policy"], auto["mean"], auto["std"],
-                        best["metric"], best["policy"], best["mean"], best["std"], int(auto["n_seeds"]))
+                        best["metric"], best["policy"], best["mean"], best["std"], int(auto["n_seeds"]), basis)
 
 
 def robust_limits(values: Sequence[float], *, whisker: float = 3.0) -> tuple[float, float, int]:

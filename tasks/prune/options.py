@@ -79,6 +79,7 @@ class EvalOptions:
     policies: tuple[str, ...] | None = None
     probe_max_iter: int = 200
     probe_weight_decay: float = 1e-4
+    validation: float = 0.2  # share of the pool held out to decide auto's switch (0: auto keeps its rule)
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,7 @@ class PruneOptions:
             evaluate=None if ev is None else EvalOptions(
                 fractions=tuple(ev.fractions), seeds=tuple(ev.seeds),
                 policies=None if ev.policies is None else tuple(ev.policies),
-                probe_max_iter=ev.probe_max_iter, probe_weight_decay=ev.probe_weight_decay),
+                probe_max_iter=ev.probe_max_iter, probe_weight_decay=ev.probe_weight_decay, validation=ev.validation),
         )
 
     # ------------------------------------------------------------------------------ derived

@@ -14,7 +14,8 @@ from typing import Sequence
 import numpy as np
 
 from tasks.device import resolve_device
-from tasks.prune.evaluate import AutoOverride, GuardNote, PruningCurve, auto_override, losses_to_random, pruning_curve
+from tasks.prune.evaluate import (AutoOverride, GuardNote, PruningCurve, auto_override, losses_to_random, pruning_curve,
+                                  validation_split)
 from tasks.prune.exact import content_keys, exact_duplicates
 from tasks.prune.kmeans import KMeansResult, check_embeddings, small_problem_threads, spherical_kmeans
 from tasks.prune.options import PoolInfo, PruneOptions
@@ -100,12 +101,14 @@ def _prune_source(E, y, opts: PruneOptions, n_classes, E_test, y_test, content, 
     curve, guard = None, []
     if opts.evaluate is not None and metrics:  # a de-duplication-only config has no ranking to evaluate
         ev = opts.evaluate
-        curve = pruning_curve(E, y, E_test, y_test, metrics=metrics, policies=ev.policies or opts.policies,
-                              fractions=curve_fractions(ev.fractions, opts.fractions), seeds=ev.seeds, params=params,
-                              select=opts.select, probe_max_iter=ev.probe_max_iter,
-                              probe_weight_decay=ev.probe_weight_decay, progress=progress)
+        measure = dict(metrics=metrics, policies=ev.policies or opts.policies, seeds=ev.seeds, params=params,
+                       select=opts.select, probe_max_iter=ev.probe_max_iter, probe_weight_decay=ev.probe_weight_decay,
+                       progress=progress)
+        curve = pruning_curve(E, y, E_test, y_test, fractions=curve_fractions(ev.fractions, opts.fractions), **measure)
         guard = losses_to_random(curve)
-        selections = _act_on_curve(selections, curve, scores, opts, y, d_eff, groups_for_auto)
+        decide = _decision_curve(E, y, opts, selections, measure)
+        if decide is not None:
+            selections = _act_on_curve(selections, decide[0], scores, opts, y, d_eff, groups_for_auto, basis=decide[1])
         selections = _with_guard(selections, guard)
     return SourcePruneResult(n_pool=n, k=k, dim=d, effective_dim=d_eff, scores=scores, selections=selections,
                              dedup=dedup, curve=curve, guard=guard, warnings=warnings)
@@ -139,17 +142,38 @@ def curve_fractions(eval_fractions: Sequence[float], select_fractions: Sequence[
     return tuple(sorted(out, reverse=True))
 
 
+def _decision_curve(E: np.ndarray, y: np.ndarray, opts: PruneOptions, selections: list[RankedSelection],
+                    measure: dict) -> tuple[PruningCurve, str] | None:
+    """The curve ``auto``'s switch is decided on, and what to call it: the same series as the reported
+    curve at the selected fractions, measured on a class-stratified split of the pool — selections on
+    ``1 - evaluate.validation`` of it, probes validated on the rest — so the test rows, which report the
+    result, never choose it. None when nothing can switch (no ``auto`` at a fraction budget, no auto
+    policy measured, ``validation: 0``) or the split leaves fewer than two classes on either side."""
+    ev = opts.evaluate
+    n = E.shape[0]
+    fractions = sorted({b["fraction"] for spec, b in opts.budgets(n) if "fraction" in b
+                        and any(s.policy == "auto" and s.spec == spec for s in selections)}, reverse=True)
+    if not fractions or ev.validation <= 0 or "auto" not in measure["policies"]:
+        return None
+    fit, held = validation_split(y, ev.validation, seed=opts.seed)
+    if np.unique(y[held]).size < 2 or np.unique(y[fit]).size < 2:
+        return None
+    curve = pruning_curve(E[fit], y[fit], E[held], y[held], fractions=fractions, **measure)
+    return curve, f"a validation curve ({held.size} of {n} pool rows held out; test rows unused)"
+
+
 def _act_on_curve(selections: list[RankedSelection], curve: PruningCurve, scores: dict[str, MetricScores],
-                  opts: PruneOptions, y: np.ndarray | None, d_eff: int, n_groups: int) -> list[RankedSelection]:
+                  opts: PruneOptions, y: np.ndarray | None, d_eff: int, n_groups: int,
+                  basis: str = "the pruning curve") -> list[RankedSelection]:
     """Every ``auto`` selection at a fraction budget whose series the curve found beaten beyond noise
     (:func:`~tasks.prune.evaluate.auto_override`) is remade with the best-measured option at that
-    fraction; its reason names the numbers and what it switched from."""
+    fraction; its reason names the numbers, what measured them (``basis``) and what it switched from."""
     n = next(iter(scores.values())).scores.size
     fraction_of = {spec: b["fraction"] for spec, b in opts.budgets(n) if "fraction" in b}
     out = []
     for s in selections:
         f = fraction_of.get(s.spec)
-        o = auto_override(curve, s.metric, f) if s.policy == "auto" and f is not None else None
+        o = auto_override(curve, s.metric, f, basis=basis) if s.policy == "auto" and f is not None else None
         if o is not None:
             sel = _remake(o, scores, opts, y, d_eff, n_groups, f)
             s = replace(s, selection=replace(sel, policy="auto", reason=f"{o.reason()}; {sel.reason}"))
