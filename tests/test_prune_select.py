@@ -46,6 +46,16 @@ def test_ccs_policy_wraps_any_score():
     assert s[sel.indices].max() <= np.sort(s)[-201]
     with pytest.raises(ValueError, match="ccs"):
         select(s, fraction=0.1, policy="ccs", groups=np.zeros(1000, int), balance="proportional")
+    assert "is keep-easy" not in sel.reason
+
+
+def test_ccs_says_when_its_hard_cut_leaves_nothing_to_sample():
+    """At f >= 1 - beta the hard cut removes every row to drop: the selection is keep-easy and says so."""
+    s = np.random.default_rng(0).random(1000)
+    sel = select(s, fraction=0.9, policy="ccs", ccs_beta=0.1, seed=0)
+    easy = select(s, fraction=0.9, policy="easy", seed=0)
+    assert np.array_equal(np.sort(sel.indices), np.sort(easy.indices))
+    assert "at this budget ccs is keep-easy" in sel.reason and "a smaller ccs_beta" in sel.reason
 
 
 def test_auto_rule_branches_and_reason():

@@ -359,6 +359,9 @@ def select(
             f"ccs: dropped the {r.n_dropped_hard} hardest (beta={r.beta_used:.3g}), "
             f"sampled {budget} over {int((r.sizes > 0).sum())} non-empty strata"
         )
+        if r.n_dropped_hard == n - budget:  # the hard cut alone removed every row to drop
+            reason += (f"; at this budget ccs is keep-easy (the hard cut beta={ccs_beta:g} covers all "
+                       f"{n - budget} rows to drop: no stratified sampling; a smaller ccs_beta samples strata)")
         return Selection(r.indices, policy, "ccs", budget, n, balance, reason, None)
 
     if resolved == "hard":
