@@ -85,7 +85,8 @@ class PruneConfig(StrictModel):
     chunk: int = Field(default=65_536, ge=1, description="rows per matmul block when scoring")
     balance: Literal["auto", "none", "proportional", "equal"] = Field(
         default="auto", description="auto: each cluster / class keeps its share of the pool (proportional)")
-    min_cluster_share: float = Field(default=0.0, ge=0.0, le=1.0)
+    min_cluster_share: float = Field(default=0.0, ge=0.0, le=1.0, description=(
+        "balance none only: each group keeps at least floor(share x budget / groups) of its rows"))
     auto_alpha: float = Field(default=3.0, gt=0.0, description="auto: keep-hard when kept/(groups*dim) >= this")
     ccs_beta: float = Field(default=0.1, ge=0.0, lt=1.0)
     ccs_strata: int = Field(default=50, ge=1)
@@ -150,4 +151,7 @@ class PruneConfig(StrictModel):
             raise ValueError("give at least one budget in fractions or counts")
         if self.proxy_read_epoch > self.proxy_epochs:
             raise ValueError(f"proxy_read_epoch={self.proxy_read_epoch} must be <= proxy_epochs={self.proxy_epochs}")
+        if self.min_cluster_share > 0 and self.balance != "none":
+            raise ValueError(f"min_cluster_share={self.min_cluster_share:g} applies only with balance: none (balance "
+                             f"{self.balance} already gives every group its share); set balance: none or remove it")
         return self

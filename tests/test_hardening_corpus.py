@@ -259,6 +259,8 @@ CASES: list[Case] = [
     Case("negative count", RUN, "key 'prune.counts", cfg(PCA + "prune: {metrics: [ssp], counts: [-5]}\n")),
     Case("unknown metric", RUN, "key 'prune.metrics.0'", cfg(PCA + "prune: {metrics: [entropy]}\n")),
     Case("unknown device", RUN, "prune.device", cfg(PCA + "prune: {metrics: [ssp], device: tpu}\n")),
+    Case("min_cluster_share without balance none", RUN, "applies only with balance: none",
+         cfg(PCA + "prune: {metrics: [ssp], min_cluster_share: 0.5}\n"), quick=True),
     Case("class proportions off the simplex", RUN, "must be >= 0 and sum to at most 1", cfg(
         "mixture:\n  pools: [{name: a, source: digits, class_proportions: {'0': 0.9, '1': 0.9}}, {name: b, source: digits}]\n  target: {source: digits}\n")),
     Case("pilot sizes not increasing", RUN, "must be strictly increasing", cfg(
