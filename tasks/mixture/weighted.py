@@ -14,8 +14,9 @@ classes, so they do not depend on p either.
 
 Solvers
 -------
-* ``exact``: ``ot.emd`` with its dual potentials (zero-weight rows get their c-transform from POT),
-  warm-started from the previous mixture's potentials.
+* ``exact``: ``ot.emd`` with its dual potentials, warm-started from the previous mixture's; zero-weight
+  rows (which POT leaves out) get the c-transform of the target potential, min_j C_xj − g_j, so the
+  gradient at an edge or vertex of the simplex is the one-sided derivative towards the empty source.
 * ``sinkhorn``: the entropic objective OT_ε(a, b) = min ⟨C, π⟩ + ε KL(π ‖ a⊗b) (Feydy et al. 2019),
   solved in float32 with the kernel exp(−C/ε) computed once per sweep and the potentials
   warm-started from the neighbouring mixture; its gradient is exactly the potential f (the soft
@@ -310,12 +311,18 @@ class WeightedOT:
                 _, log = ot.emd(a, self.b, self.problem.C, log=True, numItermax=1_000_000, potentials_init=init)
             if log["result_code"] != 1:
                 raise RuntimeError(f"ot.emd did not reach an optimum ({log['warning']}); raise numItermax")
-            f, g = np.asarray(log["u"]), np.asarray(log["v"])
+            f, g = np.array(log["u"], dtype=np.float64), np.asarray(log["v"], dtype=np.float64)
+            # POT leaves out zero-weight rows and returns no meaningful potential for them (with a warm
+            # start, far off): give them the c-transform of g, f_x = min_j C_xj - g_j, the potential that
+            # makes the gradient the one-sided derivative towards a source at weight 0
+            empty = a <= 0
+            if empty.any():
+                f[empty] = (self.problem.C[empty] - g[None, :]).min(axis=1)
             value, n_iter, conv = float(log["cost"]), 0, True
             grad = self.problem.source_means(f)
         elif self.batched:
             r = sinkhorn_batch_until(self.problem.C, a[None, :], self.b, reg=self.reg, tol=self.tol,
-                                     max_iter=min(self.max_iter, 2_000), device=self.device, dtype=self.dtype)
+                                     max_iter=self.max_iter, device=self.device, dtype=self.dtype)
             value, f, g, n_iter, conv = float(r.lower[0]), r.f[0], r.g[0], r.n_iter, bool(r.converged[0])
             grad = self.problem.source_means(f)
             if not conv and not getattr(self, "_warned", False):  # once per engine: the ascent calls it often
