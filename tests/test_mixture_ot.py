@@ -189,3 +189,15 @@ def test_resample_mode_draws_round_p_n_and_uses_the_shared_scale():
     direct = ot_distance(Xs, ys, target[0], target[1], scale=scale)
     assert r.scale == scale
     assert r.value == pytest.approx(direct.value, rel=1e-9)
+
+
+def test_exact_ot_that_stops_before_the_optimum_is_an_error_not_a_value(monkeypatch):
+    """ot.emd2 stopped by its iteration cap returns a cost above the optimum with only a warning; the
+    resample path must not take that value (it raised nothing before)."""
+    import tasks.mixture.ot as mot
+
+    a, b, C = np.full(3, 1 / 3), np.full(2, 0.5), np.arange(6.0).reshape(3, 2)
+    assert mot._solve(a, b, C, "exact", 0.1, 100) == pytest.approx(float(mot.ot.emd2(a, b, C)))
+    monkeypatch.setattr(mot.ot, "emd2", lambda *x, **k: (9.9, {"result_code": 3, "warning": "numItermax reached"}))
+    with pytest.raises(RuntimeError, match="did not reach an optimum on 3 x 2 points"):
+        mot._solve(a, b, C, "exact", 0.1, 100)

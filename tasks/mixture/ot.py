@@ -122,7 +122,13 @@ def label_aware_cost(
 
 def _solve(a: np.ndarray, b: np.ndarray, C: np.ndarray, solver: str, reg: float, max_iter: int) -> float:
     if solver == "exact":
-        return float(ot.emd2(a, b, C, numItermax=max(max_iter, 100_000)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # the result code below says it, as an error
+            cost, log = ot.emd2(a, b, C, numItermax=max(max_iter, 10_000_000), log=True)
+        if log["result_code"] != 1:  # a network simplex stopped early returns a cost above the optimum
+            raise RuntimeError(f"exact OT (ot.emd2) did not reach an optimum on {C.shape[0]} x {C.shape[1]} points "
+                               f"({log['warning']})")
+        return float(cost)
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         try:

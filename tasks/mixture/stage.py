@@ -163,8 +163,11 @@ def propose(cfg: MixtureConfig, surface: Surface, sweeps: list[SweepRecord], pro
     """The predictor's proposal (projected gradient ascent of the corrected surface at n_target, or its best
     grid point in resample mode) and the surface's predicted accuracy at n_target on the grid."""
     objective = Objective(surface.corrected, n_target, cfg.extrapolation.method)
-    main = next(r.sweep for r in sweeps if r.label in ("weighted", f"weighted-{cfg.ot.solver}"))
-    grid_obj = np.array([objective.value_grad(grid[g], main.values[g], main.grads[g])[0] for g in range(len(grid))])
+    # the OT values the surface was fitted on (run_mixture fits on sweeps[0]: the resample sweep in resample
+    # mode, where the weighted one is only a comparison); a surface is only evaluated on its own quantity
+    main = sweeps[0].sweep
+    with np.errstate(invalid="ignore"):  # resample sweeps carry no gradients: only the values are read here
+        grid_obj = np.array([objective.value_grad(grid[g], main.values[g], main.grads[g])[0] for g in range(len(grid))])
     if cfg.ot.mode == "resample":
         g = int(np.argmax(np.where(ok, grid_obj, -np.inf)))
         one = grid[g][None]
