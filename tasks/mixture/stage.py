@@ -173,8 +173,11 @@ def propose(cfg: MixtureConfig, surface: Surface, sweeps: list[SweepRecord], pro
         one = grid[g][None]
         return SelectionResult(p=grid[g], predicted=float(grid_obj[g]), lo=float("nan"), hi=float("nan"), n_target=n_target,
                                path=one, path_values=grid_obj[g:g + 1], starts=one, start_values=grid_obj[g:g + 1]), grid_obj
-    engine = WeightedOT(problem, solver=cfg.ot.solver, reg=cfg.ot.reg, tol=cfg.ot.tol, max_iter=cfg.ot.max_iter, device=cfg.ot.device,
-                        batched=cfg.ot.solver == "sinkhorn")  # the same solver (and value) as the sweep
+    # the same solver, and the ε the sweep's values ended at (a stalled sweep is solved at one larger ε), so
+    # the ascent reads the quantity the surface was fitted on
+    reg = float(main.regs.max()) if main.regs is not None else cfg.ot.reg
+    engine = WeightedOT(problem, solver=cfg.ot.solver, reg=reg, tol=cfg.ot.tol, max_iter=cfg.ot.max_iter, device=cfg.ot.device,
+                        batched=cfg.ot.solver == "sinkhorn")
 
     def ot_fn(p: np.ndarray) -> tuple[float, np.ndarray]:
         r = engine(p)
@@ -300,9 +303,11 @@ def sweep_line(rec: SweepRecord) -> str:
     line = (f"OT sweep {rec.label} ({s.mode}): {len(s.values)} mixtures in {s.total_seconds:.1f} s "
             f"({s.seconds.mean() * 1e3:.0f} ms per mixture + {s.setup_seconds:.1f} s setup)")
     if s.converged is not None:
-        raised = int((s.regs > s.reg).sum()) if s.regs is not None else 0
+        raised = float(s.regs.max()) if s.regs is not None and (s.regs > s.reg).any() else None
         line += (f"; iterations per mixture {int(s.n_iter.min())}..{int(s.n_iter.max())}, "
-                 f"{raised} solved again at a larger ε, {s.n_unconverged} not converged")
+                 + (f"every mixture solved at ε={raised:g} (reg {s.reg:g} stalled; one ε for all keeps the "
+                    "values one quantity), " if raised is not None else "")
+                 + f"{s.n_unconverged} not converged")
     return line
 
 
