@@ -371,6 +371,20 @@ def test_alone_baselines_are_capped_by_availability_with_a_note():
     np.testing.assert_array_equal(base["alone:big"].counts, [100, 0]) and base["alone:big"].note == ""
 
 
+def test_with_repeats_allowed_a_baseline_may_repeat_examples_as_the_candidates_do():
+    """max_epochs = 3: a 60-row pool alone can give 100 examples (each seen up to twice), as a candidate
+    with the same mixture can; at most 3 passes: 180."""
+    options = [synthetic_options(0, 400), synthetic_options(1, 60)]
+    grid = simplex_grid(2, 0.5)
+    cons = Constraints(target_n=100, costs=np.ones(2), max_epochs=3.0)
+    cands = enumerate_candidates(options, grid, cons)
+    base = {b.name: b for b in baseline_specs(options, cands, np.zeros(len(cands)), cons, ["big", "small"])}
+    np.testing.assert_array_equal(base["alone:small"].counts, [0, 100]) and base["alone:small"].note == ""
+    c, note = capped_counts(np.array([0.0, 1.0]), [o[0] for o in options], Constraints(target_n=500, costs=np.ones(2), max_epochs=3.0))
+    np.testing.assert_array_equal(c, [0, 180])
+    assert "takes 180 < N=500" in note and "availability" in note
+
+
 def test_design_covers_every_unpruned_candidate_and_every_used_option():
     options, grid, cons, cands = _space()
     used = {(i, int(o)) for c in range(len(cands)) for i, o in enumerate(cands.options[c]) if o and cands.counts[c, i] > 0}

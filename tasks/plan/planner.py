@@ -101,13 +101,16 @@ class BaselineSpec:
 
 def capped_counts(p: np.ndarray, options: Sequence[PoolOption], cons: Constraints) -> tuple[np.ndarray, str]:
     """Counts at N for mixture p, reduced where availability or a budget binds (scaled down as a whole,
-    keeping the proportions), with a note saying what bound."""
+    keeping the proportions), with a note saying what bound. Availability is ``max_epochs`` passes over
+    each pool, as for every candidate (:meth:`Constraints.check`): with repeats allowed, a baseline may
+    repeat examples too."""
     counts = mixture_counts(p, cons.target_n)
     avail = np.array([o.size for o in options])
+    reach = np.floor(cons.max_epochs * avail)
     notes = []
     scale = 1.0
     with np.errstate(divide="ignore", invalid="ignore"):
-        s_av = np.min(np.where(counts > 0, avail / np.maximum(counts, 1), np.inf))
+        s_av = np.min(np.where(counts > 0, reach / np.maximum(counts, 1), np.inf))
     if s_av < 1:
         scale = min(scale, s_av)
         notes.append("availability")
