@@ -95,6 +95,11 @@ def test_balance_modes():
     # none + min share: global top-4 would all be group 1; the share forces >= 1 from group 0
     m = select(SCORES, count=4, policy="hard", groups=GROUPS, min_group_share=0.5)
     assert m.indices.tolist() == [14, 17, 18, 19] and m.quotas.tolist() == [1, 3]
+    # an empty group id (a k-means cluster left empty) takes no share: two groups with ids 0 and 5
+    g5 = np.where(GROUPS == 1, 5, 0)
+    m5 = select(SCORES, count=4, policy="hard", groups=g5, min_group_share=1.0)
+    assert np.bincount(g5[m5.indices]).tolist()[::5] == [2, 2] and ">= 2 per group" in m5.reason
+    assert "over 2 groups" in select(SCORES, count=4, policy="hard", groups=g5, balance="equal").reason
     with pytest.raises(ValueError, match="group ids"):
         select(SCORES, count=4, balance="equal")
     with pytest.raises(ValueError, match="group_weights"):

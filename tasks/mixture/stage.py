@@ -202,9 +202,10 @@ def finalist_set(cfg: MixtureConfig, grid: np.ndarray, table: PilotTable, grid_o
     items: list[tuple[np.ndarray, str]] = [(proposal.p, "predicted-optimum")]
     if ok.any():
         items.append((grid[int(np.argmax(np.where(ok, grid_obj, -np.inf)))], "predicted-best-grid"))
-        mean_big = np.where(ok, np.nanmean(table.reps[-1], axis=1), -np.inf)
-        for j, g in enumerate(np.argsort(-mean_big, kind="stable")[: cfg.select.top_pilots]):
-            if np.isfinite(mean_big[g]):
+        # the pilots' median at the largest size: the same statistic as the best-pilot baseline and the predictor
+        med_big = np.where(ok, table.median[-1], -np.inf)
+        for j, g in enumerate(np.argsort(-med_big, kind="stable")[: cfg.select.top_pilots]):
+            if np.isfinite(med_big[g]):
                 items.append((grid[g], f"best-pilot-{j + 1}"))
     items += [(np.eye(k)[i], f"vertex:{names[i]}") for i in range(k)]
     items.append((np.full(k, 1.0 / k), "uniform"))

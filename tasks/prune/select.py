@@ -381,7 +381,8 @@ def select(
     if balance == "none" and (min_group_share == 0 or groups is None):
         chosen = _rank_desc(key, tie)[:budget]
     elif balance == "none":
-        floor_q = np.minimum(sizes, int(np.floor(min_group_share * budget / G)))
+        present = sizes > 0  # an empty group id (k-means can leave a cluster empty) takes no share
+        floor_q = np.minimum(sizes, int(np.floor(min_group_share * budget / int(present.sum()))))
         first = _top_within_groups(key, g, floor_q, tie)
         rest_mask = np.ones(n, dtype=bool)
         rest_mask[first] = False
@@ -389,7 +390,7 @@ def select(
         fill = rest[_rank_desc(key[rest], tie[rest])[: budget - first.size]]
         chosen = np.concatenate([first, fill])
         quotas = np.bincount(g[chosen], minlength=G)
-        reason += f"; min share {min_group_share:g} -> >= {int(floor_q.min())} per group"
+        reason += f"; min share {min_group_share:g} -> >= {int(floor_q[present].min())} per group"
     else:
         if balance == "proportional":
             w = sizes.astype(np.float64)
@@ -405,5 +406,5 @@ def select(
                 raise ValueError(f"group_weights has shape {w.shape}; expected ({G},)")
         quotas = allocate_quotas(w, sizes, budget)
         chosen = _top_within_groups(key, g, quotas, tie)
-        reason += f"; {balance} balance over {G} groups"
+        reason += f"; {balance} balance over {int((sizes > 0).sum())} groups"
     return Selection(np.sort(chosen).astype(np.int64), policy, resolved, budget, n, balance, reason, quotas)
