@@ -92,6 +92,10 @@ def _uses_encoder(config: RunConfig, sources: dict[str, SourceData]) -> bool:
     return space == "encoder" or (space == "auto" and any(s.X is None for s in sources.values()))
 
 
+#: encoder kinds fitted on each source's own rows: their vectors are not comparable across sources
+PER_SOURCE_ENCODERS = ("pca", "ssl_cnn")
+
+
 def check_sources(config: RunConfig, sources: dict[str, SourceData]) -> None:
     """Every mixture source can enter the feature space: its own features, or the config's encoder's."""
     if not _uses_encoder(config, sources):
@@ -104,6 +108,12 @@ def check_sources(config: RunConfig, sources: dict[str, SourceData]) -> None:
         raise WinnowError(f"mixture: source(s) {', '.join(text) or ', '.join(sources)} need embeddings (features.space "
                           f"{config.mixture.features.space!r}) but the config has no 'encoder' section: add one "
                           "(e.g. 'encoder: {kind: minilm}' for text)")
+    if config.encoder.kind in PER_SOURCE_ENCODERS and len(sources) > 1:
+        raise WinnowError(
+            f"mixture feature space: encoder kind {config.encoder.kind!r} is fitted on each source separately, so "
+            f"sources {', '.join(sorted(sources))} would land in different spaces and their OT distances would mean "
+            "nothing; use features.space 'raw' (a shared PCA of the raw features) or an encoder with one space for "
+            "every source (minilm, column, raw)")
     from tasks.embed import check_fits
 
     for s in sources.values():
