@@ -211,7 +211,9 @@ def _check_hparams(weight_decay: float, max_iter: int) -> None:
 def _standardise_stats(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mean = X.mean(axis=0, dtype=np.float64)
     std = X.std(axis=0, dtype=np.float64)
-    std = np.where(std > 1e-6 * max(1.0, float(np.abs(mean).max(initial=0.0))), std, 1.0)
+    # a column is constant when its spread is negligible against its OWN magnitude (a threshold from the
+    # largest column's mean, e.g. an id or timestamp column, left every small-scale feature unscaled)
+    std = np.where(std > 1e-6 * np.maximum(1.0, np.abs(mean)), std, 1.0)
     return mean.astype(np.float32), std.astype(np.float32)
 
 
@@ -443,12 +445,20 @@ def train_linear_probes_batched(
     Xte = torch.from_numpy(X_test)
     Y1h = F.one_hot(torch.from_numpy(y_train), C).to(torch.float32)
     Wt = torch.from_numpy(weights)
-    # Weighted mean / std per probe, (B, d), via matmuls rather than B passes over X.
-    mean_all = Wt @ Xt
-    var_all = (Wt @ (Xt * Xt) - mean_all * mean_all).clamp_min(0.0)
-    std_all = var_all.sqrt()
-    scale = mean_all.abs().amax(dim=1, keepdim=True).clamp_min(1.0)
-    std_all = torch.where(std_all > 1e-3 * scale, std_all, torch.ones_like(std_all))
+    # Weighted mean / std per probe, (B, d), via matmuls rather than B passes over X; in float64 and
+    # about a global centre (E[x^2] - E[x]^2 in float32 cancels on columns with an offset), and a
+    # column counts as constant against its own magnitude, as in the one-probe path
+    X64 = Xt.to(torch.float64)
+    centre = X64.mean(dim=0, keepdim=True)
+    Xc = X64 - centre
+    W64 = Wt.to(torch.float64)
+    mean_c = W64 @ Xc
+    var_all = (W64 @ (Xc * Xc) - mean_c * mean_c).clamp_min(0.0)
+    mean_all64 = mean_c + centre
+    std64 = var_all.sqrt()
+    std64 = torch.where(std64 > 1e-6 * mean_all64.abs().clamp_min(1.0), std64, torch.ones_like(std64))
+    mean_all, std_all = mean_all64.to(torch.float32), std64.to(torch.float32)
+    del X64, Xc
 
     preds = np.empty((B, X_test.shape[0]), dtype=np.int64)
     n_iter_max, all_conv = 0, True

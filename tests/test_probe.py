@@ -42,6 +42,22 @@ def test_probe_reaches_reference_accuracy_on_digits_pca32(digits_pca32):
     assert abs(res.accuracy - sk) <= 0.015
 
 
+def test_one_large_valued_column_does_not_leave_the_others_unscaled(digits_pca32):
+    """Standardisation decides per column whether it is constant: an id-like column of values ~1e9 beside
+    the PCA features used to switch scaling off for every feature (a review: 0.957 -> 0.783)."""
+    Xtr, ytr, Xte, yte = digits_pca32
+    base = train_linear_probe(Xtr, ytr, Xte, yte).accuracy
+    rng = np.random.default_rng(0)
+    big = lambda n: rng.normal(1e5, 1.0, (n, 1))  # noqa: E731 - a price- or id-like column, uninformative
+    small = 0.05 / Xtr.std()  # the scale of unit-normalised embedding coordinates
+    Xtr2 = np.hstack([Xtr * small, big(len(Xtr))]).astype(np.float32)
+    Xte2 = np.hstack([Xte * small, big(len(Xte))]).astype(np.float32)
+    assert train_linear_probe(Xtr2, ytr, Xte2, yte).accuracy >= base - 0.02
+    # the batched solver standardises the same way (it also lost ~10 points on columns with an offset)
+    batched = train_linear_probes_batched(Xtr2, ytr, [np.arange(len(Xtr2))], Xte2, yte)
+    assert batched.accuracies[0] >= base - 0.02
+
+
 def test_probe_predict_proba_matches_test_pred(digits_pca32):
     Xtr, ytr, Xte, yte = digits_pca32
     res = train_linear_probe(Xtr, ytr, Xte, yte)
