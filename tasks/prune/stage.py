@@ -203,9 +203,10 @@ def _with_guard(selections: list[RankedSelection], guard: list[GuardNote]) -> li
     for s in selections:
         g = by.get((s.metric, s.policy, s.spec))
         if g is not None and "switched from" not in s.selection.reason:  # a switched auto already says why
+            kept = (" (auto kept its choice: the validation split of the pool, which decides, showed no loss)"
+                    if s.policy == "auto" else "")
             s = replace(s, selection=replace(s.selection, reason=s.selection.reason + f"; GUARD: the pruning curve "
-                        f"measured {g.measured()} here; "
-                        f"better: {g.best}"))
+                        f"on the test rows measured {g.measured()} here; better: {g.best}{kept}"))
         out.append(s)
     return out
 
