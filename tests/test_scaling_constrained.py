@@ -29,12 +29,29 @@ def repeated_epoch_runs(seed: int = 0, noise: float = 0.003):
 def test_effective_data_saturates_at_unique_times_one_plus_r_star():
     U = 1e9
     assert effective_data(U, U, 15.4) == pytest.approx(U)  # one epoch: every token is new
-    assert effective_data(U, 0.5 * U, 15.4) == pytest.approx(U)  # less than an epoch: R = 0
+    # less than an epoch: the tokens seen, not the pool (Muennighoff et al.'s U_D = min(U, D))
+    assert effective_data(U, 0.5 * U, 15.4) == pytest.approx(0.5 * U)
     assert float(effective_data(U, 2 * U, 15.4)) == pytest.approx(U * (1 + 15.4 * (1 - np.exp(-1 / 15.4))))
     assert float(effective_data(U, 1e6 * U, 15.4)) == pytest.approx(U * 16.4, rel=1e-6)
     assert repetitions([3e9, 5e8], [1e9, 1e9]).tolist() == [2.0, 0.0]
     with pytest.raises(ValueError, match="r_star"):
         effective_data(U, U, 0.0)
+
+
+@pytest.mark.parametrize("name, base", [("data_constrained", "chinchilla"), ("data_constrained_ot", "gadre")])
+def test_inside_the_first_epoch_the_data_constrained_forms_are_their_base_forms_in_tokens_seen(name, base):
+    """D <= U: every token seen is new, so the law is the base law at D (and N' = N while N <= N_opt(D));
+    before, D' was the whole pool U and a 1e8-token run was predicted like a 1e10-token one."""
+    form, b = get_form(name), get_form(base)
+    theta = form.from_natural({**TRUTH, "Rstar_N": R_STAR_N} if name == "data_constrained" else
+                              {"E": 1.87, "a": 300.0, "b": 900.0, "eta": 0.17, "Rstar_D": R_STAR_D, "Rstar_N": R_STAR_N})
+    N = np.full(3, 1e6)  # below N_opt(1e8 tokens) ~ 4-5e6 for these constants: no excess parameters
+    D = np.array([1e8, 1e9, 1e10])
+    y = form.predict(theta, N, np.column_stack([D, np.full(3, 1e10)]))
+    assert np.all(np.diff(y) < 0)  # more tokens seen, lower loss
+    nat = dict(zip(form.names, form.to_natural(theta)))
+    base_theta = b.from_natural({k: v for k, v in nat.items() if k in b.names})
+    np.testing.assert_allclose(y, b.predict(base_theta, N, D), rtol=1e-10)
 
 
 def test_data_constrained_fit_recovers_r_star_and_exponents_where_chinchilla_fails():

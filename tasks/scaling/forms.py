@@ -390,9 +390,12 @@ R_STAR_D, R_STAR_N = 15.4, 5.3  # Muennighoff et al. 2023's fitted constants (re
 
 
 def _dcu(x2: Array | None) -> tuple[Array, Array]:
+    """Tokens seen D and the unique tokens actually used, U_D = min(U, D) (Muennighoff et al. 2023): a run
+    that stops inside its first epoch has seen D distinct tokens, not the whole pool."""
     if x2 is None or np.ndim(x2) != 2 or np.shape(x2)[1] != 2:
         raise ValueError("a data-constrained form needs x2 of shape (n, 2): [tokens seen D, unique tokens U]")
-    return np.asarray(x2[:, 0], dtype=np.float64), np.asarray(x2[:, 1], dtype=np.float64)
+    D = np.asarray(x2[:, 0], dtype=np.float64)
+    return D, np.minimum(np.asarray(x2[:, 1], dtype=np.float64), D)
 
 
 def repetitions(seen: Array, unique: Array) -> Array:
@@ -411,7 +414,8 @@ def _effective(log_u: Array, R: Array, r: Array) -> tuple[Array, Array, Array]:
 
 
 def effective_data(unique: Array, seen: Array, r_star: float = R_STAR_D) -> Array:
-    """Effective data ``D' = U + U R* (1 - exp(-R/R*))`` with ``R = max(seen/unique - 1, 0)``.
+    """Effective data ``D' = U + U R* (1 - exp(-R/R*))`` with ``R = max(seen/unique - 1, 0)``, U the unique
+    tokens used, ``min(unique, seen)`` (so ``D' = seen`` inside the first epoch).
 
     The value of ``seen`` tokens drawn from ``unique`` distinct ones, in fresh-token units
     (Muennighoff et al. 2023, Eq. 5): ``D' -> U (1 + R*)`` as the repetitions grow, so data repeated
@@ -422,7 +426,7 @@ def effective_data(unique: Array, seen: Array, r_star: float = R_STAR_D) -> Arra
     """
     if not r_star > 0:
         raise ValueError(f"r_star={r_star!r} must be > 0")
-    u = np.asarray(unique, dtype=np.float64)
+    u = np.minimum(np.asarray(unique, dtype=np.float64), np.asarray(seen, dtype=np.float64))  # unique tokens used
     R = repetitions(seen, u)
     return np.exp(_effective(np.log(u), R, np.log(r_star))[0])
 
