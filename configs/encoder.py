@@ -120,9 +120,14 @@ class EncoderConfig(StrictModel):
         payload["code_version"] = CODE_VERSIONS[self.kind]
         return json.dumps(payload, sort_keys=True, separators=(",", ":"))
 
-    def hash(self, n: int = 16) -> str:
-        """First ``n`` hex digits of sha256(:meth:`cache_json`) — the embedding cache key."""
-        return hashlib.sha256(self.cache_json().encode()).hexdigest()[:n]
+    def hash(self, n: int = 16, image_shape: "tuple[int, ...] | None" = None) -> str:
+        """First ``n`` hex digits of sha256(:meth:`cache_json`) — the embedding cache key. ``image_shape``:
+        the source's, for the kind that reads pixels as images (ssl_cnn): the same pixel bytes read as
+        8 x 8 or 4 x 16 images give different vectors, and the source's content hash covers the bytes only."""
+        key = self.cache_json()
+        if self.kind == "ssl_cnn" and image_shape is not None:
+            key += json.dumps({"image_shape": [int(v) for v in image_shape]}, separators=(",", ":"))
+        return hashlib.sha256(key.encode()).hexdigest()[:n]
 
     def wants(self, source_name: str) -> bool:
         """Whether this encoder is asked to embed the source ``source_name``."""

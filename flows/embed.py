@@ -85,7 +85,7 @@ def embed_source_outcome(
     """Like :func:`embed_source`, also saying whether the vectors came from the cache."""
     t0 = time.perf_counter()
     check_fits(source, encoder)
-    ehash = encoder.hash()
+    ehash = encoder.hash(image_shape=source.image_shape)
     what = f"{encoder.kind} embeddings of source {source.name!r}"
     rec = find_embeddings(store, source.content_hash, ehash)
     if rec is not None:
@@ -112,7 +112,7 @@ def embed_source_outcome(
 def embed_source(store: Store, source: SourceData, encoder: EncoderConfig, *, progress: bool = True) -> np.ndarray:
     """(n, dim) float32 embeddings of ``source``'s rows (in its row order), cached in the store.
 
-    Keyed by ``source.content_hash`` and ``encoder.hash()``: a second call (any run, any process)
+    Keyed by ``source.content_hash`` and ``encoder.hash()`` (with the source's image shape for ssl_cnn): a second call (any run, any process)
     reads the Parquet file instead of recomputing. Fitted encoders (ssl_cnn, pca) always fit on
     the whole registered source (its ``fit_on`` split), even when ``source`` is a row subset.
     """

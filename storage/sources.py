@@ -57,6 +57,13 @@ def register_source(con: duckdb.DuckDBPyConnection, store: Store, staged: Staged
         f"SELECT {_COLS} FROM sources WHERE name = ? AND content_hash = ?", [staged.name, staged.content_hash]
     ))
     if row is not None:
+        (shape,) = one(con.execute("SELECT image_shape FROM sources WHERE source_id = ?", [row[0]]))
+        want = list(staged.image_shape) if staged.image_shape else None
+        if (list(shape) if shape else None) != want:  # the content hash covers the bytes, not their shape
+            raise WinnowError(
+                f"source {staged.name!r}: the same content is registered (version {row[2]}) with image_shape "
+                f"{tuple(shape) if shape else None}, now {tuple(want) if want else None}: ingest it under "
+                "another name to read the bytes with another shape")
         staged.path.unlink(missing_ok=True)
         return _record(row, created=False)
     source_id = one(con.execute("SELECT coalesce(max(source_id), 0) + 1 FROM sources"))[0]

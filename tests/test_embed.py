@@ -240,6 +240,28 @@ def test_embed_source_caches_in_duckdb_and_parquet(store, monkeypatch):
         assert con.execute("SELECT count(*) FROM embeddings").fetchone()[0] == 2
 
 
+def test_the_same_pixels_with_another_image_shape_are_another_embedding(store, tmp_path):
+    """A content hash covers the bytes, not their shape: 8 x 8 and 4 x 16 images of the same pixels are
+    two ssl_cnn cache entries, and one source name cannot change the shape of content it already has."""
+    import flows.embed as fe
+    from storage.sources import load_source
+
+    X = load_digits().images[:120].astype(np.float32) / 16.0
+    y = np.arange(120) % 3
+    np.save(tmp_path / "sq.npy", X)
+    np.save(tmp_path / "wide.npy", X.reshape(120, 4, 16))
+    np.save(tmp_path / "y.npy", y)
+    _ingest(store, [{"name": "sq", "kind": "npy", "path": str(tmp_path / "sq.npy"), "labels_path": str(tmp_path / "y.npy")},
+                    {"name": "wide", "kind": "npy", "path": str(tmp_path / "wide.npy"), "labels_path": str(tmp_path / "y.npy")}])
+    sq, wide = load_source(store, "sq"), load_source(store, "wide")
+    assert sq.content_hash == wide.content_hash and sq.image_shape != wide.image_shape
+    enc = EncoderConfig(kind="ssl_cnn", dim=8, epochs=1, max_train=120)
+    fe.embed_source(store, sq, enc, progress=False)
+    assert not fe.embed_source_outcome(store, wide, enc, progress=False).cached
+    with pytest.raises(WinnowError, match="same content is registered .* image_shape \\(8, 8\\), now \\(4, 16\\)"):
+        _ingest(store, [{"name": "sq", "kind": "npy", "path": str(tmp_path / "wide.npy"), "labels_path": str(tmp_path / "y.npy")}])
+
+
 def test_subset_on_cache_miss_fits_on_whole_source(store):
     from flows.embed import embed_source
     from storage.sources import load_source
