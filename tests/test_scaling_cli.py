@@ -252,5 +252,8 @@ def test_pilot_rows_from_the_mixture_tables_become_curves():
     rows = [{"mixture_id": m, "n": n, "rep": r, "metric": "accuracy", "value": 0.9 - 1 / n} for m in (0, 3) for n in (100, 200) for r in (0, 1)]
     cols = pilots_from_rows(rows)
     assert sorted(set(cols["mixture"])) == ["mixture-0", "mixture-3"]
-    assert cols["size"].tolist()[:2] == [100.0, 100.0] and cols["seed"].tolist()[:2] == ["0", "1"]
+    assert cols["size"].tolist()[:2] == [100.0, 100.0]
+    # every pilot is its own run for the bootstrap: rep 0 at n=100 and at n=200 are independent trainings
+    assert cols["seed"].tolist()[:4] == ["100-0", "100-1", "200-0", "200-1"]
+    assert len(set(cols["seed"][cols["mixture"] == "mixture-0"].tolist())) == 4
     assert cols["accuracy"][0] == pytest.approx(0.89)
