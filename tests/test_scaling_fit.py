@@ -358,3 +358,15 @@ def test_the_ranking_notes_a_validated_fit_that_its_points_do_not_pin_down():
     rows = Selection("m2", {"m2": loose}, True, "").ranking()
     assert rows[0][3] == f"chosen; validated fit leaves {', '.join(loose.unpinned)} not pinned down"
     assert Selection("m2", {"m2": tight}, True, "").ranking()[0][3] == "chosen"
+
+
+def test_a_downstream_curve_whose_forms_all_fail_keeps_its_direction():
+    """x is a loss: when no form validates and the last value wins, the last value is the strongest model's
+    error (the smallest loss), the held-out points are the strongest models, and the final fit is the
+    downstream form, not a size law on a loss axis (it fell back to m1 and took the weakest model)."""
+    L = np.array([4.0, 3.5, 3.0, 2.6])
+    err = 0.8 - 3.0 * np.exp(-0.9 * L)
+    rep = fit_report(L, err, form="auto", candidates=["downstream"], holdout_largest=2, predict_at=[2.2])
+    assert rep.predictor == "last_value" and rep.fit.form == "downstream"
+    assert rep.predictions[0] == pytest.approx(err[-1])
+    assert rep.holdout_mask.tolist() == [False, False, True, True]

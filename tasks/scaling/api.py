@@ -282,7 +282,11 @@ def fit_report(
                                 delta=huber_delta, naive=naive, origins=n_orig)
         predictor = selection.form
         validation = selection.validations[predictor]
-        fit_name = selection.best_form or "m1"
+        # no form validated: the parameters shown come from a form of the pool's own direction (m1 for
+        # sizes; for downstream, whose x is a loss, the pool's form: a size law on a loss axis means nothing)
+        pool_forms = [n for n in selection.validations if n not in NAIVE]
+        fallback = "m1" if scale_sign(pool_forms) == 1 else pool_forms[0]
+        fit_name = selection.best_form or fallback
     else:
         f = get_form(form)
         if f.n_vars >= 2 and x2_arr is None:
