@@ -250,3 +250,41 @@ def test_parameter_on_a_box_bound_gets_a_specific_warning():
     from tasks.scaling.api import interval_warnings
 
     assert any("zero width" in w for w in interval_warnings(fit))
+
+
+def test_the_bootstrap_of_a_short_curve_refits_with_the_prior_its_point_estimate_used():
+    """pow4 on 3 sizes is fitted with the exponent prior; every bootstrap replicate must be the same
+    penalised fit, not an unpenalised one drifting along the exponent the data do not pin down."""
+    from tasks.scaling.validate import short_curve_prior
+
+    x = np.array([1e3, 3e3, 1e4])
+    y = 0.1 + 5 * x**-0.35
+    prior = short_curve_prior("pow4", 3)
+    fc = fit_curve(x, y, form="pow4", prior=prior, bootstrap=200, predict_at=[1e5], seed=0)
+    lo, hi = fc.param_ci["c"]
+    assert lo <= fc.params["c"] <= hi and hi - lo < 0.02  # unpenalised replicates spread over 0.29-0.35
+
+
+def test_a_bootstrap_without_runs_says_each_point_was_resampled_alone():
+    x = np.geomspace(10, 1e4, 8)
+    y = 0.1 + 5 * x**-0.35
+    alone = fit_report(x, y, form="m2", holdout_largest=0, bootstrap=20)
+    assert any("every point was resampled as its own run" in n for n in alone.notes)
+    runs = fit_report(x, y, form="m2", holdout_largest=0, bootstrap=20, groups=np.arange(8) // 2)
+    assert not any("resampled as its own run" in n for n in runs.notes)
+
+
+def test_replicates_count_once_for_the_prior_and_the_enough_points_check():
+    """Three pilots at each of two sizes pin down no more than two points: m2 (3 parameters) is fitted
+    with the exponent prior (it was fitted freely, every parameter unpinned), and bnsl (6) on 4 sizes x
+    3 replicates is refused as it is on the 4 sizes alone."""
+    from tasks.scaling.validate import rolling_origin
+
+    rng = np.random.default_rng(0)
+    x = np.repeat([200.0, 400.0, 800.0], 3)
+    y = (0.05 + 3 * x**-0.4) * np.exp(rng.normal(0, 0.02, x.size))
+    v = rolling_origin("m2", x, y, holdout_largest=1, allow_prior=True)
+    assert v.prior is not None and v.n_train == 6
+    x4 = np.repeat([100.0, 200.0, 400.0, 800.0], 3)
+    with pytest.raises(WinnowError, match=r"only 4 data point\(s\) \(12 points, replicates counted once\)"):
+        fit_form(get_form("bnsl"), x4, 0.05 + 3 * x4**-0.4)

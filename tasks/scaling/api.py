@@ -21,7 +21,7 @@ import numpy as np
 
 from tasks.errors import WinnowError
 from tasks.scaling.bootstrap import bootstrap_fit, group_index
-from tasks.scaling.fit import fit_form
+from tasks.scaling.fit import distinct_points, fit_form
 from tasks.scaling.forms import Form, get_form
 from tasks.scaling.validate import (
     NAIVE, Selection, Validation, baseline_predictions, holdout_mask, rolling_origin, scale_of, scale_sign, select_form, short_curve_prior,
@@ -143,6 +143,7 @@ def fit_curve(
         b = bootstrap_fit(
             f, x_arr, y_arr, ms.theta, x2=x2_arr, groups=None if groups is None else np.asarray(groups),
             n_boot=bootstrap, seed=seed, delta=huber_delta, level=level, predict_x=px, predict_x2=px2,
+            prior=ms.prior,
         )
         nan_ci, lo, hi, boot_theta = b.param_ci, b.pred_lo, b.pred_hi, b.theta
         lo, hi = np.fmin(lo, near_lo), np.fmax(hi, near_hi)
@@ -301,7 +302,7 @@ def fit_report(
                      f"({_prior_text(validation.prior)}), too few training points to fit it freely")
     sign = scale_sign([fit_name])
     mask = holdout_mask(scale_of(x_arr, x2_arr, sign), holdout_largest)[1] if validation is not None else None
-    prior = short_curve_prior(fit_name, x_arr.size)
+    prior = short_curve_prior(fit_name, distinct_points(x_arr, _x2_for(fit_name, x2_arr)))
     data_vars = 1 if x2_arr is None else (3 if x2_arr.ndim == 2 else 2)
     px, px2 = split_targets(predict_at, predict_at_x2, data_vars)
     fit = fit_curve(
@@ -311,6 +312,9 @@ def fit_report(
     )
     if prior:
         notes.append(f"short curve: the final {fit_name} fit used a prior on its exponent ({_prior_text(prior)})")
+    if bootstrap and groups is None:
+        notes.append("bootstrap: no run column (--group), so every point was resampled as its own run; if the points "
+                     "are checkpoints of fewer training runs, the interval is too narrow")
     preds, lo, hi, method = _predict_with_interval(fit, predictor, validation, x_arr, y_arr, x2_arr, level, sign)
     warnings = ([fit.warning] if fit.warning else []) + interval_warnings(fit)
     if fit.predict_at.size:

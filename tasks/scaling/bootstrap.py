@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tasks.errors import WinnowError
-from tasks.scaling.fit import huber_objective, minimize_lbfgs_batched
+from tasks.scaling.fit import huber_objective, minimize_lbfgs_batched, with_prior
 from tasks.scaling.forms import Form
 
 Array = np.ndarray
@@ -83,6 +83,7 @@ def bootstrap_fit(
     predict_x: Array | None = None,
     predict_x2: Array | None = None,
     max_iter: int = 500,
+    prior: dict[str, tuple[float, float]] | None = None,
 ) -> BootstrapResult:
     """Refit ``form`` on ``n_boot`` run-level resamples, starting each from ``theta_hat``.
 
@@ -95,6 +96,9 @@ def bootstrap_fit(
     seed : seed or Generator for the resampling.
     level : central coverage of the percentile intervals, in (0, 1).
     predict_x, predict_x2 : (k,) points at which to collect predictions.
+    prior : the Gaussian exponent prior the point estimate was fitted with (short curves), so every
+        replicate estimates the same penalised quantity (without it the replicates drift along the
+        direction the data do not pin down).
     """
     if n_boot < 1:
         raise WinnowError(f"bootstrap={n_boot} must be >= 1")
@@ -106,6 +110,8 @@ def bootstrap_fit(
     w = resample_weights(groups, x.size, n_boot, rng)
     n_groups = group_index(groups, x.size)[1]
     fun = huber_objective(form, x, y, x2, weights=w, delta=delta)
+    if prior:
+        fun = with_prior(fun, form, prior)
     th0 = np.repeat(np.asarray(theta_hat, dtype=np.float64)[None, :], n_boot, axis=0)
     res = minimize_lbfgs_batched(fun, th0, form.lower, form.upper, max_iter=max_iter, compete=False)
     theta = res.theta.copy()

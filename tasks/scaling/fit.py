@@ -20,8 +20,8 @@ for all ``S`` starts is a few dozen numpy operations on an ``(S, n)`` array (for
 :attr:`~tasks.scaling.forms.Form.lse_terms`, e.g. Chinchilla, a fused value-and-gradient pass:
 :func:`_fused_lse_huber`); starts that converge, stall above the best or fall far behind it drop out
 of the batch, and the best 32 are polished to tight tolerances. 4,500 starts on 240 points take
-~0.4 s of CPU on an otherwise idle 2-core machine, ~25x less than a Python loop of scipy L-BFGS-B
-calls over the same starts (bench/bench_scaling.py; ``python -m bench --only scaling_fit``).
+~1.3 s of CPU on the shared 2-core machine, ~9x less than a Python loop of scipy L-BFGS-B calls over
+the same starts (docs/scaling.md "Speed"; bench/bench_scaling.py, ``python -m bench --only scaling_fit``).
 
 The spread of the near-best solutions (loss within ``rtol`` of the best) is reported; a large
 spread means the data do not pin down the form, and :class:`MultiStartFit` carries a warning.
@@ -461,13 +461,28 @@ def check_xy(
             if nonpos.any():
                 i = int(np.argmax(nonpos))
                 raise WinnowError(f"{name} must be > 0 for a power law in log space; index {i} has {name}={float(v[i])!r}")
-    n_eff = x.size if weights is None else int(np.count_nonzero(np.asarray(weights) > 0))
+    used = None if weights is None else np.asarray(weights) > 0
+    n_eff = distinct_points(x, x2, used)
     if n_eff + n_prior < form.p:
+        n_all = x.size if used is None else int(used.sum())
+        more = f" ({n_all} points, replicates counted once)" if n_all > n_eff else ""
         raise WinnowError(
-            f"form {form.name!r} has {form.p} parameters ({', '.join(form.names)}) but only {n_eff} data point(s); "
+            f"form {form.name!r} has {form.p} parameters ({', '.join(form.names)}) but only {n_eff} data point(s){more}; "
             f"add points or choose a form with fewer parameters"
         )
     return x, y, x2
+
+
+def distinct_points(x: Array, x2: Array | None = None, mask: Array | None = None) -> int:
+    """Distinct design points (rows of x[, x2]) among ``mask``: replicates of one point pin down no more
+    parameters than the point itself, so the "enough points" check and the short-curve prior count these."""
+    cols = [np.asarray(x, dtype=np.float64).reshape(len(x), -1)]
+    if x2 is not None:
+        cols.append(np.asarray(x2, dtype=np.float64).reshape(len(x), -1))
+    rows = np.hstack(cols)
+    if mask is not None:
+        rows = rows[np.asarray(mask, dtype=bool)]
+    return int(np.unique(rows, axis=0).shape[0]) if rows.size else 0
 
 
 def fit_form(

@@ -29,7 +29,9 @@ Forms (x = data size, parameters, steps or compute; see /work/shared/design/scal
 
     \\text{data\\_constrained\\_ot}:\\; \\text{gadre with } N \\to N',\\, D \\to D'
 
-References: Hestness et al. 2017 (m1, m2); Alabdulmohsin et al. 2022 (pow4); Caballero et al. 2022
+References: Hestness et al. 2017 (m1, m2); pow4 is the offset power law of the learning-curve literature
+(LCDB's "pow4"; the form Zhai et al. 2022 fit to ViT scaling), not one of Alabdulmohsin et al. 2022's
+estimators M1-M4 (M4, implicit in y, is not offered); Caballero et al. 2022
 (BNSL); Hoffmann et al. 2022 and Besiroglu et al. 2024 (Chinchilla approach 3, log-sum-exp
 parameterisation); Gadre et al. 2024 (over-training, Eq. 4, and downstream error, Eq. 5);
 Muennighoff et al. 2023, "Scaling Data-Constrained Language Models" (data_constrained: Eqs. 5-7;

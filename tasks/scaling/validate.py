@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from tasks.errors import WinnowError
-from tasks.scaling.fit import fit_form
+from tasks.scaling.fit import distinct_points, fit_form
 from tasks.scaling.forms import get_form
 
 Array = np.ndarray
@@ -145,7 +145,7 @@ class Validation:
 
     @property
     def best_baseline(self) -> str:
-        return min(self.baseline_are, key=self.baseline_are.__getitem__)
+        return min(self.baseline_rmsle, key=self.baseline_rmsle.__getitem__)  # the measure auto and the output use
 
 
 def rolling_origin(
@@ -199,7 +199,7 @@ def rolling_origin(
             pred = np.full(int(test.sum()), base[form_name])
             fit = None
         else:
-            prior = short_curve_prior(form.name, int(train.sum())) if allow_prior else None
+            prior = short_curve_prior(form.name, distinct_points(x[train], xt2)) if allow_prior else None
             fit = fit_form(form, x[train], y[train], xt2, delta=delta, prior=prior)
             pred = form.predict(fit.theta, x[test], None if x2 is None else x2[test])
         ares.append(are(y[test], pred))
@@ -218,15 +218,19 @@ def rolling_origin(
                 params = {form_name: float(pred[0]) if pred.size else float("nan")}
     mean_b = {b: float(np.mean(v)) for b, v in b_are.items()}
     a = float(np.mean(ares))
+    r = float(np.mean(rmsles))
+    mean_br = {b: float(np.mean(v)) for b, v in b_rmsle.items()}
     return Validation(
         form=form_name,
         holdout_largest=holdout_largest,
         origins=origins,
         are=a,
-        rmsle=float(np.mean(rmsles)),
+        rmsle=r,
         baseline_are=mean_b,
-        baseline_rmsle={b: float(np.mean(v)) for b, v in b_rmsle.items()},
-        beats_baseline=bool(np.isfinite(a) and a < min(mean_b.values())),
+        baseline_rmsle=mean_br,
+        # by RMSLE, the measure the output prints and auto chooses by (ARE punishes over-prediction without
+        # bound and under-prediction by at most 1, so the two disagree on badly extrapolating fits)
+        beats_baseline=bool(np.isfinite(r) and r < min(mean_br.values())),
         n_train=n_train,
         n_test=n_test,
         points=points,
@@ -240,7 +244,7 @@ def rolling_origin(
 
 
 def short_curve_prior(form_name: str, n_train: int) -> dict[str, tuple[float, float]] | None:
-    """The exponent prior for ``form_name`` when ``n_train`` points cannot pin down its parameters."""
+    """The exponent prior for ``form_name`` when ``n_train`` distinct design points (:func:`~tasks.scaling.fit.distinct_points`) cannot pin down its parameters."""
     form = get_form(form_name)
     if n_train >= form.p or form_name not in EXPONENT_PRIOR:
         return None
