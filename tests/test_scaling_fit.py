@@ -370,3 +370,20 @@ def test_a_downstream_curve_whose_forms_all_fail_keeps_its_direction():
     assert rep.predictor == "last_value" and rep.fit.form == "downstream"
     assert rep.predictions[0] == pytest.approx(err[-1])
     assert rep.holdout_mask.tolist() == [False, False, True, True]
+
+
+def test_the_held_out_band_widens_for_a_target_beyond_the_data_in_tokens_seen_too():
+    """A target 30x beyond the largest D at a measured N is an extrapolation: its band is wider than an
+    interior point's (both used to get the interior band: the stretch looked at N only)."""
+    from tasks.scaling.forms import get_form
+
+    rng = np.random.default_rng(0)
+    f = get_form("gadre")
+    th = f.from_natural({"E": 1.8, "a": 300.0, "b": 900.0, "eta": 0.17})
+    N = np.repeat(np.geomspace(1e7, 4e8, 6), 3)
+    D = N * np.tile([20, 40, 80], 6)
+    y = f.predict(th, N, D) * np.exp(rng.normal(0, 0.01, N.size))
+    tg = np.array([[4e8, 20 * 4e8], [4e8, 20 * 4e8 * 30]])
+    rep = fit_report(N, y, x2=D, form="gadre", holdout_largest=1, predict_at=tg)
+    inner, beyond = np.log(rep.pred_hi / rep.predictions)
+    assert beyond > 2 * inner

@@ -345,9 +345,12 @@ def _prior_text(prior: dict[str, tuple[float, float]]) -> str:
     return ", ".join(f"{k} ~ N({m:g}, {s:g}^2)" for k, (m, s) in prior.items())
 
 
-def _stretch(x: Array, validation: Validation, targets: Array, sign: int = 1) -> Array:
+def _stretch(x: Array, validation: Validation, targets: Array, sign: int = 1, d: Array | None = None,
+             targets_d: Array | None = None) -> Array:
     """How much further (in log x, in the direction of the scale: :func:`scale_of`) each target lies
-    beyond the data than the held-out points lay beyond their training points (>= 1)."""
+    beyond the data than the held-out points lay beyond their training points (>= 1). With a second
+    variable ``d`` (tokens seen) a target beyond the data in D counts too, in the same unit: a target
+    7x beyond the largest D at a measured N is an extrapolation, not an interior point."""
     test_x = validation.points[:, 0] if validation.points.size else np.empty(0)
     u = sign * np.log(x)
     train_u = u[u < (sign * np.log(test_x)).min()] if test_x.size else np.empty(0)
@@ -356,7 +359,10 @@ def _stretch(x: Array, validation: Validation, targets: Array, sign: int = 1) ->
     gap = float(sign * np.log(np.mean(test_x)) - np.max(train_u))
     if not gap > 0:
         return np.ones(targets.size)
-    return np.maximum(1.0, (sign * np.log(targets) - np.max(u)) / gap)
+    s = np.maximum(1.0, (sign * np.log(targets) - np.max(u)) / gap)
+    if d is not None and targets_d is not None and targets_d.size == targets.size:
+        s = np.maximum(s, (np.log(targets_d) - np.log(np.max(d))) / gap)
+    return s
 
 
 def _predict_with_interval(
@@ -399,12 +405,21 @@ def _predict_with_interval(
             s = float(np.sqrt(np.mean(r[np.isfinite(r)] ** 2))) if np.isfinite(r).any() else 0.0
             e = float(np.hypot(e, s))
             noise = f" and residual scatter {s:.3g}"
-        w = z * e * _stretch(x, validation, px, sign)
+        d, td = _tokens(x2), _tokens(fit.predict_at_x2)
+        w = z * e * _stretch(x, validation, px, sign, d, td)
         lo, hi = np.fmin(lo, preds * np.exp(-w)), np.fmax(hi, preds * np.exp(w))
         parts.append(f"held-out error band ({z:.2f} x [held-out RMSLE {validation.rmsle:.3g}{noise}], "
                      "widened with extrapolation distance)")
     method = ("hull of: " + "; ".join(parts)) if parts else "none (nothing measured the uncertainty)"
     return preds, lo, hi, method
+
+
+def _tokens(x2: Array | None) -> Array | None:
+    """The D (tokens seen) column of two- or three-variable data, None for one variable."""
+    if x2 is None:
+        return None
+    x2 = np.asarray(x2, dtype=np.float64)
+    return x2[:, 0] if x2.ndim == 2 else x2
 
 
 def interval_warnings(fit: CurveFit) -> list[str]:
