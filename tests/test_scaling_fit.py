@@ -345,17 +345,17 @@ def test_fused_objective_clips_extreme_exponents_like_the_generic_path():
 
 
 def test_the_ranking_notes_a_validated_fit_that_its_points_do_not_pin_down():
-    """Two distinct sizes before the held-out one cannot pin down m2's three constants: the ranking says
-    which ones, next to the held-out error they produced; a well-determined fit gets no such note."""
+    """Six sizes of a plain power law cannot pin down bnsl's break: the ranking says which parameter,
+    next to the held-out error it produced; a well-determined fit gets no such note."""
     from tasks.scaling.validate import Selection
 
-    x = np.repeat([10.0, 100.0, 1000.0], 3)
-    y = m2_curve(x) * np.exp(np.random.default_rng(1).normal(0, 0.01, x.size))
-    loose = rolling_origin("m2", x, y, holdout_largest=1)
+    x = np.geomspace(10, 1e4, 7)
+    y = (0.05 + 3 * x**-0.4) * np.exp(np.random.default_rng(3).normal(0, 0.01, x.size))
+    loose = rolling_origin("bnsl", x, y, holdout_largest=1)  # deterministic: seeded noise, seeded starts
     xs = np.geomspace(10, 1e6, 16)
     tight = rolling_origin("m2", xs, m2_curve(xs), holdout_largest=3)
     assert loose.unpinned and not tight.unpinned
-    rows = Selection("m2", {"m2": loose}, True, "").ranking()
+    rows = Selection("bnsl", {"bnsl": loose}, True, "").ranking()
     assert rows[0][3] == f"chosen; validated fit leaves {', '.join(loose.unpinned)} not pinned down"
     assert Selection("m2", {"m2": tight}, True, "").ranking()[0][3] == "chosen"
 
