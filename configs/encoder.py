@@ -89,6 +89,9 @@ class EncoderConfig(StrictModel):
             raise ValueError(f"crop_scale={self.crop_scale} must satisfy 0 < low <= high <= 1")
         if self.kind == "minilm" and self.dim not in (None, MINILM_DIM):
             raise ValueError(f"dim={self.dim}: minilm embeddings are always {MINILM_DIM}-d (leave dim unset)")
+        if self.kind == "minilm" and self.normalize is False:
+            raise ValueError("normalize=false: the packaged all-MiniLM-L6-v2 model ends in a Normalize layer, so its "
+                             "vectors are always unit length (leave normalize unset)")
         if self.kind in ("column", "raw") and self.dim is not None:
             raise ValueError(f"dim={self.dim}: kind {self.kind!r} keeps the source's width (leave dim unset)")
         if self.sources is not None and len(self.sources) == 0:

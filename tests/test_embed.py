@@ -187,6 +187,7 @@ def test_encoder_config_hash_covers_only_relevant_fields():
         ({"temperature": 0}, "greater than 0"),
         ({"kind": "vit"}, "ssl_cnn"),
         ({"epochs": 2, "epoch": 3}, "Extra inputs"),
+        ({"kind": "minilm", "normalize": False}, "always unit length"),
     ],
 )
 def test_encoder_config_rejects_bad_values(kwargs, match):
