@@ -55,6 +55,10 @@ class _SubprocessWithWatchdog:
         args = list(args)
         if args[1:3] == ["-m", "uvicorn"]:
             args = [args[0], "-m", "flows._server_watchdog", str(os.getpid()), "--", *args[3:]]
+            # its own session: a Ctrl-C in the terminal goes to the whole foreground process group, and a
+            # server that died with it left winnow retrying a dead API for minutes; this process handles the
+            # interrupt and the watchdog stops the server when this process is gone
+            kwargs.setdefault("start_new_session", True)
         return subprocess.Popen(args, **kwargs)
 
 

@@ -388,3 +388,31 @@ def test_a_prediction_outside_its_interval_still_plots(tmp_path):
     outside = dataclasses.replace(report, predictions=p, pred_lo=p * 1.2, pred_hi=p * 1.5)  # point below its interval
     plot_fit(tmp_path / "fit.png", outside)
     assert (tmp_path / "fit.png").stat().st_size > 1000
+
+
+def test_ctrl_c_in_a_terminal_interrupts_a_run_at_once(tmp_path):
+    """A terminal's Ctrl-C signals the whole foreground process group. The temporary Prefect server runs in
+    its own session, so it survives the signal until winnow stops it: the run exits 130 with one line
+    (it used to hang 3-5 minutes retrying a dead API, then exit 2 with a wrong hint)."""
+    cfg = tmp_path / "long.yaml"
+    cfg.write_text("sources:\n  - {name: digits, kind: sklearn_digits}\n"
+                   "encoder: {kind: ssl_cnn, dim: 16, epochs: 50, max_train: 1200}\n")
+    proc = subprocess.Popen([str(WINNOW), "run", str(cfg), "--db", str(tmp_path / "w.duckdb")], env=_env(tmp_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    leases = tmp_path / "w.artifacts" / "leases"
+    try:
+        deadline = time.monotonic() + 240
+        while not list(leases.glob("*.lease")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)  # the run is recorded inside the flow: the temporary server is up by then
+        time.sleep(3)  # inside the ~50 s of encoder training
+        assert proc.poll() is None
+        t0 = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: every process of the group
+        _, err = proc.communicate(timeout=120)
+        stopped = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "error: interrupted" and "Error logging to API" not in err
+    assert stopped < 30, f"took {stopped:.1f} s"
