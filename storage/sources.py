@@ -14,6 +14,7 @@ import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
+from pathlib import Path
 from dataclasses import dataclass
 
 import duckdb
@@ -66,6 +67,8 @@ def register_source(con: duckdb.DuckDBPyConnection, store: Store, staged: Staged
                 "another name to read the bytes with another shape")
         staged.path.unlink(missing_ok=True)
         return _record(row, created=False)
+    if not staged.path.exists():
+        raise _staged_gone(staged)
     source_id = one(con.execute("SELECT coalesce(max(source_id), 0) + 1 FROM sources"))[0]
     version = one(con.execute("SELECT coalesce(max(version), 0) + 1 FROM sources WHERE name = ?", [staged.name]))[0]
     rel = store.adopt_file(staged.path, "sources", f"{staged.name}-v{version}-{staged.content_hash[:12]}.parquet")
@@ -228,10 +231,24 @@ def load_source(store: Store, name: str, version: int | None = None) -> SourceDa
     return _load_row(store, row)
 
 
+def _staged_gone(staged: StagedSource) -> WinnowError:
+    return WinnowError(f"source {staged.name!r}: its staged file is gone ({staged.path}): another winnow run on this "
+                       "database used or removed it at the same time (it was refused, or registers other content); "
+                       "nothing was written: run again")
+
+
 def load_staged(store: Store, staged: StagedSource) -> SourceData:
     """A staged (validated, not yet registered) source as :class:`SourceData`, for checks before any write.
 
-    It has no source_id yet: ``source_id`` and ``version`` are 0, so its example ids are provisional."""
+    It has no source_id yet: ``source_id`` and ``version`` are 0, so its example ids are provisional.
+    Staging is cached across processes, so a second run on the same database may hold the same staged
+    file as a first one that has registered it since (moved into the artifacts) or was refused (removed
+    it): the registered version is the same content; with none, one clear line."""
+    if not Path(staged.path).exists():
+        sid = registered_id(store, staged.name, staged.content_hash)
+        if sid is not None:
+            return load_source_by_id(store, sid)
+        raise _staged_gone(staged)
     row = {"source_id": 0, "name": staged.name, "version": 0, "kind": staged.kind, "content_hash": staged.content_hash,
            "label_names": staged.label_names, "image_shape": list(staged.image_shape) if staged.image_shape else None,
            "parquet_path": str(staged.path)}

@@ -54,6 +54,35 @@ def test_ingest_twice_adds_no_rows_and_a_change_becomes_a_new_version(tmp_path, 
         assert dup == 0
 
 
+def test_a_staged_file_taken_by_a_concurrent_run_reads_as_the_registered_version_or_one_line(tmp_path, store):
+    """Staging is cached across processes: two runs started at once on a new database hold one staged
+    file. When the first registers it (moving it into the artifacts), the second's checks read the
+    registered version, which is the same content; when the first was refused and removed it, the second
+    says so in one line and writes nothing (it failed with 'data file missing', a file the user never named)."""
+    from storage.sources import load_staged, register_sources
+    from tasks.ingest import stage_source
+
+    src = tmp_path / "t.csv"
+    write_csv(src, 40)
+    spec = csv_config(src).sources[0]
+    first, second = stage_source(spec, store.staging_dir()), stage_source(spec, store.staging_dir())
+    shared = second.__class__(**{**second.__dict__, "path": first.path})  # what the cache hands the second run
+    register_sources(store, [first])  # the first run registers: the staged file moves away
+    assert not shared.path.exists()
+    assert load_staged(store, shared).n == 40
+    assert not register_sources(store, [shared])[0].created  # same content: nothing new
+    other = tmp_path / "u.csv"
+    write_csv(other, 30, seed=2)
+    gone = stage_source(csv_config(other).sources[0], store.staging_dir())
+    gone.path.unlink()  # a refused first run cleaned up what it staged
+    before = db_fingerprint(store.path)
+    with pytest.raises(WinnowError, match="its staged file is gone .* nothing was written: run again"):
+        load_staged(store, gone)
+    with pytest.raises(WinnowError, match="its staged file is gone"):
+        register_sources(store, [gone])
+    assert db_fingerprint(store.path) == before
+
+
 def test_loaded_source_round_trips_features_labels_and_ids(tmp_path, store):
     src = tmp_path / "t.csv"
     write_csv(src, 30)
