@@ -117,6 +117,16 @@ class SourceConfig(StrictModel):
             raise ValueError(f"source {self.name!r} of kind {self.kind!r} needs a 'path'")
         if self.kind in BUILTIN_KINDS and self.path is not None:
             raise ValueError(f"source {self.name!r} of built-in kind {self.kind!r} takes no 'path'")
+        feats = [self.features] if isinstance(self.features, str) else list(self.features or [])
+        roles = [("label", self.label), ("split", self.split), ("text", self.text)]
+        for role, col in roles:
+            if col is not None and col in feats:  # the label as a feature makes every probe trivially perfect
+                raise ValueError(f"source {self.name!r}: features name the {role} column {col!r}; leave it out of 'features'")
+        named = [(r, c) for r, c in roles if c is not None]
+        for i, (r1, c1) in enumerate(named):
+            for r2, c2 in named[i + 1:]:
+                if c1 == c2:
+                    raise ValueError(f"source {self.name!r}: {r1} and {r2} name the same column {c1!r}")
         return self
 
 
@@ -143,6 +153,17 @@ class ScheduleConfig(StrictModel):
             raise ValueError("a schedule needs exactly one of 'cron' or 'interval_seconds'")
         return self
 
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (an IANA name such as 'UTC' or 'Europe/Berlin')") from None
+        return v
+
 
 class DeployConfig(StrictModel):
     """Server deployments of this config (see ``winnow deploy``)."""
@@ -150,6 +171,15 @@ class DeployConfig(StrictModel):
     name: str = "default"
     schedules: list[ScheduleConfig] = Field(default_factory=list)
     work_pool: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _prefect_name(cls, v: str) -> str:
+        bad = sorted({c for c in v if c in "/%&<>"})
+        if not v.strip() or bad:
+            raise ValueError(f"deployment name {v!r} " + (f"contains {' '.join(bad)}, which Prefect does not allow in a name"
+                                                          if bad else "is empty"))
+        return v
 
 
 class RunConfig(StrictModel):

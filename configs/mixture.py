@@ -110,6 +110,18 @@ class PredictorConfig(StrictModel):
     random_test_fraction: float = Field(default=0.3, gt=0, lt=1)
     seed: int = 0
 
+    @field_validator("forms", "baselines", "bandwidths")
+    @classmethod
+    def _listed_once(cls, v: list, info) -> list:  # noqa: ANN001 - pydantic's ValidationInfo
+        seen = set()
+        for x in v:
+            if x in seen:
+                raise ValueError(f"{x!r} is listed twice")
+            seen.add(x)
+        if info.field_name == "bandwidths" and any(not (h >= 0) for h in v):
+            raise ValueError("bandwidths must be >= 0 (0 = no correction)")
+        return v
+
 
 class ExtrapolationConfig(StrictModel):
     """Extrapolate to ``target_n`` (default 10 × the largest pilot size); ``validate`` trains real

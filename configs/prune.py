@@ -44,6 +44,16 @@ def _each(v: list, name: str, ok: Callable[[float], bool], problem: str) -> list
     return v
 
 
+def _unique(v: list, name: str) -> list:
+    """``v`` when no item repeats; else a ValueError naming the first one listed twice."""
+    seen = set()
+    for x in v:
+        if x in seen:
+            raise ValueError(f"{x!r} is listed twice")
+        seen.add(x)
+    return v
+
+
 def _check_fractions(v: list[float], name: str) -> list[float]:
     _each(v, name, lambda f: 0.0 < f <= 1.0, "fraction={x} must be in (0, 1]")
     if len(set(v)) != len(v):
@@ -57,6 +67,12 @@ class PruneEvalConfig(StrictModel):
     fractions: list[float] = Field(default_factory=lambda: [1.0, 0.9, 0.7, 0.5, 0.3, 0.2, 0.1, 0.05], min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     policies: list[PolicyName] | None = Field(default=None, description="default: the prune section's policies")
+
+    @field_validator("policies")
+    @classmethod
+    def _policies(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else _unique(v, "policies")
+
     probe_max_iter: int = Field(default=200, ge=1)
     probe_weight_decay: float = Field(default=1e-4, ge=0.0)
     validation: float = Field(default=0.2, ge=0.0, le=0.5, description=(
@@ -117,23 +133,30 @@ class PruneConfig(StrictModel):
     @field_validator("counts")
     @classmethod
     def _counts(cls, v: list[int]) -> list[int]:
-        return _each(v, "counts", lambda c: c >= 1, "count={x} must be >= 1")
+        return _unique(_each(v, "counts", lambda c: c >= 1, "count={x} must be >= 1"), "counts")
 
     @field_validator("semdedup_eps")
     @classmethod
     def _eps(cls, v: list[float]) -> list[float]:
-        return _each(v, "semdedup_eps", lambda e: 0.0 < e < 2.0, "eps={x} must be in (0, 2)")
+        return _unique(_each(v, "semdedup_eps", lambda e: 0.0 < e < 2.0, "eps={x} must be in (0, 2)"), "semdedup_eps")
 
     @field_validator("semdedup_rel_eps")
     @classmethod
     def _rel_eps(cls, v: list[float]) -> list[float]:
-        return _each(v, "semdedup_rel_eps", lambda e: 0.0 < e <= 10.0,
-                     "{x} must be in (0, 10] (a multiple of the median nearest-neighbour distance)")
+        return _unique(_each(v, "semdedup_rel_eps", lambda e: 0.0 < e <= 10.0,
+                             "{x} must be in (0, 10] (a multiple of the median nearest-neighbour distance)"),
+                       "semdedup_rel_eps")
+
+    @field_validator("policies")
+    @classmethod
+    def _policies(cls, v: list[str]) -> list[str]:
+        return _unique(v, "policies")
 
     @field_validator("semdedup_remove")
     @classmethod
     def _remove(cls, v: list[float]) -> list[float]:
-        return _each(v, "semdedup_remove", lambda r: 0.0 < r < 1.0, "{x} must be a share of the pool in (0, 1)")
+        return _unique(_each(v, "semdedup_remove", lambda r: 0.0 < r < 1.0, "{x} must be a share of the pool in (0, 1)"),
+                       "semdedup_remove")
 
     @model_validator(mode="before")
     @classmethod

@@ -81,10 +81,14 @@ def _schedules(cfg) -> list:
 
     if cfg.deploy is None:
         return []
-    return [
-        Cron(s.cron, timezone=s.timezone) if s.cron else Interval(timedelta(seconds=s.interval_seconds), timezone=s.timezone)
-        for s in cfg.deploy.schedules
-    ]
+    out = []
+    for i, s in enumerate(cfg.deploy.schedules):
+        try:
+            out.append(Cron(s.cron, timezone=s.timezone) if s.cron
+                       else Interval(timedelta(seconds=s.interval_seconds), timezone=s.timezone))
+        except ValueError as err:  # Prefect's own check of the cron string
+            raise WinnowError(f"key 'deploy.schedules.{i}.cron': {str(err).splitlines()[0]}") from None
+    return out
 
 
 def deployment_name(cfg) -> str:

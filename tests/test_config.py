@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from configs.base import builtin_config, load_config
@@ -18,6 +20,16 @@ from tasks.errors import WinnowError
     ("sources:\n  - {name: a, kind: csv}\n", "needs a 'path'"),
     ("sources:\n  - {name: a, kind: mnist}\n  - {name: a, kind: sklearn_digits}\n", "duplicate source name 'a'"),
     ("sources: []\n", "key 'sources'"),
+    ("sources:\n  - {name: a, kind: csv, path: a.csv, label: y, features: y}\n", "features name the label column 'y'"),
+    ("sources:\n  - {name: a, kind: csv, path: a.csv, label: y, features: [f, s], split: s}\n",
+     "features name the split column 's'"),
+    ("sources:\n  - {name: a, kind: csv, path: a.csv, label: y, split: y}\n", "label and split name the same column 'y'"),
+    ("sources:\n  - {name: a, kind: mnist}\nprune: {metrics: [ssp], policies: [hard, hard]}\n",
+     "key 'prune.policies': 'hard' is listed twice"),
+    ("sources:\n  - {name: a, kind: mnist}\nprune: {metrics: [ssp], counts: [10, 10]}\n", "'prune.counts': 10 is listed twice"),
+    ("sources:\n  - {name: a, kind: mnist}\ndeploy: {name: 'a/b'}\n", "contains /, which Prefect does not allow"),
+    ("sources:\n  - {name: a, kind: mnist}\ndeploy: {schedules: [{interval_seconds: 60, timezone: Mars/Olympus}]}\n",
+     "unknown time zone 'Mars/Olympus'"),
     ("- just\n- a list\n", "must be a YAML mapping"),
     ("sources: [\n", "not valid YAML"),
     ("task_runner: {kind: spark}\nsources:\n  - {name: a, kind: mnist}\n", "key 'task_runner.kind'"),
@@ -108,3 +120,19 @@ def test_a_stage_that_reads_another_stages_results_runs_with_it():
     no_mixture = cfg.model_copy(update={"mixture": None, "plan": None})
     with pytest.raises(WinnowError, match="add a 'mixture' section"):
         enabled_stages(no_mixture)
+
+
+def test_mixture_predictor_lists_and_a_bad_cron_are_config_errors(tmp_path):
+    """A form or bandwidth listed twice failed after the pilots with a database constraint error (exit 1),
+    a negative bandwidth silently meant 'no correction' and won ties; a bad cron string was an internal error."""
+    from configs.base import parse_config
+    from flows.ops import _schedules
+
+    mix = "mixture: {pools: [{name: p, source: a}, {name: q, source: a}], target: {source: a}, predictor: %s}\n"
+    for pred, message in [("{forms: [ot, ot]}", "key 'mixture.predictor.forms': 'ot' is listed twice"),
+                          ("{bandwidths: [0.1, -1]}", "bandwidths must be >= 0")]:
+        with pytest.raises(WinnowError, match=re.escape(message)):
+            load_config(write_yaml(tmp_path / "m.yaml", "sources:\n  - {name: a, kind: mnist}\n" + mix % pred))
+    cfg = parse_config({"sources": [{"name": "a", "kind": "mnist"}], "deploy": {"schedules": [{"cron": "61 * * * *"}]}})
+    with pytest.raises(WinnowError, match=r"key 'deploy.schedules.0.cron': Invalid cron string"):
+        _schedules(cfg)
