@@ -27,6 +27,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_BATCH_INTERVAL", "0.5")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # MiniLM's "Loading weights" bar on every text run
 if "PREFECT_LOGGING_SETTINGS_PATH" not in os.environ:
     _home = Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
     if not (_home / "logging.yml").exists():

@@ -363,3 +363,13 @@ encoder: {kind: pca, dim: 8}
     bad = write_yaml(tmp_path / "bad.yaml", "sources:\n  - {name: digits, kind: sklearn_digits, max_rows: 50}\nencoder: {kind: minilm, sources: [digits]}\n")
     code, out, err = winnow("embed", bad, "--db", db_path)
     assert code == 2 and "needs text" in err
+
+
+def test_loading_minilm_draws_no_progress_bar_on_the_console(capfd):
+    """The packaged model's 'Loading weights' bar went to stderr on every text run."""
+    from tasks.embed.minilm import embed_texts, load_minilm
+
+    load_minilm.cache_clear()
+    embed_texts(["a short text"], progress=False)
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err and "it/s" not in err

