@@ -358,7 +358,8 @@ def _attempt(store: Store, rec: RecordedRun, existed: bool, flow: str, name: str
                 _mark_recorded(err, run_id)
             raise
         except BaseException as err:
-            _failed(store, lease, rec, f"{type(err).__name__}: {err}")
+            what = "interrupted (Ctrl-C or SIGINT)" if isinstance(err, KeyboardInterrupt) else f"{type(err).__name__}: {err}"
+            _failed(store, lease, rec, what)
             _mark_recorded(err, run_id)
             raise
 

@@ -416,3 +416,9 @@ def test_ctrl_c_in_a_terminal_interrupts_a_run_at_once(tmp_path):
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1] == "error: interrupted" and "Error logging to API" not in err
     assert stopped < 30, f"took {stopped:.1f} s"
+    import json
+
+    runs = subprocess.run([str(WINNOW), "runs", "--db", str(tmp_path / "w.duckdb"), "--json"], env=_env(tmp_path),
+                          capture_output=True, text=True, timeout=120)
+    (attempt,) = json.loads(runs.stdout)
+    assert attempt["status"] == "failed" and attempt["error"] == "interrupted (Ctrl-C or SIGINT)"
