@@ -176,6 +176,15 @@ class Store:
         p = Path(stored_path)
         return p if p.is_absolute() else self.path.parent / p
 
+    def owns(self, path: str | Path) -> bool:
+        """Whether ``path`` is the database file, its write-ahead log, or anything inside its artifacts folder
+        (links resolved): files winnow's tables refer to, which a user-named output must never replace."""
+        p = Path(path).expanduser().resolve()
+        if p in (self.path, Path(f"{self.path}.wal")):
+            return True
+        art = self.artifacts_dir.resolve()
+        return p == art or art in p.parents
+
     def relative(self, path: Path) -> str:
         return os.path.relpath(path, self.path.parent)
 

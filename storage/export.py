@@ -25,6 +25,9 @@ def export_selection(store: Store, selection_id: str, to: Path, *, force: bool =
     suffix = to.suffix.lower()
     if suffix not in (".parquet", ".csv"):
         raise WinnowError(f"--to {to}: the file must end in .parquet or .csv")
+    if store.owns(to):
+        raise WinnowError(f"--to {to}: that is inside the database's own files ({store.artifacts_dir}); "
+                          "write the export somewhere else")
     check_target(to, force=force, what="export", option="--to")
     if is_plan(store, selection_id):  # a plan's example ids export like a selection
         plan, members = load_plan_members(store, selection_id)

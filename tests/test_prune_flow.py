@@ -125,6 +125,17 @@ def test_export_writes_ids_and_refuses_to_overwrite(pruned_db, tmp_path, winnow)
     assert len(csv.read_text().strip().splitlines()) == n_kept + 1
     code, _, err = winnow("export", "no-such-selection", "--to", tmp_path / "x.csv", "--db", db_path)
     assert code == 2 and "no selection" in err and not (tmp_path / "x.csv").exists()
+    # never onto winnow's own files, even with --force (a source's stored Parquet replaced by an export
+    # broke the next run with a bare KeyError)
+    from storage.db import Store
+
+    art = Store(db_path).artifacts_dir
+    own = sorted((art / "sources").glob("*.parquet"))[0]
+    before = own.read_bytes()
+    code, _, err = winnow("export", sid, "--to", own, "--db", db_path, "--force")
+    assert code == 2 and "inside the database's own files" in err and own.read_bytes() == before
+    code, _, err = winnow("export", sid, "--to", art / "new.parquet", "--db", db_path)
+    assert code == 2 and not (art / "new.parquet").exists()
 
 
 @pytest.mark.parametrize(
