@@ -70,6 +70,16 @@ def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(_jsonable(obj), indent=2, default=str) + "\n")
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x00, 0x09), *range(0x0b, 0x20), *range(0x7f, 0xa0)]}
+_CONTROL.update({c: f"\\u{c:04x}" for c in [*range(0x202a, 0x202f), *range(0x2066, 0x206a)]})  # bidi overrides
+
+
+def visible(text: str) -> str:
+    """``text`` with terminal control characters (ESC, BEL, backspace, C1 codes...) written as ``\\xNN``: a
+    stored string (a run name, a text column) must not restyle, retitle or clear the user's terminal."""
+    return text.translate(_CONTROL)
+
+
 def _cell(v: Any) -> str:
     if v is None:
         return ""
@@ -77,7 +87,7 @@ def _cell(v: Any) -> str:
         return f"{v:.4g}"
     if isinstance(v, datetime):
         return v.strftime("%Y-%m-%d %H:%M:%S")
-    return " ".join(str(v).split()) if isinstance(v, str) else str(v)
+    return visible(" ".join(str(v).split()) if isinstance(v, str) else str(v))
 
 
 def _fit_widths(natural: list[int], floors: list[int], budget: int) -> list[int] | None:
@@ -140,7 +150,7 @@ def open_store(db: Optional[str], config_db: Path | None = None):
 
 def print_lines(lines: list[str]) -> None:
     for line in lines:
-        console.print(line, highlight=False, markup=False)
+        console.print(visible(line), highlight=False, markup=False)
 
 
 def error_line(message: str) -> None:
@@ -164,9 +174,10 @@ def warning_line(message: Warning | str, category: type[Warning], filename: str,
 
 
 def escape(text: str) -> str:
+    """Data text for a rich markup string: markup escaped, control characters made visible."""
     from rich.markup import escape as _escape
 
-    return _escape(text)
+    return _escape(visible(text))
 
 
 def debug() -> bool:

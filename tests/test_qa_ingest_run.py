@@ -229,3 +229,20 @@ def test_a_late_refusal_on_a_new_path_leaves_no_database_file(tmp_path):
     before = db_fingerprint(db)
     p = _cli(tmp_path, "run", bad, "--db", db)
     assert p.returncode == 2 and db_fingerprint(db) == before
+
+
+# ------------------------------------------------------------------- 7. control characters in stored text
+def test_stored_text_cannot_drive_the_terminal(tmp_path):
+    """A run name (or any stored string) with ESC sequences or a bidi override is printed with those
+    characters made visible, in `show` and in `query` tables (they reached the terminal raw)."""
+    (tmp_path / "t.csv").write_text("a,y\n1,0\n2,1\n3,0\n4,1\n")
+    name = "x\x1b[31mred\x07\u202eevil"
+    cfg = write_yaml(tmp_path / "c.yaml", f'name: "{name.encode("unicode_escape").decode()}"\n'
+                                          "sources:\n  - {name: t, kind: csv, path: t.csv, label: y}\n")
+    db = tmp_path / "w.duckdb"
+    assert _cli(tmp_path, "ingest", cfg, "--db", db).returncode == 0
+    run_id = json.loads(_cli(tmp_path, "runs", "--db", db, "--json").stdout)[0]["run_id"]
+    for p in (_cli(tmp_path, "show", run_id, "--db", db), _cli(tmp_path, "query", "select name from runs", "--db", db)):
+        assert p.returncode == 0, p.stderr
+        assert "\x1b" not in p.stdout and "\x07" not in p.stdout and "\u202e" not in p.stdout
+        assert "\\x1b[31mred\\x07\\u202eevil" in p.stdout
