@@ -50,10 +50,23 @@ def server_problem(err: BaseException) -> tuple[int, str] | None:
                                      "is unknown: check `winnow runs` (and the server) before retrying")
         status = getattr(getattr(e, "response", None), "status_code", None)
         if name in ("HTTPStatusError", "ObjectAlreadyExists", "ObjectNotFound", "PrefectHTTPStatusError") and status:
-            detail = " ".join(text.split())[:200]
+            detail = " ".join((_server_detail(e) or text).split())[:400]
             code = EXIT_USER_ERROR if status in (404, 409, 422) else EXIT_RUN_FAILED
             return code, f"the Prefect server at {url} refused the request ({status}): {detail}"
     return None
+
+
+def _server_detail(err: BaseException) -> str | None:
+    """The server's own reason (the JSON ``detail`` of its response), e.g. which parameter failed and why;
+    the exception's text leads with the URL and cut the reason off at 200 characters."""
+    try:
+        detail = err.response.json().get("detail")  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - no JSON body: the exception's text says what there is
+        return None
+    if isinstance(detail, list):  # FastAPI validation errors: [{"loc": [...], "msg": ...}, ...]
+        detail = "; ".join(f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg')}" if isinstance(d, dict) else str(d)
+                           for d in detail)
+    return str(detail) if detail else None
 
 
 _interrupted = False

@@ -217,6 +217,16 @@ def test_server_problems_are_one_line_with_the_right_exit_code():
         assert server_problem(outer)[0] == 2
     assert server_problem(RemoteProtocolError("peer closed"))[0] == 1
     assert server_problem(ValueError("a bug")) is None
+    # a refused request says the server's own reason, not the URL-led text cut at 200 characters
+    import httpx
+
+    reason = ("Error creating flow run: Validation failed for field 'config.sources[0].max_rows'. "
+              "Failure reason: 'abc' is not valid under any of the given schemas")
+    req = httpx.Request("POST", "http://127.0.0.1:4299/api/deployments/" + "8b01" * 16 + "/create_flow_run")
+    resp = httpx.Response(409, json={"detail": reason}, request=req)
+    err = httpx.HTTPStatusError(f"Client error '409 Conflict' for url '{req.url}'", request=req, response=resp)
+    code, line = server_problem(err)
+    assert code == 2 and line.endswith(f"refused the request (409): {reason}")
 
 
 # ----------------------------------------------------------------------------------------- query
