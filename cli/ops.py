@@ -57,6 +57,9 @@ def serve(
                       f"db {escape(str(deployment.parameters['db']))}")
     console.print(f"UI: {api_url().rstrip('/').removesuffix('/api')}  (Ctrl-C stops serving and pauses the schedules)")
     os.environ["WINNOW_CONSOLE_FAILURES"] = "1"  # a service's console shows its runs' failures (flows/_env.py)
+    # and its runs' progress: the flow-run processes serve starts log at INFO to this console (a user's own
+    # PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL wins)
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "INFO")
     serve_deployments(deployments, limit=limit)
 
 

@@ -147,8 +147,8 @@ class HideUserErrors(logging.Filter):
             message = record.getMessage()
         except Exception:  # noqa: BLE001 - a record that cannot format is not ours to judge
             return True
+        if os.environ.get("WINNOW_CONSOLE_FAILURES", "") not in ("", "0", "false"):
+            return True  # a service: no CLI prints its runs' failures, so the console does (user errors: one line)
         if any(f"{name}:" in message or f"{name}(" in message for name in _user_error_names()):
             return False
-        if os.environ.get("WINNOW_CONSOLE_FAILURES", "") not in ("", "0", "false"):
-            return True
         return not record.exc_info and not any(m in message for m in FAILURE_MESSAGES)

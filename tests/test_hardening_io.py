@@ -192,7 +192,8 @@ def test_prefect_console_filter_drops_failures_the_cli_reports_as_one_line(monke
     # a bug is one 'internal error' line from the CLI (the traceback with WINNOW_DEBUG=1), not Prefect's dump
     assert not f.filter(bug) and not f.filter(bug_exc)
     monkeypatch.setenv("WINNOW_CONSOLE_FAILURES", "1")  # winnow serve: a service shows its runs' failures
-    assert f.filter(bug) and f.filter(bug_exc) and not f.filter(state)
+    # (no CLI prints them there): a user error as its one state line, never its traceback
+    assert f.filter(bug) and f.filter(bug_exc) and f.filter(state) and not f.filter(with_exc)
     monkeypatch.setenv("WINNOW_DEBUG", "1")
     assert f.filter(with_exc) and f.filter(state)
 
