@@ -433,3 +433,18 @@ def test_ctrl_c_in_a_terminal_interrupts_a_run_at_once(tmp_path):
                           capture_output=True, text=True, timeout=120)
     (attempt,) = json.loads(runs.stdout)
     assert attempt["status"] == "failed" and attempt["error"] == "interrupted (Ctrl-C or SIGINT)"
+
+
+def test_an_unreachable_dask_scheduler_is_one_line_before_the_run():
+    """Exit 2 like an unreachable Prefect server (it was a 30 s wait, then exit 1 with an OSError)."""
+    import socket
+
+    from flows.runner import check_reachable
+
+    with socket.socket() as s:  # a port nothing listens on: bound, never listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        with pytest.raises(WinnowError, match=f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}"):
+            check_reachable(f"tcp://127.0.0.1:{port}")
+    with pytest.raises(WinnowError, match="is not a Dask scheduler address"):
+        check_reachable("scheduler-without-port")
