@@ -20,6 +20,7 @@ from tasks.errors import WinnowError
     ("sources:\n  - {name: a, kind: csv}\n", "needs a 'path'"),
     ("sources:\n  - {name: a, kind: mnist}\n  - {name: a, kind: sklearn_digits}\n", "duplicate source name 'a'"),
     ("sources: []\n", "key 'sources'"),
+    ("sources:\n  - {name: a, kind: mnist, max_rows: true}\n", "max_rows: true is not a number"),
     ("sources:\n  - {name: a, kind: csv, path: a.csv, label: y, features: y}\n", "features name the label column 'y'"),
     ("sources:\n  - {name: a, kind: csv, path: a.csv, label: y, features: [f, s], split: s}\n",
      "features name the split column 's'"),
