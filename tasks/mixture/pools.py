@@ -83,7 +83,10 @@ def draw_pool(src: SourceData, cfg: PoolConfig, taken: np.ndarray) -> np.ndarray
     n = cfg.n or rows.size
     if cfg.class_proportions is None and cfg.n is None:
         return rows
-    want = class_targets(src.label_names, cfg.class_proportions, n)
+    try:
+        want = class_targets(src.label_names, cfg.class_proportions, n)
+    except WinnowError as err:
+        raise WinnowError(f"pool {cfg.name!r} (source {cfg.source!r}): {err}") from None
     rng = np.random.default_rng(cfg.seed)
     out = []
     for c, w in enumerate(want):

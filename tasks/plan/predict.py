@@ -103,7 +103,8 @@ def fit_screen(
     if acc.shape != (len(sizes), D):
         raise ValueError(f"accuracies have shape {acc.shape}; expected ({len(sizes)}, {D})")
     if D < 6:
-        raise WinnowError(f"the planner needs at least 6 design candidates to fit its predictor, got {D}")
+        raise WinnowError(f"the planner needs at least 6 design candidates to fit its predictor, got {D}: raise "
+                          "plan.design, or offer more pruning options (plan.policies, plan.fractions)")
     n_test = max(1, int(round(test_fraction * D)))
     splits = {"random": random_splits(D, n_test, n_splits, seed)}
     validation: list[ValidationRow] = []

@@ -61,7 +61,8 @@ def dbp_weights(kmeans: KMeansResult, *, tau: float = 0.5, n_neighbors: int = 20
     km = kmeans
     K = km.k
     if K < 2:
-        raise WinnowError(f"DBP needs k >= 2 clusters to measure inter-cluster distance; got k={K}")
+        raise WinnowError(f"DBP needs k >= 2 clusters to measure inter-cluster distance; got k={K} (prune.k, or a source "
+                          "with more rows: k defaults to about the square root of the pool)")
     dist = (1.0 - km.cos_to_centroid).astype(np.float64)
     sizes = km.sizes.astype(np.float64)
     d_intra = np.bincount(km.assign, weights=dist, minlength=K) / np.maximum(sizes, 1.0)
