@@ -170,7 +170,9 @@ class _SourceWriter:
             labels = batch.labels
             missing = _null_mask(labels)
             if missing.any():
-                raise _err(spec, f"label column {spec.label or 'label'!r} is null at row {self.n + int(np.flatnonzero(missing)[0]) + 1}")
+                where = spec.label or (spec.labels_key if spec.kind == "npz" else
+                                       str(spec.labels_path) if spec.labels_path is not None else "label")
+                raise _err(spec, f"label column {where!r} is null at row {self.n + int(np.flatnonzero(missing)[0]) + 1}")
             labels_str = _labels_to_str(labels)
             self.labels_seen.update(np.unique(labels_str).tolist())
             self.h_labels.update("".join(f"{v}\x1f" for v in labels_str.tolist()).encode())
