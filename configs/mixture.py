@@ -144,7 +144,7 @@ class SelectConfig(StrictModel):
 
     top_pilots: int = Field(default=3, ge=1)
     rank_reps: int = Field(default=3, ge=2)
-    confirm_reps: int = Field(default=3, ge=1)
+    confirm_reps: int = Field(default=3, ge=2, description="fresh draws of the winner: its interval needs at least two")
     level: float = Field(default=0.95, gt=0, lt=1)
     steps: int = Field(default=20, gt=0)
     step_size: float = Field(default=0.15, gt=0)

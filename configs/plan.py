@@ -78,7 +78,7 @@ class PlanConfig(StrictModel):
                             "(a candidate whose own pilots beat the others is never screened out)")
     final_reps: int = Field(default=2, ge=2, description="trainings at target_n of every finalist and baseline; the "
                             "best mean becomes the plan (baselines are eligible)")
-    final_confirm_reps: int = Field(default=3, ge=1, description="fresh trainings at target_n of the chosen plan: its "
+    final_confirm_reps: int = Field(default=3, ge=2, description="fresh trainings at target_n of the chosen plan (>= 2): its "
                                     "reported accuracy and interval come from these draws only")
     confirm_reps: int = Field(default=4, gt=1, description="repetitions per size of each confirmation pilot")
     scaling_form: Literal["m1", "m2"] = Field(default="m1", description="scaling law fitted to confirmation pilots")
