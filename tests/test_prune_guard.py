@@ -149,3 +149,17 @@ def test_validation_split_is_stratified_seeded_and_keeps_every_class_in_the_fit_
     assert set(y[fit]) == {0, 1, 2, 3}
     assert np.array_equal(held, validation_split(y, 0.2, seed=0)[1])
     assert not np.array_equal(held, validation_split(y, 0.2, seed=1)[1])
+
+
+def test_a_guard_note_on_auto_says_the_validation_split_decided_only_when_it_did():
+    from tasks.prune.stage import _with_guard
+
+    rng = np.random.default_rng(0)
+    ms = MetricScores("ssp", rng.random(100).astype(np.float32))
+    sel = RankedSelection("ssp", "auto", "f=0.1", select_by_metric(ms, "auto", fraction=0.1, dim=4, n_groups=2, seed=0))
+    g = losses_to_random(_curve({("ssp", "auto", 0.1): [0.80, 0.81], ("random", "random", 0.1): [0.90, 0.91]}))
+    assert g
+    with_split = _with_guard([sel], g, decided=True)[0].selection.reason
+    without = _with_guard([sel], g)[0].selection.reason
+    assert "GUARD: the pruning curve on the test rows measured" in with_split and "which decides, showed no loss" in with_split
+    assert "GUARD" in without and "validation split" not in without  # evaluate.validation: 0 decides nothing

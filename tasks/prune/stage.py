@@ -109,7 +109,7 @@ def _prune_source(E, y, opts: PruneOptions, n_classes, E_test, y_test, content, 
         decide = _decision_curve(E, y, opts, selections, measure)
         if decide is not None:
             selections = _act_on_curve(selections, decide[0], scores, opts, y, d_eff, groups_for_auto, basis=decide[1])
-        selections = _with_guard(selections, guard)
+        selections = _with_guard(selections, guard, decided=decide is not None)
     return SourcePruneResult(n_pool=n, k=k, dim=d, effective_dim=d_eff, scores=scores, selections=selections,
                              dedup=dedup, curve=curve, guard=guard, warnings=warnings)
 
@@ -196,7 +196,7 @@ def _remake(o: AutoOverride, scores: dict[str, MetricScores], opts: PruneOptions
                             n_groups=n_groups, seed=opts.seed)
 
 
-def _with_guard(selections: list[RankedSelection], guard: list[GuardNote]) -> list[RankedSelection]:
+def _with_guard(selections: list[RankedSelection], guard: list[GuardNote], decided: bool = False) -> list[RankedSelection]:
     """Append the guard's verdict to the reason of every selection the curve found losing to random."""
     by = {(g.metric, g.policy, f"f={g.fraction:g}"): g for g in guard}
     out = []
@@ -204,7 +204,7 @@ def _with_guard(selections: list[RankedSelection], guard: list[GuardNote]) -> li
         g = by.get((s.metric, s.policy, s.spec))
         if g is not None and "switched from" not in s.selection.reason:  # a switched auto already says why
             kept = (" (auto kept its choice: the validation split of the pool, which decides, showed no loss)"
-                    if s.policy == "auto" else "")
+                    if s.policy == "auto" and decided else "")
             s = replace(s, selection=replace(s.selection, reason=s.selection.reason + f"; GUARD: the pruning curve "
                         f"on the test rows measured {g.measured()} here; better: {g.best}{kept}"))
         out.append(s)
