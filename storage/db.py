@@ -389,8 +389,8 @@ class Store:
 
         The file is unlinked while this process holds DuckDB's exclusive lock on it, so no other
         process has it open; one that opens the path afterwards starts a new file."""
-        try:
-            con = self._connect_rw()
+        try:  # one attempt, no lock wait: a file another process holds is in use, so it stays
+            con = duckdb.connect(str(self.path), config={"storage_compatibility_version": STORAGE_COMPATIBILITY})
         except Exception:  # noqa: BLE001 - locked or unreadable: someone uses it, keep it
             return False
         try:
