@@ -21,6 +21,18 @@ def _numeric(annotation: object) -> bool:
     return False
 
 
+def listed_once(values: list, key=lambda x: x) -> list:
+    """``values`` when no two items have the same ``key``; else a ValueError naming the first repeat
+    (a config key's path is added by the loader)."""
+    seen = set()
+    for x in values:
+        k = key(x)
+        if k in seen:
+            raise ValueError(f"{x!r} is listed twice")
+        seen.add(k)
+    return values
+
+
 class StrictModel(BaseModel):
     """Pydantic model that forbids unknown keys (a typo in a config must never be ignored)."""
 

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from configs._model import StrictModel
+from configs._model import StrictModel, listed_once
 
 
 class PoolConfig(StrictModel):
@@ -113,11 +113,7 @@ class PredictorConfig(StrictModel):
     @field_validator("forms", "baselines", "bandwidths")
     @classmethod
     def _listed_once(cls, v: list, info) -> list:  # noqa: ANN001 - pydantic's ValidationInfo
-        seen = set()
-        for x in v:
-            if x in seen:
-                raise ValueError(f"{x!r} is listed twice")
-            seen.add(x)
+        listed_once(v)
         if info.field_name == "bandwidths" and any(not (h >= 0) for h in v):
             raise ValueError("bandwidths must be >= 0 (0 = no correction)")
         return v

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from configs._model import StrictModel
+from configs._model import StrictModel, listed_once
 
 PLAN_KEEPS = ("hard", "easy")
 PLAN_BALANCES = ("none", "equal", "proportional")
@@ -98,13 +98,7 @@ class PlanConfig(StrictModel):
     @field_validator("policies")
     @classmethod
     def _policies(cls, v: list[str]) -> list[str]:
-        seen = set()
-        for p in v:
-            key = parse_policy(p)
-            if key in seen:
-                raise ValueError(f"policy {p!r} is listed twice")
-            seen.add(key)
-        return v
+        return listed_once(v, key=parse_policy)
 
     @field_validator("fractions")
     @classmethod

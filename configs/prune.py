@@ -26,7 +26,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from configs._model import StrictModel
+from configs._model import StrictModel, listed_once
 
 MetricName = Literal[
     "ssp", "semdedup", "dbp", "moderate", "random", "el2n", "grand", "forgetting", "aum", "supervised_prototypes",
@@ -41,16 +41,6 @@ def _each(v: list, name: str, ok: Callable[[float], bool], problem: str) -> list
     for i, x in enumerate(v):
         if not ok(x):
             raise ValueError(f"{name}[{i}]: " + problem.format(x=x))
-    return v
-
-
-def _unique(v: list, name: str) -> list:
-    """``v`` when no item repeats; else a ValueError naming the first one listed twice."""
-    seen = set()
-    for x in v:
-        if x in seen:
-            raise ValueError(f"{x!r} is listed twice")
-        seen.add(x)
     return v
 
 
@@ -71,7 +61,7 @@ class PruneEvalConfig(StrictModel):
     @field_validator("policies")
     @classmethod
     def _policies(cls, v: list[str] | None) -> list[str] | None:
-        return None if v is None else _unique(v, "policies")
+        return None if v is None else listed_once(v)
 
     probe_max_iter: int = Field(default=200, ge=1)
     probe_weight_decay: float = Field(default=1e-4, ge=0.0)
@@ -133,30 +123,28 @@ class PruneConfig(StrictModel):
     @field_validator("counts")
     @classmethod
     def _counts(cls, v: list[int]) -> list[int]:
-        return _unique(_each(v, "counts", lambda c: c >= 1, "count={x} must be >= 1"), "counts")
+        return listed_once(_each(v, "counts", lambda c: c >= 1, "count={x} must be >= 1"))
 
     @field_validator("semdedup_eps")
     @classmethod
     def _eps(cls, v: list[float]) -> list[float]:
-        return _unique(_each(v, "semdedup_eps", lambda e: 0.0 < e < 2.0, "eps={x} must be in (0, 2)"), "semdedup_eps")
+        return listed_once(_each(v, "semdedup_eps", lambda e: 0.0 < e < 2.0, "eps={x} must be in (0, 2)"))
 
     @field_validator("semdedup_rel_eps")
     @classmethod
     def _rel_eps(cls, v: list[float]) -> list[float]:
-        return _unique(_each(v, "semdedup_rel_eps", lambda e: 0.0 < e <= 10.0,
-                             "{x} must be in (0, 10] (a multiple of the median nearest-neighbour distance)"),
-                       "semdedup_rel_eps")
+        return listed_once(_each(v, "semdedup_rel_eps", lambda e: 0.0 < e <= 10.0,
+                                 "{x} must be in (0, 10] (a multiple of the median nearest-neighbour distance)"))
 
     @field_validator("policies")
     @classmethod
     def _policies(cls, v: list[str]) -> list[str]:
-        return _unique(v, "policies")
+        return listed_once(v)
 
     @field_validator("semdedup_remove")
     @classmethod
     def _remove(cls, v: list[float]) -> list[float]:
-        return _unique(_each(v, "semdedup_remove", lambda r: 0.0 < r < 1.0, "{x} must be a share of the pool in (0, 1)"),
-                       "semdedup_remove")
+        return listed_once(_each(v, "semdedup_remove", lambda r: 0.0 < r < 1.0, "{x} must be a share of the pool in (0, 1)"))
 
     @model_validator(mode="before")
     @classmethod
